@@ -1,0 +1,69 @@
+"""Helpers every command shares: consoles, JSON output, progress bars."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from dsi_online.errors import InvalidParameterError
+
+stderr = Console(stderr=True)
+
+
+def output_console(json_path: str | None) -> Console:
+    """Where tables go: stderr when the JSON document takes stdout."""
+    return stderr if json_path == "-" else Console()
+
+
+def write_json(document: Any, path: str, option: str = "--json") -> None:
+    """Write `document` to `path` ('-' = stdout), atomically for files."""
+    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(target)
+    except OSError as exc:
+        raise InvalidParameterError(
+            f"{option} must name a writable file; cannot write {path} ({exc.strerror})"
+        ) from None
+
+
+@contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Progress]:
+    """A rich progress bar on stderr that vanishes when done; yields the Progress."""
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=True,
+    )
+    with progress:
+        progress.add_task(description, total=total)
+        yield progress
+
+
+def advance(progress: Progress, steps: int = 1) -> None:
+    """Advance the only task of a bar made by `progress_bar`."""
+    progress.advance(progress.task_ids[0], steps)

@@ -1,0 +1,174 @@
+"""`dsi-online run`: non-SI, SI and DSI side by side on one scenario."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dsi_online.cli.app import app
+from dsi_online.cli.common import advance, output_console, progress_bar, write_json
+from dsi_online.clock import check_clock
+from dsi_online.errors import InvalidParameterError
+from dsi_online.latency import ModelLatency
+from dsi_online.profile import resolve_profile
+from dsi_online.reports.run import render_table, to_json, verdict
+from dsi_online.runner import run_scenario
+from dsi_online.scenario import Scenario, check_acceptance, check_cv, check_ms
+
+DEFAULT_TARGET_MS = 30.0
+DEFAULT_DRAFTER_MS = 3.0
+DEFAULT_ACCEPTANCE = 0.8
+
+
+def _conflicts(profile: str, options: dict[str, float | None]) -> None:
+    given = [name for name, value in options.items() if value is not None]
+    if given:
+        raise InvalidParameterError(
+            f"{given[0]} cannot be combined with --profile {profile}: the profile gives "
+            "the latency distributions (drop one of the two)"
+        )
+
+
+def build_scenario(
+    *,
+    target_ms: float | None,
+    target_ttft_ms: float | None,
+    drafter_ms: float | None,
+    drafter_ttft_ms: float | None,
+    acceptance: float | None,
+    lookahead: int,
+    servers: int,
+    tokens: int,
+    repeats: int,
+    seed: int,
+    latency_cv: float | None,
+    profile: str | None,
+) -> Scenario:
+    """Resolve the run options (and a profile) into a validated Scenario."""
+    if profile is None:
+        return Scenario.from_ms(
+            target_ms=DEFAULT_TARGET_MS if target_ms is None else target_ms,
+            target_ttft_ms=target_ttft_ms,
+            drafter_ms=DEFAULT_DRAFTER_MS if drafter_ms is None else drafter_ms,
+            drafter_ttft_ms=drafter_ttft_ms,
+            acceptance=DEFAULT_ACCEPTANCE if acceptance is None else acceptance,
+            lookahead=lookahead,
+            servers=servers,
+            tokens=tokens,
+            repeats=repeats,
+            seed=seed,
+            latency_cv=0.0 if latency_cv is None else latency_cv,
+        )
+    _conflicts(
+        profile,
+        {
+            "--target-ms": target_ms,
+            "--target-ttft-ms": target_ttft_ms,
+            "--drafter-ms": drafter_ms,
+            "--drafter-ttft-ms": drafter_ttft_ms,
+            "--latency-cv": latency_cv,
+        },
+    )
+    loaded = resolve_profile(profile)
+    if acceptance is None:
+        if loaded.acceptance is None:
+            raise InvalidParameterError(
+                f"profile {loaded.name} has no acceptance rate: give --acceptance/-a within [0, 1]"
+            )
+        acceptance = loaded.acceptance.rate
+    return Scenario(
+        target=loaded.target.latency,
+        drafter=loaded.drafter.latency,
+        acceptance=acceptance,
+        lookahead=lookahead,
+        servers=servers,
+        tokens=tokens,
+        repeats=repeats,
+        seed=seed,
+        profile=loaded.name,
+    )
+
+
+def _validate_floats(
+    target_ms: float | None,
+    target_ttft_ms: float | None,
+    drafter_ms: float | None,
+    drafter_ttft_ms: float | None,
+    acceptance: float | None,
+    latency_cv: float | None,
+) -> None:
+    checks = (
+        (target_ms, "target latency", "--target-ms"),
+        (target_ttft_ms, "target TTFT", "--target-ttft-ms"),
+        (drafter_ms, "drafter latency", "--drafter-ms"),
+        (drafter_ttft_ms, "drafter TTFT", "--drafter-ttft-ms"),
+    )
+    for value, name, option in checks:
+        if value is not None:
+            check_ms(value, name, option)
+    if acceptance is not None:
+        check_acceptance(acceptance)
+    if latency_cv is not None:
+        check_cv(latency_cv)
+
+
+@app.command()
+def run(
+    target_ms: Annotated[
+        float | None, typer.Option(help="Target TPOT, ms [default: 30].", show_default=False)
+    ] = None,
+    target_ttft_ms: Annotated[
+        float | None, typer.Option(help="Target TTFT, ms [default: --target-ms].")
+    ] = None,
+    drafter_ms: Annotated[
+        float | None, typer.Option(help="Drafter TPOT, ms [default: 3].", show_default=False)
+    ] = None,
+    drafter_ttft_ms: Annotated[
+        float | None, typer.Option(help="Drafter TTFT, ms [default: --drafter-ms].")
+    ] = None,
+    acceptance: Annotated[
+        float | None,
+        typer.Option("--acceptance", "-a", help="Acceptance rate in [0, 1] [default: 0.8]."),
+    ] = None,
+    lookahead: Annotated[int, typer.Option("--lookahead", "-k", help="Drafts per chunk.")] = 5,
+    servers: Annotated[int, typer.Option("--servers", "-n", help="DSI's target servers.")] = 7,
+    tokens: Annotated[int, typer.Option("--tokens", "-S", help="Tokens to generate.")] = 100,
+    repeats: Annotated[int, typer.Option("--repeats", "-r", help="Repeats (seeds).")] = 3,
+    seed: Annotated[int, typer.Option(help="Base seed of coins and latency draws.")] = 0,
+    clock: Annotated[str, typer.Option(help="wall (real time) or virtual (instant).")] = "wall",
+    latency_cv: Annotated[
+        float | None,
+        typer.Option(help="Coefficient of variation of lognormal latencies; 0 = constant."),
+    ] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="A profile: shipped name or TOML path.")
+    ] = None,
+    json_path: Annotated[
+        str | None, typer.Option("--json", help="Write the JSON document here ('-' = stdout).")
+    ] = None,
+) -> None:
+    """Play non-SI, SI and DSI on one scenario and report their wall-time speedups."""
+    checked_clock = check_clock(clock)
+    _validate_floats(target_ms, target_ttft_ms, drafter_ms, drafter_ttft_ms, acceptance, latency_cv)
+    scenario = build_scenario(
+        target_ms=target_ms,
+        target_ttft_ms=target_ttft_ms,
+        drafter_ms=drafter_ms,
+        drafter_ttft_ms=drafter_ttft_ms,
+        acceptance=acceptance,
+        lookahead=lookahead,
+        servers=servers,
+        tokens=tokens,
+        repeats=repeats,
+        seed=seed,
+        latency_cv=latency_cv,
+        profile=profile,
+    )
+    with progress_bar(f"{checked_clock} clock: repeats", scenario.repeats) as bar:
+        result = run_scenario(scenario, checked_clock, progress=lambda n: advance(bar, n))
+    console = output_console(json_path)
+    console.print(render_table(result))
+    console.print(verdict(result))
+    if json_path is not None:
+        write_json(to_json(result), json_path)

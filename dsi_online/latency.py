@@ -1,0 +1,169 @@
+"""Latency models of a forward pass and the per-server streams that draw from them.
+
+A model's forward latency depends on its phase: the first forward of a server is a
+prefill (TTFT), every later one a decoding step (TPOT). Values are in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from dsi_online.errors import require
+
+_BATCH = 512
+
+
+class LatencyModel(Protocol):
+    """A distribution of forward-pass latencies in seconds."""
+
+    @property
+    def mean(self) -> float:
+        """Expected latency in seconds."""
+        ...
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """Draw `size` latencies from `rng`."""
+        ...
+
+    def describe(self) -> str:
+        """A short human-readable form, e.g. 'lognormal(30 ms, cv 0.1)'."""
+        ...
+
+
+def _check_latency(value: float, what: str) -> None:
+    require(
+        math.isfinite(value) and value > 0,
+        f"{what} must be a finite number > 0 (seconds); got {value}",
+    )
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.4g} ms"
+
+
+@dataclass(frozen=True)
+class Constant:
+    """Every forward takes exactly `value` seconds."""
+
+    value: float
+
+    def __post_init__(self) -> None:
+        _check_latency(self.value, "constant latency")
+
+    @property
+    def mean(self) -> float:
+        return self.value
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        return np.full(size, self.value)
+
+    def describe(self) -> str:
+        return _ms(self.value)
+
+
+@dataclass(frozen=True)
+class LogNormal:
+    """Lognormal latencies with the given mean (seconds) and coefficient of variation."""
+
+    mean_s: float
+    cv: float
+
+    def __post_init__(self) -> None:
+        _check_latency(self.mean_s, "lognormal mean")
+        require(
+            math.isfinite(self.cv) and self.cv > 0,
+            f"latency coefficient of variation must be a finite number > 0; got {self.cv}",
+        )
+
+    @property
+    def mean(self) -> float:
+        return self.mean_s
+
+    def _frozen(self) -> Any:
+        from scipy import stats  # deferred: importing scipy.stats costs most of a second
+
+        sigma2 = math.log1p(self.cv**2)
+        return stats.lognorm(s=math.sqrt(sigma2), scale=self.mean_s * math.exp(-sigma2 / 2))
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        return np.asarray(self._frozen().rvs(size=size, random_state=rng), dtype=float)
+
+    def describe(self) -> str:
+        return f"lognormal({_ms(self.mean_s)}, cv {self.cv:g})"
+
+
+@dataclass(frozen=True)
+class Empirical:
+    """Measured latencies (seconds), resampled uniformly with replacement."""
+
+    samples: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        require(len(self.samples) > 0, "empirical latency needs at least one sample")
+        for value in self.samples:
+            _check_latency(value, "empirical latency sample")
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.samples))
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        return rng.choice(np.asarray(self.samples), size=size, replace=True)
+
+    def describe(self) -> str:
+        return f"empirical({len(self.samples)} samples, mean {_ms(self.mean)})"
+
+
+@dataclass(frozen=True)
+class ModelLatency:
+    """The latency of one model: its prefill (first forward) and decoding phases."""
+
+    ttft: LatencyModel
+    tpot: LatencyModel
+
+    @classmethod
+    def constant(cls, tpot_s: float, ttft_s: float | None = None) -> ModelLatency:
+        """Constant latencies; TTFT defaults to TPOT."""
+        return cls(Constant(tpot_s if ttft_s is None else ttft_s), Constant(tpot_s))
+
+    @classmethod
+    def lognormal(cls, tpot_s: float, cv: float, ttft_s: float | None = None) -> ModelLatency:
+        """Lognormal latencies with one coefficient of variation for both phases."""
+        return cls(LogNormal(tpot_s if ttft_s is None else ttft_s, cv), LogNormal(tpot_s, cv))
+
+    @property
+    def is_constant(self) -> bool:
+        return isinstance(self.ttft, Constant) and isinstance(self.tpot, Constant)
+
+
+@dataclass
+class LatencyStream:
+    """One server's draws: its first forward is a TTFT draw, every later one a TPOT draw.
+
+    Draws come in batches from the server's own generator, so a stream is reproducible
+    from its seed whatever other servers do.
+    """
+
+    model: ModelLatency
+    rng: np.random.Generator
+    _first: bool = True
+    _buffer: list[float] = field(default_factory=list)
+
+    def next(self) -> float:
+        """The latency of this server's next forward pass, in seconds."""
+        if self._first:
+            self._first = False
+            return float(self.model.ttft.sample(self.rng, 1)[0])
+        if not self._buffer:
+            self._buffer = self.model.tpot.sample(self.rng, _BATCH)[::-1].tolist()
+        return self._buffer.pop()
+
+
+def empirical_ms(samples_ms: Sequence[float]) -> Empirical:
+    """An empirical model from samples given in milliseconds."""
+    return Empirical(tuple(float(s) / 1e3 for s in samples_ms))

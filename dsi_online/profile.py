@@ -1,0 +1,271 @@
+"""Profiles: a target/drafter pair's latency models and acceptance rate, with provenance.
+
+A profile is a TOML file (times in milliseconds)::
+
+    name = "my-pair"
+    [provenance]
+    source = "measured with dsi-online measure latency"
+    hardware = "NVIDIA H100 80GB HBM3"
+    date = "2026-11-22"
+    command = "dsi-online measure latency --model ..."
+    [target]
+    name = "lmsys/vicuna-13b-v1.3"
+    ttft = { kind = "empirical", samples_ms = [41.2, 40.9] }
+    tpot = { kind = "lognormal", mean_ms = 30.0, cv = 0.05 }
+    [drafter]
+    name = "double7/vicuna-68m"
+    ttft = { kind = "constant", ms = 3.1 }
+    tpot = { kind = "constant", ms = 2.9 }
+    [acceptance]            # optional: without it the user gives --acceptance
+    rate = 0.63
+    source = "dsi-online measure acceptance ..."
+
+Every number in a profile must say where it came from: `provenance` is required.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dsi_online.errors import DSIOnlineError, ProfileError
+from dsi_online.latency import Constant, Empirical, LatencyModel, LogNormal, ModelLatency
+
+SHIPPED_DIR = Path(__file__).parent / "profiles"
+PROVENANCE_FIELDS = ("source", "hardware", "date", "command")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a profile's numbers came from."""
+
+    source: str
+    hardware: str
+    date: str
+    command: str
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """One model of the pair: its name and its latency model."""
+
+    name: str
+    latency: ModelLatency
+
+
+@dataclass(frozen=True)
+class AcceptanceProfile:
+    """A measured (or cited) acceptance rate and where it came from."""
+
+    rate: float
+    source: str
+    by_position: tuple[float, ...] = ()
+    ci95: tuple[float, float] | None = None
+    samples: int | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A target/drafter pair: both latency models, an optional acceptance rate, provenance."""
+
+    name: str
+    target: ModelProfile
+    drafter: ModelProfile
+    provenance: Provenance
+    acceptance: AcceptanceProfile | None = None
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def c(self) -> float:
+        """Drafter TPOT / target TPOT (mean latencies)."""
+        return self.drafter.latency.tpot.mean / self.target.latency.tpot.mean
+
+
+def _fail(where: str, message: str) -> ProfileError:
+    return ProfileError(f"profile {where}: {message}")
+
+
+def _table(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    if not isinstance(value, Mapping):
+        raise _fail(where, f"missing table [{key}]")
+    return value
+
+
+def _string(data: Mapping[str, Any], key: str, where: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(where, f"field '{key}' must be a non-empty string")
+    return value
+
+
+def _number(data: Mapping[str, Any], key: str, where: str) -> float:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(where, f"field '{key}' must be a number")
+    return float(value)
+
+
+def _latency(data: Mapping[str, Any], where: str) -> LatencyModel:
+    kind = data.get("kind")
+    try:
+        if kind == "constant":
+            return Constant(_number(data, "ms", where) / 1e3)
+        if kind == "lognormal":
+            return LogNormal(_number(data, "mean_ms", where) / 1e3, _number(data, "cv", where))
+        if kind == "empirical":
+            samples = data.get("samples_ms")
+            if not isinstance(samples, list) or not all(
+                isinstance(s, int | float) and not isinstance(s, bool) for s in samples
+            ):
+                raise _fail(where, "field 'samples_ms' must be a list of numbers")
+            return Empirical(tuple(float(s) / 1e3 for s in samples))
+    except ProfileError:
+        raise
+    except DSIOnlineError as exc:
+        raise _fail(where, str(exc)) from None
+    raise _fail(where, f"field 'kind' must be constant, lognormal or empirical; got {kind!r}")
+
+
+def _model(data: Mapping[str, Any], role: str, where: str) -> ModelProfile:
+    section = _table(data, role, where)
+    here = f"{where} [{role}]"
+    ttft = _latency(_table(section, "ttft", here), f"{here}.ttft")
+    tpot = _latency(_table(section, "tpot", here), f"{here}.tpot")
+    return ModelProfile(_string(section, "name", here), ModelLatency(ttft, tpot))
+
+
+def _acceptance(data: Mapping[str, Any], where: str) -> AcceptanceProfile | None:
+    if "acceptance" not in data:
+        return None
+    section = _table(data, "acceptance", where)
+    here = f"{where} [acceptance]"
+    rate = _number(section, "rate", here)
+    if not 0 <= rate <= 1:
+        raise _fail(here, f"field 'rate' must be within [0, 1]; got {rate}")
+    by_position = section.get("by_position", [])
+    ci95 = section.get("ci95")
+    samples = section.get("samples")
+    return AcceptanceProfile(
+        rate=rate,
+        source=_string(section, "source", here),
+        by_position=tuple(float(x) for x in by_position),
+        ci95=(float(ci95[0]), float(ci95[1])) if ci95 else None,
+        samples=int(samples) if samples is not None else None,
+    )
+
+
+def parse_profile(data: Mapping[str, Any], where: str, name: str) -> Profile:
+    """Build a Profile from parsed TOML data; `where` names the source in errors."""
+    prov = _table(data, "provenance", where)
+    here = f"{where} [provenance]"
+    provenance = Provenance(
+        *(_string(prov, key, here) for key in PROVENANCE_FIELDS),
+        notes=str(prov.get("notes", "")),
+    )
+    return Profile(
+        name=str(data.get("name", name)),
+        target=_model(data, "target", where),
+        drafter=_model(data, "drafter", where),
+        provenance=provenance,
+        acceptance=_acceptance(data, where),
+    )
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Load a profile from a TOML file; raise ProfileError naming what is wrong."""
+    path = Path(path)
+    where = str(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _fail(where, "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _fail(where, f"cannot be read ({exc.__class__.__name__})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise _fail(where, f"is not valid TOML ({exc})") from None
+    profile = parse_profile(data, where, path.stem)
+    return Profile(
+        profile.name,
+        profile.target,
+        profile.drafter,
+        profile.provenance,
+        profile.acceptance,
+        path=path,
+    )
+
+
+def shipped_profiles() -> list[Path]:
+    """Paths of the profiles that ship with dsi_online."""
+    return sorted(SHIPPED_DIR.glob("*.toml"))
+
+
+def resolve_profile(name_or_path: str) -> Profile:
+    """Load a shipped profile by name, or a profile file by path."""
+    for path in shipped_profiles():
+        if path.stem == name_or_path:
+            return load_profile(path)
+    path = Path(name_or_path)
+    if path.suffix != ".toml" and not path.exists():
+        names = ", ".join(p.stem for p in shipped_profiles()) or "none"
+        raise ProfileError(
+            f"profile {name_or_path}: no such file, nor a shipped profile (shipped: {names})"
+        )
+    return load_profile(path)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"cannot write {value} to TOML")
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    if isinstance(value, Sequence):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def latency_to_toml(model: LatencyModel) -> dict[str, Any]:
+    """The TOML table of a latency model (milliseconds)."""
+    if isinstance(model, Constant):
+        return {"kind": "constant", "ms": model.value * 1e3}
+    if isinstance(model, LogNormal):
+        return {"kind": "lognormal", "mean_ms": model.mean_s * 1e3, "cv": model.cv}
+    if isinstance(model, Empirical):
+        return {"kind": "empirical", "samples_ms": [round(s * 1e3, 6) for s in model.samples]}
+    raise TypeError(f"unknown latency model {model!r}")
+
+
+def profile_to_toml(profile: Profile) -> str:
+    """Serialise a profile to the TOML format `load_profile` reads."""
+    lines = [f"name = {_toml_value(profile.name)}", "", "[provenance]"]
+    prov = profile.provenance
+    for key in (*PROVENANCE_FIELDS, "notes"):
+        value = getattr(prov, key)
+        if value:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for role, model in (("target", profile.target), ("drafter", profile.drafter)):
+        lines += ["", f"[{role}]", f"name = {_toml_value(model.name)}"]
+        lines.append(f"ttft = {_toml_value(latency_to_toml(model.latency.ttft))}")
+        lines.append(f"tpot = {_toml_value(latency_to_toml(model.latency.tpot))}")
+    if profile.acceptance is not None:
+        acc = profile.acceptance
+        lines += ["", "[acceptance]", f"rate = {acc.rate!r}", f"source = {_toml_value(acc.source)}"]
+        if acc.by_position:
+            lines.append(f"by_position = {_toml_value(list(acc.by_position))}")
+        if acc.ci95 is not None:
+            lines.append(f"ci95 = {_toml_value(list(acc.ci95))}")
+        if acc.samples is not None:
+            lines.append(f"samples = {acc.samples}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Reports: what people read (rich tables, JSON documents, drawings); no simulation here."""

@@ -1,0 +1,128 @@
+"""The report of `dsi-online run`: a rich table, a one-sentence verdict, a JSON document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from dsi_online.runner import ScenarioResult
+from dsi_online.stats import Speedup
+
+LABELS = {"nonsi": "non-SI", "si": "SI", "dsi": "DSI"}
+
+
+def _speedup_json(s: Speedup) -> dict[str, float | None]:
+    return {"value": s.value, "ci95_low": s.ci_low, "ci95_high": s.ci_high}
+
+
+def to_json(result: ScenarioResult) -> dict[str, Any]:
+    """The JSON document of a run (a contract other tools read; see the README)."""
+    algorithms: dict[str, Any] = {}
+    for name, summary in result.algorithms.items():
+        algorithms[name] = {
+            "latency_s": summary.latency_s,
+            "mean_s": summary.mean_s,
+            "std_s": summary.std_s,
+            "sem_s": summary.sem_s,
+            "first_token_s": summary.first_token_s,
+            "target_forwards": summary.target_forwards,
+            "drafter_forwards": summary.drafter_forwards,
+            "wasted_forwards": summary.wasted_forwards,
+            "busy_s": summary.busy_s,
+            "max_queue_wait_s": summary.max_queue_wait_s,
+            "output_sha256": summary.output_sha256,
+        }
+    sp = result.speedups
+    return {
+        "scenario": result.scenario.to_dict(),
+        "clock": result.clock,
+        "algorithms": algorithms,
+        "speedups": {
+            "dsi_over_si": sp.dsi_over_si.value,
+            "dsi_over_nonsi": sp.dsi_over_nonsi.value,
+            "si_over_nonsi": sp.si_over_nonsi.value,
+        },
+        "speedups_ci95": {
+            "dsi_over_si": _speedup_json(sp.dsi_over_si),
+            "dsi_over_nonsi": _speedup_json(sp.dsi_over_nonsi),
+            "si_over_nonsi": _speedup_json(sp.si_over_nonsi),
+        },
+        "lossless": result.lossless,
+    }
+
+
+def _x(s: Speedup | None) -> str:
+    return "—" if s is None else f"{s.value:.2f}x"
+
+
+def _ci(s: Speedup) -> str:
+    if s.ci_low is None or s.ci_high is None:
+        return "n/a (one repeat)"
+    return f"[{s.ci_low:.3f}, {s.ci_high:.3f}]"
+
+
+def _mean(values: list[int] | list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def render_table(result: ScenarioResult) -> Table:
+    """One row per algorithm: latency, throughput, speedups, forward passes, GPU-seconds."""
+    scenario = result.scenario
+    sp = result.speedups
+    table = Table(
+        title=(
+            f"{scenario.tokens} tokens x {scenario.repeats} repeats, {result.clock} clock: "
+            f"c={scenario.c:.3g} a={scenario.acceptance:g} k={scenario.lookahead}, "
+            f"DSI on {scenario.servers} target servers"
+        ),
+        caption=(
+            f"95% CI (paired repeats): DSI/non-SI {_ci(sp.dsi_over_nonsi)}, "
+            f"DSI/SI {_ci(sp.dsi_over_si)}, SI/non-SI {_ci(sp.si_over_nonsi)}. "
+            "Forwards and GPU-s: mean per run."
+        ),
+    )
+    table.add_column("algo")
+    for column in ("latency s", "± std", "tok/s", "/non-SI", "/SI"):
+        table.add_column(column, justify="right")
+    for column in ("target fwd", "drafter fwd", "wasted fwd", "GPU-s"):
+        table.add_column(column, justify="right")
+    over_nonsi = {"nonsi": None, "si": sp.si_over_nonsi, "dsi": sp.dsi_over_nonsi}
+    over_si = {"nonsi": None, "si": None, "dsi": sp.dsi_over_si}
+    for name, summary in result.algorithms.items():
+        table.add_row(
+            LABELS[name],
+            f"{summary.mean_s:.4g}",
+            f"{summary.std_s:.2g}",
+            f"{scenario.tokens / summary.mean_s:.1f}",
+            _x(over_nonsi[name]),
+            _x(over_si[name]),
+            f"{_mean(summary.target_forwards):.0f}",
+            f"{_mean(summary.drafter_forwards):.0f}",
+            f"{_mean(summary.wasted_forwards):.0f}",
+            f"{_mean(summary.busy_s):.3g}",
+        )
+    return table
+
+
+def _compare(ratio: float, other: str) -> str:
+    if abs(ratio - 1) < 0.005:
+        return f"as fast as {other}"
+    return f"{ratio:.2f}x faster than {other}" if ratio > 1 else f"{1 / ratio:.2f}x slower than {other}"
+
+
+def verdict(result: ScenarioResult) -> str:
+    """One plain sentence: which algorithm wins, by how much, at what compute cost."""
+    sp = result.speedups
+    dsi = result.algorithms["dsi"]
+    nonsi = result.algorithms["nonsi"]
+    compute = _mean(dsi.busy_s) / _mean(nonsi.busy_s)
+    sentence = (
+        f"DSI is {_compare(sp.dsi_over_nonsi.value, 'non-SI')} and "
+        f"{_compare(sp.dsi_over_si.value, 'SI')} (SI alone is "
+        f"{_compare(sp.si_over_nonsi.value, 'non-SI')}), using "
+        f"{compute:.2f}x the GPU-seconds of non-SI on {result.scenario.servers + 1} GPUs."
+    )
+    if not result.lossless:
+        sentence += " WARNING: the algorithms' outputs differ; this is a bug."
+    return sentence

@@ -1,0 +1,228 @@
+"""The runner: plays non-SI, SI and DSI side by side on one clock, repeat after repeat.
+
+Within a repeat the three algorithms share the oracle's coins and every server's latency
+stream (common random numbers), so their speedups are paired comparisons. On the wall
+clock they run concurrently in one event loop and so share the machine's noise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from dsi_online.clock import Clock, check_clock
+from dsi_online.clock import run as run_on_clock
+from dsi_online.errors import require
+from dsi_online.oracle import SimulatedOracle
+from dsi_online.scenario import Scenario
+from dsi_online.schedulers import DSI, SI, Generation, NonSI, RunResult, Scheduler
+from dsi_online.server import ORACLE_KEY, ServerSet
+from dsi_online.stats import Speedup, Summary
+
+ALGORITHMS = ("nonsi", "si", "dsi")
+Progress = Callable[[int], None]
+
+
+class LeakedTasksError(RuntimeError):
+    """A run left tasks pending on the event loop: a scheduler failed to clean up."""
+
+
+def schedulers_for(scenario: Scenario) -> dict[str, Scheduler]:
+    """The three algorithms configured for `scenario`."""
+    return {
+        "nonsi": NonSI(),
+        "si": SI(scenario.lookahead),
+        "dsi": DSI(scenario.lookahead, scenario.servers),
+    }
+
+
+def oracle_for(scenario: Scenario, repeat: int) -> SimulatedOracle:
+    """The oracle of one repeat: the same for every algorithm."""
+    seq = np.random.SeedSequence(scenario.seed, spawn_key=(repeat, ORACLE_KEY))
+    return SimulatedOracle.draw(scenario.tokens, scenario.acceptance, np.random.default_rng(seq))
+
+
+async def play(scheduler: Scheduler, scenario: Scenario, repeat: int) -> RunResult:
+    """Run one algorithm over one repeat of `scenario` on the running loop."""
+    gen = Generation(
+        oracle=oracle_for(scenario, repeat),
+        tokens=scenario.tokens,
+        servers=ServerSet(scenario.target, scenario.drafter, scenario.seed, repeat),
+    )
+    return await scheduler.generate(gen)
+
+
+async def play_repeat(scenario: Scenario, repeat: int) -> dict[str, RunResult]:
+    """Run the three algorithms concurrently over one repeat."""
+    schedulers = schedulers_for(scenario)
+    async with asyncio.TaskGroup() as tasks:
+        running = {
+            name: tasks.create_task(play(scheduler, scenario, repeat))
+            for name, scheduler in schedulers.items()
+        }
+    return {name: task.result() for name, task in running.items()}
+
+
+@dataclass(frozen=True)
+class AlgorithmSummary:
+    """One algorithm's runs over all repeats of a scenario."""
+
+    runs: tuple[RunResult, ...]
+
+    @property
+    def latency_s(self) -> list[float]:
+        return [r.latency_s for r in self.runs]
+
+    @property
+    def latency(self) -> Summary:
+        return Summary.of(self.latency_s)
+
+    @property
+    def mean_s(self) -> float:
+        return self.latency.mean
+
+    @property
+    def std_s(self) -> float:
+        return self.latency.std
+
+    @property
+    def sem_s(self) -> float:
+        return self.latency.sem
+
+    @property
+    def first_token_s(self) -> list[float]:
+        return [r.first_token_s for r in self.runs]
+
+    @property
+    def target_forwards(self) -> list[int]:
+        return [r.target_forwards for r in self.runs]
+
+    @property
+    def drafter_forwards(self) -> list[int]:
+        return [r.drafter_forwards for r in self.runs]
+
+    @property
+    def wasted_forwards(self) -> list[int]:
+        return [r.wasted_forwards for r in self.runs]
+
+    @property
+    def busy_s(self) -> list[float]:
+        return [r.busy_s for r in self.runs]
+
+    @property
+    def output_sha256(self) -> list[str]:
+        return [r.output_sha256 for r in self.runs]
+
+    @property
+    def max_queue_wait_s(self) -> list[float]:
+        return [r.max_queue_wait_s for r in self.runs]
+
+
+@dataclass(frozen=True)
+class Speedups:
+    """The three paired speedups of a scenario."""
+
+    dsi_over_si: Speedup
+    dsi_over_nonsi: Speedup
+    si_over_nonsi: Speedup
+
+
+@dataclass(frozen=True)
+class ScenarioResult:
+    """A scenario played on one clock: each algorithm's runs and the speedups between them."""
+
+    scenario: Scenario
+    clock: Clock
+    algorithms: dict[str, AlgorithmSummary]
+
+    @property
+    def speedups(self) -> Speedups:
+        lat = {name: summary.latency_s for name, summary in self.algorithms.items()}
+        return Speedups(
+            dsi_over_si=Speedup.paired(lat["si"], lat["dsi"]),
+            dsi_over_nonsi=Speedup.paired(lat["nonsi"], lat["dsi"]),
+            si_over_nonsi=Speedup.paired(lat["nonsi"], lat["si"]),
+        )
+
+    @property
+    def lossless(self) -> bool:
+        """Whether every algorithm produced the same output in every repeat."""
+        digests = [s.output_sha256 for s in self.algorithms.values()]
+        return all(d == digests[0] for d in digests)
+
+
+def _collect(scenario: Scenario, clock: Clock, repeats: Sequence[dict[str, RunResult]]) -> ScenarioResult:
+    return ScenarioResult(
+        scenario=scenario,
+        clock=clock,
+        algorithms={
+            name: AlgorithmSummary(tuple(rep[name] for rep in repeats)) for name in ALGORITHMS
+        },
+    )
+
+
+def _check_no_leaks() -> None:
+    current = asyncio.current_task()
+    leaked = [t for t in asyncio.all_tasks() if t is not current]
+    if leaked:
+        raise LeakedTasksError(f"{len(leaked)} task(s) still pending after the runs: {leaked[:3]}")
+
+
+async def play_many(
+    scenarios: Sequence[Scenario], concurrency: int = 1, progress: Progress | None = None
+) -> list[ScenarioResult]:
+    """Play every repeat of every scenario on the running loop, `concurrency` repeats at a
+    time (each repeat runs its three algorithms concurrently)."""
+    require(
+        isinstance(concurrency, int) and concurrency >= 1,
+        f"concurrency (--concurrency) must be an integer >= 1; got {concurrency}",
+    )
+    clock = "virtual" if isinstance(asyncio.get_running_loop(), _virtual_loop_type()) else "wall"
+    slots = asyncio.Semaphore(concurrency)
+    units = [(i, r) for i, s in enumerate(scenarios) for r in range(s.repeats)]
+    results: dict[tuple[int, int], dict[str, RunResult]] = {}
+
+    async def one(index: int, repeat: int) -> None:
+        async with slots:
+            results[index, repeat] = await play_repeat(scenarios[index], repeat)
+        if progress is not None:
+            progress(1)
+
+    async with asyncio.TaskGroup() as tasks:
+        for index, repeat in units:
+            tasks.create_task(one(index, repeat))
+    _check_no_leaks()
+    return [
+        _collect(s, clock, [results[i, r] for r in range(s.repeats)])
+        for i, s in enumerate(scenarios)
+    ]
+
+
+def _virtual_loop_type() -> type:
+    from dsi_online.clock import VirtualEventLoop
+
+    return VirtualEventLoop
+
+
+def run_many(
+    scenarios: Sequence[Scenario],
+    clock: Clock = "virtual",
+    concurrency: int = 1,
+    progress: Progress | None = None,
+) -> list[ScenarioResult]:
+    """Play many scenarios in one event loop on `clock`; `progress(n)` after each repeat."""
+    check_clock(clock)
+    return run_on_clock(lambda: play_many(scenarios, concurrency, progress), clock)
+
+
+def run_scenario(
+    scenario: Scenario,
+    clock: Clock = "virtual",
+    concurrency: int = 1,
+    progress: Progress | None = None,
+) -> ScenarioResult:
+    """Play non-SI, SI and DSI over every repeat of `scenario` on `clock`."""
+    return run_many([scenario], clock, concurrency, progress)[0]

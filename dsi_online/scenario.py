@@ -1,0 +1,157 @@
+"""A scenario: one target/drafter pair, its acceptance rate and the algorithms' settings."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from dsi_online.errors import require
+from dsi_online.latency import LatencyModel, LogNormal, ModelLatency
+
+
+def check_int(value: int, name: str, option: str, minimum: int = 1) -> None:
+    """Raise InvalidParameterError unless `value` is an integer >= minimum."""
+    require(
+        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+        f"{name} ({option}) must be an integer >= {minimum}; got {value}",
+    )
+
+
+def check_acceptance(value: float, option: str = "--acceptance/-a") -> None:
+    """Raise InvalidParameterError unless 0 <= value <= 1."""
+    require(
+        isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= 1,
+        f"acceptance rate ({option}) must be within [0, 1]; got {value}",
+    )
+
+
+def check_ms(value: float, name: str, option: str) -> None:
+    """Raise InvalidParameterError unless `value` is a finite latency > 0."""
+    require(
+        isinstance(value, int | float) and math.isfinite(value) and value > 0,
+        f"{name} ({option}) must be a finite number of milliseconds > 0; got {value}",
+    )
+
+
+def check_cv(value: float) -> None:
+    """Raise InvalidParameterError unless the coefficient of variation is finite and >= 0."""
+    require(
+        isinstance(value, int | float) and math.isfinite(value) and value >= 0,
+        f"latency coefficient of variation (--latency-cv) must be a finite number >= 0; "
+        f"got {value}",
+    )
+
+
+def _latency_ms(model: LatencyModel) -> float:
+    return model.mean * 1e3
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Everything that defines a comparison of non-SI, SI and DSI, except the clock."""
+
+    target: ModelLatency
+    drafter: ModelLatency
+    acceptance: float
+    lookahead: int
+    servers: int
+    tokens: int
+    repeats: int = 1
+    seed: int = 0
+    profile: str | None = None
+
+    def __post_init__(self) -> None:
+        check_acceptance(self.acceptance)
+        check_int(self.lookahead, "lookahead", "--lookahead/-k")
+        check_int(self.servers, "target servers", "--servers/-n")
+        check_int(self.tokens, "tokens", "--tokens/-S")
+        check_int(self.repeats, "repeats", "--repeats/-r")
+        check_int(self.seed, "seed", "--seed", minimum=0)
+
+    @classmethod
+    def from_ms(
+        cls,
+        *,
+        target_ms: float,
+        drafter_ms: float,
+        acceptance: float,
+        lookahead: int,
+        servers: int,
+        tokens: int,
+        repeats: int = 1,
+        seed: int = 0,
+        latency_cv: float = 0.0,
+        target_ttft_ms: float | None = None,
+        drafter_ttft_ms: float | None = None,
+    ) -> Scenario:
+        """A scenario from latencies in milliseconds; cv 0 means constant latencies."""
+        check_ms(target_ms, "target latency", "--target-ms")
+        check_ms(drafter_ms, "drafter latency", "--drafter-ms")
+        if target_ttft_ms is not None:
+            check_ms(target_ttft_ms, "target TTFT", "--target-ttft-ms")
+        if drafter_ttft_ms is not None:
+            check_ms(drafter_ttft_ms, "drafter TTFT", "--drafter-ttft-ms")
+        check_cv(latency_cv)
+
+        def model(tpot_ms: float, ttft_ms: float | None) -> ModelLatency:
+            ttft_s = None if ttft_ms is None else ttft_ms / 1e3
+            if latency_cv == 0:
+                return ModelLatency.constant(tpot_ms / 1e3, ttft_s)
+            return ModelLatency.lognormal(tpot_ms / 1e3, latency_cv, ttft_s)
+
+        return cls(
+            target=model(target_ms, target_ttft_ms),
+            drafter=model(drafter_ms, drafter_ttft_ms),
+            acceptance=acceptance,
+            lookahead=lookahead,
+            servers=servers,
+            tokens=tokens,
+            repeats=repeats,
+            seed=seed,
+        )
+
+    @property
+    def c(self) -> float:
+        """Drafter TPOT / target TPOT (means): the drafter's relative latency."""
+        return self.drafter.tpot.mean / self.target.tpot.mean
+
+    @property
+    def servers_needed(self) -> int:
+        """Target servers DSI needs to never wait for one: ceil(1 / (k c))."""
+        return math.ceil(1 / (self.lookahead * self.c) - 1e-12)
+
+    def si_expected_s(self) -> float:
+        """SI's expected latency per token (Leviathan et al.): (k c + 1) T (1 - a) / (1 - a^(k+1))."""
+        a, k, t = self.acceptance, self.lookahead, self.target.tpot.mean
+        per_chunk = (k * self.c + 1) * t
+        return per_chunk / (k + 1) if a == 1 else per_chunk * (1 - a) / (1 - a ** (k + 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every parameter, resolved, as plain JSON values."""
+        latency_cv = next(
+            (m.cv for m in (self.target.tpot, self.drafter.tpot) if isinstance(m, LogNormal)), 0.0
+        )
+        return {
+            "target_ms": _latency_ms(self.target.tpot),
+            "target_ttft_ms": _latency_ms(self.target.ttft),
+            "drafter_ms": _latency_ms(self.drafter.tpot),
+            "drafter_ttft_ms": _latency_ms(self.drafter.ttft),
+            "target_latency": {
+                "ttft": self.target.ttft.describe(),
+                "tpot": self.target.tpot.describe(),
+            },
+            "drafter_latency": {
+                "ttft": self.drafter.ttft.describe(),
+                "tpot": self.drafter.tpot.describe(),
+            },
+            "latency_cv": latency_cv,
+            "c": self.c,
+            "acceptance": self.acceptance,
+            "lookahead": self.lookahead,
+            "servers": self.servers,
+            "tokens": self.tokens,
+            "repeats": self.repeats,
+            "seed": self.seed,
+            "profile": self.profile,
+        }

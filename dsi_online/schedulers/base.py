@@ -1,0 +1,91 @@
+"""What every scheduler shares: its inputs (a Generation) and its result (a RunResult)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from dsi_online.oracle import TokenOracle, digest
+from dsi_online.server import ServerSet, ServerStats
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One algorithm's run over one repeat."""
+
+    algorithm: str
+    latency_s: float
+    first_token_s: float
+    tokens: int
+    output_sha256: str
+    servers: tuple[ServerStats, ...]
+    max_queue_wait_s: float = 0.0
+
+    @property
+    def target_forwards(self) -> int:
+        return sum(s.forwards for s in self.servers if s.role == "target")
+
+    @property
+    def drafter_forwards(self) -> int:
+        return sum(s.forwards for s in self.servers if s.role == "drafter")
+
+    @property
+    def wasted_forwards(self) -> int:
+        return sum(s.wasted for s in self.servers)
+
+    @property
+    def busy_s(self) -> float:
+        """GPU-seconds: busy time summed over every server."""
+        return sum(s.busy_s for s in self.servers)
+
+
+@dataclass
+class Generation:
+    """One generation of `tokens` tokens: the oracle to ask, the servers to run on, and
+    what has been committed so far (always a prefix of the target's output)."""
+
+    oracle: TokenOracle
+    tokens: int
+    servers: ServerSet
+    committed: list[int] = field(default_factory=list)
+    _start: float = 0.0
+    _first_token: float | None = None
+
+    def begin(self) -> None:
+        """Mark the start of the run on the running loop's clock."""
+        self._start = asyncio.get_running_loop().time()
+
+    def commit(self, token: int) -> None:
+        """Append one token to the output."""
+        if self._first_token is None:
+            self._first_token = asyncio.get_running_loop().time()
+        self.committed.append(token)
+
+    @property
+    def done(self) -> bool:
+        return len(self.committed) >= self.tokens
+
+    def result(self, algorithm: str, max_queue_wait_s: float = 0.0) -> RunResult:
+        """The run's result, timed at this moment."""
+        now = asyncio.get_running_loop().time()
+        return RunResult(
+            algorithm=algorithm,
+            latency_s=now - self._start,
+            first_token_s=(self._first_token if self._first_token is not None else now)
+            - self._start,
+            tokens=len(self.committed),
+            output_sha256=digest(self.committed),
+            servers=self.servers.stats(),
+            max_queue_wait_s=max_queue_wait_s,
+        )
+
+
+class Scheduler(Protocol):
+    """An inference algorithm: generates `gen.tokens` tokens on `gen.servers`."""
+
+    name: str
+
+    async def generate(self, gen: Generation) -> RunResult:
+        """Run the algorithm to the last token and return what it did."""
+        ...

@@ -1,0 +1,21 @@
+"""non-SI: plain autoregressive decoding, one target forward per token."""
+
+from __future__ import annotations
+
+from dsi_online.schedulers.base import Generation, RunResult
+from dsi_online.server import Outcome
+
+
+class NonSI:
+    """One target server; every forward yields the next token."""
+
+    name = "nonsi"
+
+    async def generate(self, gen: Generation) -> RunResult:
+        target = gen.servers.target()
+        gen.begin()
+        while not gen.done:
+            await target.forward()
+            gen.commit(gen.oracle.target_verify(gen.committed, ())[0])
+            target.tally(Outcome.USEFUL)
+        return gen.result(self.name)

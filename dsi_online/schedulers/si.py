@@ -1,0 +1,41 @@
+"""SI: the drafter makes k drafts, the target verifies them in one forward, and waits."""
+
+from __future__ import annotations
+
+from dsi_online.errors import require
+from dsi_online.schedulers.base import Generation, RunResult
+from dsi_online.server import Outcome
+
+
+class SI:
+    """Speculative inference with lookahead k (Leviathan et al. 2023, Chen et al. 2023)."""
+
+    name = "si"
+
+    def __init__(self, lookahead: int) -> None:
+        require(
+            isinstance(lookahead, int) and lookahead >= 1,
+            f"lookahead (--lookahead/-k) must be an integer >= 1; got {lookahead}",
+        )
+        self.lookahead = lookahead
+
+    async def generate(self, gen: Generation) -> RunResult:
+        target, drafter = gen.servers.target(), gen.servers.drafter
+        gen.begin()
+        while not gen.done:
+            drafts: list[int] = []
+            for _ in range(min(self.lookahead, gen.tokens - len(gen.committed) - 1)):
+                await drafter.forward()
+                drafts.append(gen.oracle.draft_next(gen.committed, drafts))
+            await target.forward()
+            verdict = gen.oracle.target_verify(gen.committed, drafts)
+            accepted = next(
+                (i for i, (d, t) in enumerate(zip(drafts, verdict, strict=False)) if d != t),
+                len(drafts),
+            )
+            for token in verdict[: accepted + 1]:
+                gen.commit(token)
+            drafter.tally(Outcome.USEFUL, accepted)
+            drafter.tally(Outcome.REJECTED, len(drafts) - accepted)
+            target.tally(Outcome.USEFUL)
+        return gen.result(self.name)

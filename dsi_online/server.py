@@ -1,0 +1,121 @@
+"""A server: one running instance of a model, whose forward pass is a timed sleep."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+import numpy as np
+
+from dsi_online.latency import LatencyStream, ModelLatency
+
+Role = Literal["target", "drafter"]
+_ROLE_KEY = {"target": 0, "drafter": 1}
+ORACLE_KEY = 2
+
+
+class Outcome(Enum):
+    """What became of a forward pass."""
+
+    USEFUL = "useful"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """One server's account of a run: forward passes by outcome and busy seconds."""
+
+    name: str
+    role: Role
+    forwards: int
+    useful: int
+    rejected: int
+    cancelled: int
+    busy_s: float
+
+    @property
+    def wasted(self) -> int:
+        return self.rejected + self.cancelled
+
+
+class Server:
+    """A model instance. Its first forward is a TTFT draw, every later one a TPOT draw.
+
+    The scheduler that drives it tallies each forward's outcome when it becomes known.
+    """
+
+    def __init__(self, name: str, role: Role, stream: LatencyStream) -> None:
+        self.name = name
+        self.role = role
+        self._stream = stream
+        self.forwards = 0
+        self.busy_s = 0.0
+        self.in_flight = False
+        self._tally = dict.fromkeys(Outcome, 0)
+
+    @property
+    def warm(self) -> bool:
+        """Whether the server has done its prefill (its next forward is a TPOT draw)."""
+        return self.forwards > 0
+
+    async def forward(self) -> None:
+        """One forward pass: sleep for the next latency draw on the running loop's clock."""
+        duration = self._stream.next()
+        loop = asyncio.get_running_loop()
+        self.forwards += 1
+        self.in_flight = True
+        start = loop.time()
+        try:
+            await asyncio.sleep(duration)
+        finally:
+            self.busy_s += loop.time() - start
+            self.in_flight = False
+
+    def tally(self, outcome: Outcome, count: int = 1) -> None:
+        """Record the outcome of `count` forward passes."""
+        self._tally[outcome] += count
+
+    def stats(self) -> ServerStats:
+        return ServerStats(
+            name=self.name,
+            role=self.role,
+            forwards=self.forwards,
+            useful=self._tally[Outcome.USEFUL],
+            rejected=self._tally[Outcome.REJECTED],
+            cancelled=self._tally[Outcome.CANCELLED],
+            busy_s=self.busy_s,
+        )
+
+
+class ServerSet:
+    """The servers of one run, made on demand; server i of a role always draws from the
+    stream seeded by (seed, repeat, role, i), so algorithms share latency draws."""
+
+    def __init__(
+        self, target: ModelLatency, drafter: ModelLatency, seed: int, repeat: int
+    ) -> None:
+        self._models = {"target": target, "drafter": drafter}
+        self._seed = seed
+        self._repeat = repeat
+        self._servers: dict[tuple[Role, int], Server] = {}
+
+    def _get(self, role: Role, index: int) -> Server:
+        key = (role, index)
+        if key not in self._servers:
+            seq = np.random.SeedSequence(self._seed, spawn_key=(self._repeat, _ROLE_KEY[role], index))
+            stream = LatencyStream(self._models[role], np.random.default_rng(seq))
+            self._servers[key] = Server(f"{role}-{index}", role, stream)
+        return self._servers[key]
+
+    def target(self, index: int = 0) -> Server:
+        return self._get("target", index)
+
+    @property
+    def drafter(self) -> Server:
+        return self._get("drafter", 0)
+
+    def stats(self) -> tuple[ServerStats, ...]:
+        return tuple(server.stats() for _, server in sorted(self._servers.items()))
