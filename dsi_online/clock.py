@@ -10,11 +10,12 @@ before a deadline and then polls, because the kernel's timeouts have millisecond
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import selectors
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack, get_args
 
 from dsi_online.errors import require
 
@@ -22,6 +23,7 @@ Clock = Literal["wall", "virtual"]
 CLOCKS: tuple[str, ...] = get_args(Clock)
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 _NS = 1e9
 _SPIN_S = 0.0003
@@ -74,14 +76,14 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
     def call_at(
         self,
         when: float,
-        callback: Callable[..., object],
-        *args: Any,
-        context: Any = None,
+        callback: Callable[[Unpack[Ts]], object],
+        *args: Unpack[Ts],
+        context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
         return super().call_at(round(when * _NS) / _NS, callback, *args, context=context)
 
 
-class _PreciseSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+class _PreciseSelector(selectors.DefaultSelector):
     """The default selector, made precise: kernel sleep to near the deadline, then poll."""
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:

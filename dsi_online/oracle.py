@@ -53,7 +53,9 @@ class SimulatedOracle:
         """Index of the first position where prefix + drafts leaves the truth (or its length)."""
         v = len(prefix)
         if list(prefix) != self.truth[:v]:
-            return next(i for i, (x, y) in enumerate(zip(prefix, self.truth, strict=False)) if x != y)
+            return next(
+                i for i, (x, y) in enumerate(zip(prefix, self.truth, strict=False)) if x != y
+            )
         for i, token in enumerate(drafts):
             if token != self.truth[v + i]:
                 return v + i

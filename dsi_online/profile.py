@@ -26,6 +26,7 @@ Every number in a profile must say where it came from: `provenance` is required.
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from dsi_online.errors import DSIOnlineError, ProfileError
 from dsi_online.latency import Constant, Empirical, LatencyModel, LogNormal, ModelLatency
 
 SHIPPED_DIR = Path(__file__).parent / "profiles"
+USER_DIR_ENV = "DSI_ONLINE_PROFILES"
 PROVENANCE_FIELDS = ("source", "hardware", "date", "command")
 
 
@@ -165,7 +167,10 @@ def parse_profile(data: Mapping[str, Any], where: str, name: str) -> Profile:
     prov = _table(data, "provenance", where)
     here = f"{where} [provenance]"
     provenance = Provenance(
-        *(_string(prov, key, here) for key in PROVENANCE_FIELDS),
+        source=_string(prov, "source", here),
+        hardware=_string(prov, "hardware", here),
+        date=_string(prov, "date", here),
+        command=_string(prov, "command", here),
         notes=str(prov.get("notes", "")),
     )
     return Profile(
@@ -205,16 +210,32 @@ def shipped_profiles() -> list[Path]:
     return sorted(SHIPPED_DIR.glob("*.toml"))
 
 
+def user_profiles_dir() -> Path:
+    """The user's profile directory: $DSI_ONLINE_PROFILES, else ~/.config/dsi-online/profiles."""
+    configured = os.environ.get(USER_DIR_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    return Path.home() / ".config" / "dsi-online" / "profiles"
+
+
+def user_profiles() -> list[Path]:
+    """Paths of the profiles in the user's profile directory (none when it does not exist)."""
+    directory = user_profiles_dir()
+    return sorted(directory.glob("*.toml")) if directory.is_dir() else []
+
+
 def resolve_profile(name_or_path: str) -> Profile:
-    """Load a shipped profile by name, or a profile file by path."""
-    for path in shipped_profiles():
+    """Load a profile by name (the user's directory first, then shipped ones) or by path."""
+    for path in (*user_profiles(), *shipped_profiles()):
         if path.stem == name_or_path:
             return load_profile(path)
     path = Path(name_or_path)
     if path.suffix != ".toml" and not path.exists():
         names = ", ".join(p.stem for p in shipped_profiles()) or "none"
+        mine = ", ".join(p.stem for p in user_profiles()) or "none"
         raise ProfileError(
-            f"profile {name_or_path}: no such file, nor a shipped profile (shipped: {names})"
+            f"profile {name_or_path}: no such file, nor a shipped profile (shipped: {names}), "
+            f"nor one in {user_profiles_dir()} (yours: {mine})"
         )
     return load_profile(path)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsi_online.clock import Clock, check_clock
+from dsi_online.clock import Clock, VirtualEventLoop, check_clock
 from dsi_online.clock import run as run_on_clock
 from dsi_online.errors import require
 from dsi_online.oracle import SimulatedOracle
@@ -154,7 +154,9 @@ class ScenarioResult:
         return all(d == digests[0] for d in digests)
 
 
-def _collect(scenario: Scenario, clock: Clock, repeats: Sequence[dict[str, RunResult]]) -> ScenarioResult:
+def _collect(
+    scenario: Scenario, clock: Clock, repeats: Sequence[dict[str, RunResult]]
+) -> ScenarioResult:
     return ScenarioResult(
         scenario=scenario,
         clock=clock,
@@ -180,7 +182,8 @@ async def play_many(
         isinstance(concurrency, int) and concurrency >= 1,
         f"concurrency (--concurrency) must be an integer >= 1; got {concurrency}",
     )
-    clock = "virtual" if isinstance(asyncio.get_running_loop(), _virtual_loop_type()) else "wall"
+    on_virtual = isinstance(asyncio.get_running_loop(), VirtualEventLoop)
+    clock: Clock = "virtual" if on_virtual else "wall"
     slots = asyncio.Semaphore(concurrency)
     units = [(i, r) for i, s in enumerate(scenarios) for r in range(s.repeats)]
     results: dict[tuple[int, int], dict[str, RunResult]] = {}
@@ -199,12 +202,6 @@ async def play_many(
         _collect(s, clock, [results[i, r] for r in range(s.repeats)])
         for i, s in enumerate(scenarios)
     ]
-
-
-def _virtual_loop_type() -> type:
-    from dsi_online.clock import VirtualEventLoop
-
-    return VirtualEventLoop
 
 
 def run_many(

@@ -121,12 +121,6 @@ class Scenario:
         """Target servers DSI needs to never wait for one: ceil(1 / (k c))."""
         return math.ceil(1 / (self.lookahead * self.c) - 1e-12)
 
-    def si_expected_s(self) -> float:
-        """SI's expected latency per token (Leviathan et al.): (k c + 1) T (1 - a) / (1 - a^(k+1))."""
-        a, k, t = self.acceptance, self.lookahead, self.target.tpot.mean
-        per_chunk = (k * self.c + 1) * t
-        return per_chunk / (k + 1) if a == 1 else per_chunk * (1 - a) / (1 - a ** (k + 1))
-
     def to_dict(self) -> dict[str, Any]:
         """Every parameter, resolved, as plain JSON values."""
         latency_cv = next(

@@ -94,9 +94,7 @@ class ServerSet:
     """The servers of one run, made on demand; server i of a role always draws from the
     stream seeded by (seed, repeat, role, i), so algorithms share latency draws."""
 
-    def __init__(
-        self, target: ModelLatency, drafter: ModelLatency, seed: int, repeat: int
-    ) -> None:
+    def __init__(self, target: ModelLatency, drafter: ModelLatency, seed: int, repeat: int) -> None:
         self._models = {"target": target, "drafter": drafter}
         self._seed = seed
         self._repeat = repeat
@@ -105,7 +103,9 @@ class ServerSet:
     def _get(self, role: Role, index: int) -> Server:
         key = (role, index)
         if key not in self._servers:
-            seq = np.random.SeedSequence(self._seed, spawn_key=(self._repeat, _ROLE_KEY[role], index))
+            seq = np.random.SeedSequence(
+                self._seed, spawn_key=(self._repeat, _ROLE_KEY[role], index)
+            )
             stream = LatencyStream(self._models[role], np.random.default_rng(seq))
             self._servers[key] = Server(f"{role}-{index}", role, stream)
         return self._servers[key]

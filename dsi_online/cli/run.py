@@ -10,7 +10,6 @@ from dsi_online.cli.app import app
 from dsi_online.cli.common import advance, output_console, progress_bar, write_json
 from dsi_online.clock import check_clock
 from dsi_online.errors import InvalidParameterError
-from dsi_online.latency import ModelLatency
 from dsi_online.profile import resolve_profile
 from dsi_online.reports.run import render_table, to_json, verdict
 from dsi_online.runner import run_scenario

@@ -108,7 +108,11 @@ def render_table(result: ScenarioResult) -> Table:
 def _compare(ratio: float, other: str) -> str:
     if abs(ratio - 1) < 0.005:
         return f"as fast as {other}"
-    return f"{ratio:.2f}x faster than {other}" if ratio > 1 else f"{1 / ratio:.2f}x slower than {other}"
+    return (
+        f"{ratio:.2f}x faster than {other}"
+        if ratio > 1
+        else f"{1 / ratio:.2f}x slower than {other}"
+    )
 
 
 def verdict(result: ScenarioResult) -> str:

@@ -10,6 +10,11 @@ from dsi_online.oracle import TokenOracle, digest
 from dsi_online.server import ServerSet, ServerStats
 
 
+def _whole_ns(seconds: float) -> float:
+    """Round a duration to whole nanoseconds, the clocks' resolution (drops float noise)."""
+    return round(seconds * 1e9) / 1e9
+
+
 @dataclass(frozen=True)
 class RunResult:
     """One algorithm's run over one repeat."""
@@ -69,11 +74,11 @@ class Generation:
     def result(self, algorithm: str, max_queue_wait_s: float = 0.0) -> RunResult:
         """The run's result, timed at this moment."""
         now = asyncio.get_running_loop().time()
+        first = self._first_token if self._first_token is not None else now
         return RunResult(
             algorithm=algorithm,
-            latency_s=now - self._start,
-            first_token_s=(self._first_token if self._first_token is not None else now)
-            - self._start,
+            latency_s=_whole_ns(now - self._start),
+            first_token_s=_whole_ns(first - self._start),
             tokens=len(self.committed),
             output_sha256=digest(self.committed),
             servers=self.servers.stats(),

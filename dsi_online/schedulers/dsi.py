@@ -166,7 +166,10 @@ class _DSIRun:
         job.server.tally(Outcome.USEFUL)
         committed = self.gen.committed
         v = len(committed)
-        assert job.start <= v <= job.end and tuple(committed[job.start :]) == job.drafts[: v - job.start]
+        assert (
+            job.start <= v <= job.end
+            and tuple(committed[job.start :]) == job.drafts[: v - job.start]
+        )
         rejected = False
         accepted = 0
         for position in range(v, job.end + 1):
