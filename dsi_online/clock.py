@@ -3,8 +3,8 @@
 Both are asyncio event loops, so scheduler code is the same on either. The virtual loop
 never sleeps: whenever nothing is ready it jumps to the next scheduled timer, so a
 simulation runs as fast as the CPU allows and is exactly reproducible. The wall loop is
-the standard selector loop with a finer timer: it sleeps in the kernel until shortly
-before a deadline and then polls, because the kernel's timeouts have millisecond grain.
+the standard selector loop whose clock stops while the kernel oversleeps a deadline,
+so timer slack does not count as simulated time, while all computation does.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 import selectors
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack, get_args
+from typing import Any, Literal, TypeVar, TypeVarTuple, get_args
 
 from dsi_online.errors import require
 
@@ -26,7 +26,7 @@ T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 _NS = 1e9
-_SPIN_S = 0.0003
+SPIN_S = 0.0005
 
 
 def check_clock(clock: str) -> Clock:
@@ -76,37 +76,63 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
     def call_at(
         self,
         when: float,
-        callback: Callable[[Unpack[Ts]], object],
-        *args: Unpack[Ts],
+        callback: Callable[[*Ts], object],
+        *args: *Ts,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
         return super().call_at(round(when * _NS) / _NS, callback, *args, context=context)
 
 
-class _PreciseSelector(selectors.DefaultSelector):
-    """The default selector, made precise: kernel sleep to near the deadline, then poll."""
+class _WakeEarlySelector(selectors.DefaultSelector):
+    """The default selector, woken early and made precise.
+
+    It sleeps in the kernel until `spin_s` before the deadline (the kernel's timeouts have
+    millisecond grain and oversleep), then polls until the deadline, which also keeps the
+    CPU warm for the work that follows. Whatever it still oversleeps is metered as slack.
+    """
+
+    def __init__(self, spin_s: float) -> None:
+        super().__init__()
+        self.spin_s = spin_s
+        self.slack = 0.0
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is None or timeout <= 0:
             return list(super().select(timeout))
-        deadline = time.monotonic() + timeout
-        coarse_ms = math.floor((timeout - _SPIN_S) * 1e3)
-        if coarse_ms >= 1:
-            events = super().select(coarse_ms / 1e3 - 1e-7)
-            if events:
-                return list(events)
-        while time.monotonic() < deadline:
-            events = super().select(0)
-            if events:
-                return list(events)
-        return []
+        start = time.monotonic()
+        deadline = start + timeout
+        coarse_ms = math.floor((timeout - self.spin_s) * 1e3)
+        events = list(super().select(coarse_ms / 1e3 - 1e-7)) if coarse_ms >= 1 else []
+        while not events and time.monotonic() < deadline:
+            events = list(super().select(0))
+        late = time.monotonic() - deadline
+        if late > 0 and not events:
+            self.slack += late
+        return events
 
 
 class WallEventLoop(asyncio.SelectorEventLoop):
-    """The real clock: a standard selector loop whose timers fire within microseconds."""
+    """The real clock, less timer slack.
 
-    def __init__(self) -> None:
-        super().__init__(_PreciseSelector())
+    The kernel wakes a sleeping loop up to a millisecond after the deadline it asked for
+    (epoll's grain, timer slack, the OS scheduler). That delay is an artifact of the
+    simulator, not of a GPU, so this loop's clock stops for it: `time()` is the monotonic
+    clock minus the total slack. Everything the loop does while awake (the schedulers'
+    computation, task switches, cancellation, other simulations sharing the loop) still
+    counts. `slack_s` is the time taken out, for reports.
+    """
+
+    def __init__(self, spin_s: float = SPIN_S) -> None:
+        self._meter = _WakeEarlySelector(spin_s)
+        super().__init__(self._meter)
+
+    @property
+    def slack_s(self) -> float:
+        """Total timer slack removed from this loop's clock so far."""
+        return self._meter.slack
+
+    def time(self) -> float:
+        return time.monotonic() - self._meter.slack
 
 
 def new_loop(clock: Clock) -> asyncio.AbstractEventLoop:

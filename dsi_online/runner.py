@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -52,7 +52,10 @@ async def play(scheduler: Scheduler, scenario: Scenario, repeat: int) -> RunResu
         tokens=scenario.tokens,
         servers=ServerSet(scenario.target, scenario.drafter, scenario.seed, repeat),
     )
-    return await scheduler.generate(gen)
+    loop = asyncio.get_running_loop()
+    slack_before = getattr(loop, "slack_s", 0.0)
+    result = await scheduler.generate(gen)
+    return replace(result, timer_slack_s=getattr(loop, "slack_s", 0.0) - slack_before)
 
 
 async def play_repeat(scenario: Scenario, repeat: int) -> dict[str, RunResult]:
@@ -131,12 +134,57 @@ class Speedups:
 
 
 @dataclass(frozen=True)
+class Overhead:
+    """How far one algorithm's wall-clock runs fell behind the same runs on the virtual
+    clock (the ideal: same coins, same latency draws, no orchestration cost)."""
+
+    wall_s: float
+    ideal_s: float
+    forwards: int
+    lag_s: float
+    timer_slack_s: float
+
+    @property
+    def overhead_s(self) -> float:
+        return self.wall_s - self.ideal_s
+
+    @property
+    def overhead_pct(self) -> float:
+        return 100 * self.overhead_s / self.ideal_s
+
+    @property
+    def per_forward_us(self) -> float:
+        """Latency overhead per forward pass of the runs, in microseconds."""
+        return 1e6 * self.overhead_s / self.forwards if self.forwards else 0.0
+
+    @property
+    def wake_lag_us(self) -> float:
+        """Mean delay from a forward's deadline to its task resuming, in microseconds."""
+        return 1e6 * self.lag_s / self.forwards if self.forwards else 0.0
+
+
+@dataclass(frozen=True)
 class ScenarioResult:
-    """A scenario played on one clock: each algorithm's runs and the speedups between them."""
+    """A scenario played on one clock: each algorithm's runs and the speedups between them.
+    A wall-clock result carries `ideal`, the same scenario replayed on the virtual clock."""
 
     scenario: Scenario
     clock: Clock
     algorithms: dict[str, AlgorithmSummary]
+    ideal: ScenarioResult | None = None
+
+    def overhead(self, name: str) -> Overhead | None:
+        """Wall-clock overhead of algorithm `name` against the ideal (None on the virtual clock)."""
+        if self.ideal is None:
+            return None
+        runs = self.algorithms[name].runs
+        return Overhead(
+            wall_s=sum(r.latency_s for r in runs),
+            ideal_s=sum(self.ideal.algorithms[name].latency_s),
+            forwards=sum(r.forwards for r in runs),
+            lag_s=sum(r.lag_s for r in runs),
+            timer_slack_s=sum(r.timer_slack_s for r in runs),
+        )
 
     @property
     def speedups(self) -> Speedups:
@@ -210,9 +258,17 @@ def run_many(
     concurrency: int = 1,
     progress: Progress | None = None,
 ) -> list[ScenarioResult]:
-    """Play many scenarios in one event loop on `clock`; `progress(n)` after each repeat."""
+    """Play many scenarios in one event loop on `clock`; `progress(n)` after each repeat.
+
+    On the wall clock every scenario is also replayed on the virtual clock, so each result
+    carries its ideal and hence its measured orchestration overhead.
+    """
     check_clock(clock)
-    return run_on_clock(lambda: play_many(scenarios, concurrency, progress), clock)
+    results = run_on_clock(lambda: play_many(scenarios, concurrency, progress), clock)
+    if clock == "virtual":
+        return results
+    ideals = run_on_clock(lambda: play_many(scenarios, concurrency), "virtual")
+    return [replace(r, ideal=i) for r, i in zip(results, ideals, strict=True)]
 
 
 def run_scenario(

@@ -26,7 +26,8 @@ class Outcome(Enum):
 
 @dataclass(frozen=True)
 class ServerStats:
-    """One server's account of a run: forward passes by outcome and busy seconds."""
+    """One server's account of a run: forward passes by outcome, busy seconds, and the
+    total lag between its forwards' deadlines and the moments its task resumed."""
 
     name: str
     role: Role
@@ -35,6 +36,7 @@ class ServerStats:
     rejected: int
     cancelled: int
     busy_s: float
+    lag_s: float = 0.0
 
     @property
     def wasted(self) -> int:
@@ -53,6 +55,7 @@ class Server:
         self._stream = stream
         self.forwards = 0
         self.busy_s = 0.0
+        self.lag_s = 0.0
         self.in_flight = False
         self._tally = dict.fromkeys(Outcome, 0)
 
@@ -70,6 +73,7 @@ class Server:
         start = loop.time()
         try:
             await asyncio.sleep(duration)
+            self.lag_s += loop.time() - start - duration
         finally:
             self.busy_s += loop.time() - start
             self.in_flight = False
@@ -87,6 +91,7 @@ class Server:
             rejected=self._tally[Outcome.REJECTED],
             cancelled=self._tally[Outcome.CANCELLED],
             busy_s=self.busy_s,
+            lag_s=self.lag_s,
         )
 
 

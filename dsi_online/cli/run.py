@@ -11,7 +11,7 @@ from dsi_online.cli.common import advance, output_console, progress_bar, write_j
 from dsi_online.clock import check_clock
 from dsi_online.errors import InvalidParameterError
 from dsi_online.profile import resolve_profile
-from dsi_online.reports.run import render_table, to_json, verdict
+from dsi_online.reports.run import render_overhead, render_table, to_json, verdict
 from dsi_online.runner import run_scenario
 from dsi_online.scenario import Scenario, check_acceptance, check_cv, check_ms
 
@@ -168,6 +168,9 @@ def run(
         result = run_scenario(scenario, checked_clock, progress=lambda n: advance(bar, n))
     console = output_console(json_path)
     console.print(render_table(result))
+    fidelity = render_overhead(result)
+    if fidelity is not None:
+        console.print(fidelity)
     console.print(verdict(result))
     if json_path is not None:
         write_json(to_json(result), json_path)

@@ -33,6 +33,15 @@ def to_json(result: ScenarioResult) -> dict[str, Any]:
             "max_queue_wait_s": summary.max_queue_wait_s,
             "output_sha256": summary.output_sha256,
         }
+        overhead = result.overhead(name)
+        if overhead is not None and result.ideal is not None:
+            algorithms[name] |= {
+                "ideal_s": result.ideal.algorithms[name].latency_s,
+                "overhead_pct": overhead.overhead_pct,
+                "overhead_per_forward_us": overhead.per_forward_us,
+                "wake_lag_us": overhead.wake_lag_us,
+                "timer_slack_s": [r.timer_slack_s for r in summary.runs],
+            }
     sp = result.speedups
     return {
         "scenario": result.scenario.to_dict(),
@@ -87,6 +96,7 @@ def render_table(result: ScenarioResult) -> Table:
         table.add_column(column, justify="right")
     for column in ("target fwd", "drafter fwd", "wasted fwd", "GPU-s"):
         table.add_column(column, justify="right")
+
     over_nonsi = {"nonsi": None, "si": sp.si_over_nonsi, "dsi": sp.dsi_over_nonsi}
     over_si = {"nonsi": None, "si": None, "dsi": sp.dsi_over_si}
     for name, summary in result.algorithms.items():
@@ -101,6 +111,34 @@ def render_table(result: ScenarioResult) -> Table:
             f"{_mean(summary.drafter_forwards):.0f}",
             f"{_mean(summary.wasted_forwards):.0f}",
             f"{_mean(summary.busy_s):.3g}",
+        )
+    return table
+
+
+def render_overhead(result: ScenarioResult) -> Table | None:
+    """Wall clock only: measured latency against the ideal (the same runs on the virtual
+    clock), the overhead per forward pass, and the timer slack taken out of the clock."""
+    if result.ideal is None:
+        return None
+    table = Table(
+        title="wall-clock fidelity: measured against the same runs on the virtual clock",
+        caption="overhead: scheduler computation, task switches, cancellation, the loop, "
+        "concurrent runs; timer slack (kernel oversleep) is removed from the clock, shown apart",
+    )
+    table.add_column("algo")
+    for column in ("wall s", "ideal s", "overhead", "µs/fwd", "wake lag µs", "slack s"):
+        table.add_column(column, justify="right")
+    for name, summary in result.algorithms.items():
+        overhead = result.overhead(name)
+        assert overhead is not None
+        table.add_row(
+            LABELS[name],
+            f"{summary.mean_s:.4f}",
+            f"{result.ideal.algorithms[name].mean_s:.4f}",
+            f"{overhead.overhead_pct:+.2f}%",
+            f"{overhead.per_forward_us:.1f}",
+            f"{overhead.wake_lag_us:.1f}",
+            f"{overhead.timer_slack_s / len(summary.runs):.3f}",
         )
     return table
 

@@ -26,6 +26,7 @@ class RunResult:
     output_sha256: str
     servers: tuple[ServerStats, ...]
     max_queue_wait_s: float = 0.0
+    timer_slack_s: float = 0.0
 
     @property
     def target_forwards(self) -> int:
@@ -38,6 +39,15 @@ class RunResult:
     @property
     def wasted_forwards(self) -> int:
         return sum(s.wasted for s in self.servers)
+
+    @property
+    def forwards(self) -> int:
+        return sum(s.forwards for s in self.servers)
+
+    @property
+    def lag_s(self) -> float:
+        """Wake-up lag summed over every completed forward pass."""
+        return sum(s.lag_s for s in self.servers)
 
     @property
     def busy_s(self) -> float:
