@@ -52,7 +52,7 @@ class SimulatedOracle:
     def _first_error(self, prefix: Sequence[int], drafts: Sequence[int]) -> int:
         """Index of the first position where prefix + drafts leaves the truth (or its length)."""
         v = len(prefix)
-        if list(prefix) != self.truth[:v]:
+        if prefix != self.truth[:v] and list(prefix) != self.truth[:v]:
             return next(
                 i for i, (x, y) in enumerate(zip(prefix, self.truth, strict=False)) if x != y
             )

@@ -60,6 +60,7 @@ class Scenario:
     repeats: int = 1
     seed: int = 0
     profile: str | None = None
+    link: LatencyModel | None = None
 
     def __post_init__(self) -> None:
         check_acceptance(self.acceptance)
@@ -84,8 +85,11 @@ class Scenario:
         latency_cv: float = 0.0,
         target_ttft_ms: float | None = None,
         drafter_ttft_ms: float | None = None,
+        comm_ms: float = 0.0,
     ) -> Scenario:
-        """A scenario from latencies in milliseconds; cv 0 means constant latencies."""
+        """A scenario from latencies in milliseconds; cv 0 means constant latencies.
+        `comm_ms` is the delay of each message between the drafter's host and a target
+        server (0: none), drawn like the forwards."""
         check_ms(target_ms, "target latency", "--target-ms")
         check_ms(drafter_ms, "drafter latency", "--drafter-ms")
         if target_ttft_ms is not None:
@@ -93,6 +97,11 @@ class Scenario:
         if drafter_ttft_ms is not None:
             check_ms(drafter_ttft_ms, "drafter TTFT", "--drafter-ttft-ms")
         check_cv(latency_cv)
+        require(
+            isinstance(comm_ms, int | float) and math.isfinite(comm_ms) and comm_ms >= 0,
+            f"communication delay (--comm-ms) must be a finite number of milliseconds >= 0; "
+            f"got {comm_ms}",
+        )
 
         def model(tpot_ms: float, ttft_ms: float | None) -> ModelLatency:
             ttft_s = None if ttft_ms is None else ttft_ms / 1e3
@@ -109,6 +118,7 @@ class Scenario:
             tokens=tokens,
             repeats=repeats,
             seed=seed,
+            link=None if comm_ms == 0 else model(comm_ms, None).tpot,
         )
 
     @property
@@ -148,4 +158,6 @@ class Scenario:
             "repeats": self.repeats,
             "seed": self.seed,
             "profile": self.profile,
+            "comm_ms": 0.0 if self.link is None else _latency_ms(self.link),
+            "comm_latency": None if self.link is None else self.link.describe(),
         }

@@ -9,11 +9,17 @@ from typing import Literal
 
 import numpy as np
 
-from dsi_online.latency import LatencyStream, ModelLatency
+from dsi_online.latency import LatencyModel, LatencyStream, ModelLatency
 
 Role = Literal["target", "drafter"]
 _ROLE_KEY = {"target": 0, "drafter": 1}
 ORACLE_KEY = 2
+_LINK_KEY = 3
+
+
+def _wake(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
 
 
 class Outcome(Enum):
@@ -71,9 +77,14 @@ class Server:
         self.forwards += 1
         self.in_flight = True
         start = loop.time()
+        done = loop.create_future()
+        timer = loop.call_at(start + duration, _wake, done)
         try:
-            await asyncio.sleep(duration)
+            await done
             self.lag_s += loop.time() - start - duration
+        except BaseException:
+            timer.cancel()
+            raise
         finally:
             self.busy_s += loop.time() - start
             self.in_flight = False
@@ -95,25 +106,59 @@ class Server:
         )
 
 
+class Link:
+    """The network between the drafter's host and one target server: every message
+    (a job sent out, a result or rejection sent back) waits one delay draw."""
+
+    def __init__(self, stream: LatencyStream | None) -> None:
+        self._stream = stream
+
+    async def send(self) -> None:
+        """Deliver one message; instant when the scenario has no communication delay."""
+        if self._stream is not None:
+            await asyncio.sleep(self._stream.next())
+
+
 class ServerSet:
     """The servers of one run, made on demand; server i of a role always draws from the
-    stream seeded by (seed, repeat, role, i), so algorithms share latency draws."""
+    stream seeded by (seed, repeat, role, i), so algorithms share latency draws. So does the
+    link to target server i."""
 
-    def __init__(self, target: ModelLatency, drafter: ModelLatency, seed: int, repeat: int) -> None:
+    def __init__(
+        self,
+        target: ModelLatency,
+        drafter: ModelLatency,
+        seed: int,
+        repeat: int,
+        link: LatencyModel | None = None,
+    ) -> None:
         self._models = {"target": target, "drafter": drafter}
+        self._link = link
         self._seed = seed
         self._repeat = repeat
         self._servers: dict[tuple[Role, int], Server] = {}
+        self._links: dict[int, Link] = {}
+
+    def _rng(self, role_key: int, index: int) -> np.random.Generator:
+        seq = np.random.SeedSequence(self._seed, spawn_key=(self._repeat, role_key, index))
+        return np.random.default_rng(seq)
 
     def _get(self, role: Role, index: int) -> Server:
         key = (role, index)
         if key not in self._servers:
-            seq = np.random.SeedSequence(
-                self._seed, spawn_key=(self._repeat, _ROLE_KEY[role], index)
-            )
-            stream = LatencyStream(self._models[role], np.random.default_rng(seq))
+            stream = LatencyStream(self._models[role], self._rng(_ROLE_KEY[role], index))
             self._servers[key] = Server(f"{role}-{index}", role, stream)
         return self._servers[key]
+
+    def link(self, index: int = 0) -> Link:
+        """The link between the drafter's host and target server `index`."""
+        if index not in self._links:
+            stream = None
+            if self._link is not None:
+                model = ModelLatency(self._link, self._link)
+                stream = LatencyStream(model, self._rng(_LINK_KEY, index))
+            self._links[index] = Link(stream)
+        return self._links[index]
 
     def target(self, index: int = 0) -> Server:
         return self._get("target", index)

@@ -15,6 +15,7 @@ def scenarios(
     repeats: int = 1,
     constant: bool = True,
     max_servers: int = 8,
+    comm: bool = False,
 ) -> Scenario:
     """A random scenario: any acceptance, lookahead, servers, drafter speed (slower than the
     target included) and TTFT, with constant or lognormal latencies."""
@@ -32,4 +33,5 @@ def scenarios(
         repeats=repeats,
         seed=draw(st.integers(0, 2**32 - 1)),
         latency_cv=0.0 if constant else draw(st.floats(0.05, 1.0)),
+        comm_ms=draw(st.floats(0.01, 20.0)) if comm else 0.0,
     )

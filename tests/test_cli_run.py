@@ -147,6 +147,8 @@ def test_wall_clock_agrees_with_virtual(capsys: pytest.CaptureFixture[str]) -> N
         (["--seed", "-1"], "--seed"),
         (["--clock", "sundial"], "--clock"),
         (["--latency-cv", "-0.5"], "--latency-cv"),
+        (["--comm-ms", "-1"], "--comm-ms"),
+        (["--concurrency", "0"], "--concurrency"),
         (["--tokens", "many"], "--tokens"),
         (["--profile", "/nonexistent/profile.toml"], "profile"),
         (["--profile", "no-such-profile"], "profile"),

@@ -57,7 +57,7 @@ def test_constant_latencies_lossless_accounted_and_dsi_never_slower_than_nonsi(
 
 
 @settings(max_examples=80)
-@given(scenarios(constant=False, repeats=2))
+@given(scenarios(constant=False, repeats=2, comm=True))
 def test_random_latencies_lossless_and_accounted(scenario: Scenario) -> None:
     result = run_scenario(scenario)
     assert_lossless(result)
@@ -87,6 +87,27 @@ def test_dsi_never_slower_than_nonsi_for_every_server_count(
         )
         result = run_scenario(scenario)
         assert result.algorithms["dsi"].latency_s[0] <= result.algorithms["nonsi"].latency_s[0]
+
+
+def test_communication_delay_costs_si_two_messages_per_verification() -> None:
+    def si_run(comm_ms: float) -> tuple[float, int]:
+        scenario = Scenario.from_ms(
+            target_ms=20,
+            drafter_ms=2,
+            acceptance=0.7,
+            lookahead=4,
+            servers=3,
+            tokens=300,
+            seed=5,
+            comm_ms=comm_ms,
+        )
+        (run,) = run_scenario(scenario).algorithms["si"].runs
+        return run.latency_s, run.target_forwards
+
+    base, verifications = si_run(0.0)
+    delayed, same = si_run(1.5)
+    assert same == verifications
+    assert delayed == pytest.approx(base + 2 * 0.0015 * verifications, abs=1e-9)
 
 
 def test_nonsi_is_ttft_plus_tpots() -> None:

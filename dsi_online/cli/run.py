@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import typer
@@ -9,7 +10,8 @@ import typer
 from dsi_online.cli.app import app
 from dsi_online.cli.common import advance, output_console, progress_bar, write_json
 from dsi_online.clock import check_clock
-from dsi_online.errors import InvalidParameterError
+from dsi_online.errors import InvalidParameterError, require
+from dsi_online.latency import Constant
 from dsi_online.profile import resolve_profile
 from dsi_online.reports.run import render_overhead, render_table, to_json, verdict
 from dsi_online.runner import run_scenario
@@ -43,6 +45,7 @@ def build_scenario(
     seed: int,
     latency_cv: float | None,
     profile: str | None,
+    comm_ms: float = 0.0,
 ) -> Scenario:
     """Resolve the run options (and a profile) into a validated Scenario."""
     if profile is None:
@@ -58,6 +61,7 @@ def build_scenario(
             repeats=repeats,
             seed=seed,
             latency_cv=0.0 if latency_cv is None else latency_cv,
+            comm_ms=comm_ms,
         )
     _conflicts(
         profile,
@@ -86,6 +90,7 @@ def build_scenario(
         repeats=repeats,
         seed=seed,
         profile=loaded.name,
+        link=None if comm_ms == 0 else Constant(comm_ms / 1e3),
     )
 
 
@@ -96,6 +101,7 @@ def _validate_floats(
     drafter_ttft_ms: float | None,
     acceptance: float | None,
     latency_cv: float | None,
+    comm_ms: float,
 ) -> None:
     checks = (
         (target_ms, "target latency", "--target-ms"),
@@ -110,25 +116,30 @@ def _validate_floats(
         check_acceptance(acceptance)
     if latency_cv is not None:
         check_cv(latency_cv)
+    require(
+        math.isfinite(comm_ms) and comm_ms >= 0,
+        f"communication delay (--comm-ms) must be a finite number of milliseconds >= 0; "
+        f"got {comm_ms}",
+    )
 
 
 @app.command()
 def run(
     target_ms: Annotated[
-        float | None, typer.Option(help="Target TPOT, ms [default: 30].", show_default=False)
+        float | None, typer.Option(help="Target TPOT, ms \\[default: 30].", show_default=False)
     ] = None,
     target_ttft_ms: Annotated[
-        float | None, typer.Option(help="Target TTFT, ms [default: --target-ms].")
+        float | None, typer.Option(help="Target TTFT, ms \\[default: --target-ms].")
     ] = None,
     drafter_ms: Annotated[
-        float | None, typer.Option(help="Drafter TPOT, ms [default: 3].", show_default=False)
+        float | None, typer.Option(help="Drafter TPOT, ms \\[default: 3].", show_default=False)
     ] = None,
     drafter_ttft_ms: Annotated[
-        float | None, typer.Option(help="Drafter TTFT, ms [default: --drafter-ms].")
+        float | None, typer.Option(help="Drafter TTFT, ms \\[default: --drafter-ms].")
     ] = None,
     acceptance: Annotated[
         float | None,
-        typer.Option("--acceptance", "-a", help="Acceptance rate in [0, 1] [default: 0.8]."),
+        typer.Option("--acceptance", "-a", help="Acceptance rate in [0, 1] \\[default: 0.8]."),
     ] = None,
     lookahead: Annotated[int, typer.Option("--lookahead", "-k", help="Drafts per chunk.")] = 5,
     servers: Annotated[int, typer.Option("--servers", "-n", help="DSI's target servers.")] = 7,
@@ -143,13 +154,20 @@ def run(
     profile: Annotated[
         str | None, typer.Option(help="A profile: shipped name or TOML path.")
     ] = None,
+    comm_ms: Annotated[
+        float,
+        typer.Option(help="Delay of each drafter<->target message, ms (0 = none)."),
+    ] = 0.0,
+    concurrency: Annotated[int, typer.Option(help="Repeats played at once in one event loop.")] = 1,
     json_path: Annotated[
         str | None, typer.Option("--json", help="Write the JSON document here ('-' = stdout).")
     ] = None,
 ) -> None:
     """Play non-SI, SI and DSI on one scenario and report their wall-time speedups."""
     checked_clock = check_clock(clock)
-    _validate_floats(target_ms, target_ttft_ms, drafter_ms, drafter_ttft_ms, acceptance, latency_cv)
+    _validate_floats(
+        target_ms, target_ttft_ms, drafter_ms, drafter_ttft_ms, acceptance, latency_cv, comm_ms
+    )
     scenario = build_scenario(
         target_ms=target_ms,
         target_ttft_ms=target_ttft_ms,
@@ -163,9 +181,12 @@ def run(
         seed=seed,
         latency_cv=latency_cv,
         profile=profile,
+        comm_ms=comm_ms,
     )
     with progress_bar(f"{checked_clock} clock: repeats", scenario.repeats) as bar:
-        result = run_scenario(scenario, checked_clock, progress=lambda n: advance(bar, n))
+        result = run_scenario(
+            scenario, checked_clock, concurrency, progress=lambda n: advance(bar, n)
+        )
     console = output_console(json_path)
     console.print(render_table(result))
     fidelity = render_overhead(result)

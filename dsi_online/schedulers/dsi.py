@@ -32,6 +32,8 @@ class _Job:
     verdict: list[int]
     launched_at: float
     server: Server | None = None
+    server_index: int = 0
+    forwards_before: int = 0
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -71,6 +73,7 @@ class _DSIRun:
         self.loop = asyncio.get_running_loop()
         self.drafter = gen.servers.drafter
         self.free: list[Server] = [gen.servers.target(i) for i in range(config.servers)]
+        self.index = {id(server): i for i, server in enumerate(self.free)}
         self.drafts: list[int] = []
         self.running: list[_Job] = []
         self.waiting: _Job | None = None
@@ -141,6 +144,8 @@ class _DSIRun:
         self.free.remove(server)
         job, self.waiting = self.waiting, None
         job.server = server
+        job.server_index = self.index[id(server)]
+        job.forwards_before = server.forwards
         self.max_wait = max(self.max_wait, self.loop.time() - job.launched_at)
         assert self.tasks is not None
         job.task = self.tasks.create_task(self._verify(job))
@@ -149,13 +154,18 @@ class _DSIRun:
     def _cancel(self, job: _Job) -> None:
         assert job.task is not None and job.server is not None
         job.task.cancel()
-        job.server.tally(Outcome.CANCELLED)
+        if job.server.forwards > job.forwards_before:  # not when still on its way out
+            job.server.tally(Outcome.CANCELLED)
         self.running.remove(job)
         self.free.append(job.server)
 
     async def _verify(self, job: _Job) -> None:
+        """Send the job to its server, run the forward, send the result back, apply it."""
         assert job.server is not None
+        link = self.gen.servers.link(job.server_index)
+        await link.send()
         await job.server.forward()
+        await link.send()
         self._on_verified(job)
 
     def _on_verified(self, job: _Job) -> None:

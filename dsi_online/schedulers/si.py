@@ -20,14 +20,16 @@ class SI:
         self.lookahead = lookahead
 
     async def generate(self, gen: Generation) -> RunResult:
-        target, drafter = gen.servers.target(), gen.servers.drafter
+        target, drafter, link = gen.servers.target(), gen.servers.drafter, gen.servers.link()
         gen.begin()
         while not gen.done:
             drafts: list[int] = []
             for _ in range(min(self.lookahead, gen.tokens - len(gen.committed) - 1)):
                 await drafter.forward()
                 drafts.append(gen.oracle.draft_next(gen.committed, drafts))
+            await link.send()
             await target.forward()
+            await link.send()
             verdict = gen.oracle.target_verify(gen.committed, drafts)
             accepted = next(
                 (i for i, (d, t) in enumerate(zip(drafts, verdict, strict=False)) if d != t),
