@@ -1,0 +1,189 @@
+"""`dsi-online measure latency|acceptance`: measured inputs from real transformer models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from dsi_online.cli.app import app
+from dsi_online.cli.common import advance, output_console, progress_bar, write_json
+from dsi_online.errors import InvalidParameterError
+from dsi_online.measure.acceptance import (
+    AcceptanceRequest,
+    measure_acceptance,
+    read_prompts,
+    write_acceptance,
+)
+from dsi_online.measure.latency import LatencyRequest, measure_latency, parse_prompt_tokens
+from dsi_online.profile import load_profile, profile_to_toml
+
+measure_app = typer.Typer(
+    help=(
+        "Measure a target/drafter pair: its latencies into a profile, then its acceptance "
+        "rate. Needs pip install 'dsi-online\\[measure]'."
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(measure_app, name="measure")
+
+Target = Annotated[
+    str,
+    typer.Option(help="Target: a preset (e.g. vicuna-13b), a checkpoint directory or hub name."),
+]
+Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
+Dtype = Annotated[
+    str | None,
+    typer.Option(help="float16, bfloat16 or float32 \\[default: float16 on CUDA, else float32]."),
+]
+Seed = Annotated[int, typer.Option(help="Seed of presets' random weights and random prompts.")]
+AllowDownload = Annotated[
+    bool, typer.Option("--allow-download", help="Let hub names download (else local cache only).")
+]
+JsonPath = Annotated[
+    str | None, typer.Option("--json", help="Write the JSON document here ('-' = stdout).")
+]
+_DRAFTER_HELP = "Drafter: a preset (e.g. vicuna-68m), a checkpoint directory or hub name."
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.4g}"
+
+
+@measure_app.command("latency")
+def latency(
+    target: Target,
+    drafter: Annotated[str | None, typer.Option(help=_DRAFTER_HELP)] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the pair's profile (TOML) here.")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="The profile's name \\[default: the stem of --out].")
+    ] = None,
+    prompt_tokens: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="N[,N...]",
+            help="Prompt lengths for TTFT; the first is the profile's TTFT and the context "
+            "decoding starts from \\[default: 128].",
+        ),
+    ] = None,
+    samples: Annotated[int, typer.Option(help="Timed forwards per phase.")] = 100,
+    warmup: Annotated[int, typer.Option(help="Untimed forwards before them.")] = 10,
+    device: Device = "auto",
+    dtype: Dtype = None,
+    seed: Seed = 0,
+    allow_download: AllowDownload = False,
+    json_path: JsonPath = None,
+) -> None:
+    """Time TTFT and TPOT of a target (and a drafter); --out writes the pair's profile."""
+    request = LatencyRequest(
+        target=target,
+        drafter=drafter,
+        prompt_tokens=parse_prompt_tokens(prompt_tokens or ["128"]),
+        samples=samples,
+        warmup=warmup,
+        device=device,
+        dtype=dtype,
+        seed=seed,
+        allow_download=allow_download,
+    )
+    if out is not None and drafter is None:
+        raise InvalidParameterError(
+            "a profile holds a target/drafter pair: give --drafter with --out"
+        )
+    models = 1 if drafter is None else 2
+    with progress_bar("loading", models * request.forwards_per_model()) as bar:
+        result = measure_latency(
+            request,
+            advance=lambda n: advance(bar, n),
+            loading=lambda spec: bar.update(bar.task_ids[0], description=f"measuring {spec}"),
+        )
+    console = output_console(json_path)
+    table = Table(
+        title=Text(f"Latency on {result.environment.hardware}, {result.environment.dtype}")
+    )
+    for column in ("model", "TTFT mean ms (prompt tokens)", "TPOT mean ms", "TPOT cv"):
+        table.add_column(column)
+    for measured in (result.target, result.drafter):
+        if measured is not None:
+            ttft = ", ".join(f"{_ms(t.mean_s)} ({t.prompt_tokens})" for t in measured.ttft)
+            table.add_row(
+                Text(measured.label), ttft, _ms(measured.tpot_mean_s), f"{measured.tpot_cv:.3g}"
+            )
+    console.print(table)
+    if result.c is not None:
+        console.print(Text(f"c = drafter TPOT / target TPOT = {result.c:.4g}"))
+    if out is not None:
+        profile = result.to_profile(name or out.stem)
+        out.write_text(profile_to_toml(profile), encoding="utf-8")
+        console.print(Text(f"wrote profile {profile.name!r} to {out}"))
+    if json_path is not None:
+        write_json(result.to_json(), json_path)
+
+
+@measure_app.command("acceptance")
+def acceptance(
+    target: Target,
+    drafter: Annotated[str, typer.Option(help=_DRAFTER_HELP)],
+    prompts: Annotated[Path, typer.Option(help="A text file: one prompt per line.")],
+    max_new_tokens: Annotated[
+        int, typer.Option(help="Tokens the target generates per prompt.")
+    ] = 128,
+    lookahead: Annotated[
+        int, typer.Option("--lookahead", "-k", help="Window of the acceptance by draft position.")
+    ] = 5,
+    profile: Annotated[
+        Path | None,
+        typer.Option(help="Write \\[acceptance] into this profile, keeping the rest of it."),
+    ] = None,
+    bootstrap: Annotated[
+        int, typer.Option(help="Cluster-bootstrap resamples of the 95% CI.")
+    ] = 2000,
+    device: Device = "auto",
+    dtype: Dtype = None,
+    seed: Seed = 0,
+    allow_download: AllowDownload = False,
+    json_path: JsonPath = None,
+) -> None:
+    """Measure how often the drafter's greedy token is the target's, with a 95% CI."""
+    request = AcceptanceRequest(
+        target=target,
+        drafter=drafter,
+        prompts=prompts,
+        max_new_tokens=max_new_tokens,
+        lookahead=lookahead,
+        bootstrap=bootstrap,
+        device=device,
+        dtype=dtype,
+        seed=seed,
+        allow_download=allow_download,
+    )
+    if profile is not None:
+        load_profile(profile)  # a bad profile fails now, not after the measurement
+    with progress_bar("prompts", len(read_prompts(prompts))) as bar:
+        result = measure_acceptance(request, advance=lambda n: advance(bar, n))
+    measured = result.acceptance_profile()
+    est = result.estimate
+    console = output_console(json_path)
+    ci = "n/a (one prompt)" if est.ci95 is None else f"[{est.ci95[0]:.4f}, {est.ci95[1]:.4f}]"
+    console.print(
+        Text(
+            f"acceptance rate {est.rate:.4f}, 95% CI {ci}: {est.positions} positions of "
+            f"{est.prompts} prompts ({result.target} / {result.drafter})"
+        )
+    )
+    table = Table(title=f"Acceptance of draft i given drafts 1..i-1 (lookahead {lookahead})")
+    for column in ("i", "acceptance", "windows"):
+        table.add_column(column, justify="right")
+    for i, (rate, windows) in enumerate(
+        zip(est.by_position, est.by_position_windows, strict=True), start=1
+    ):
+        table.add_row(str(i), f"{rate:.4f}", str(windows))
+    console.print(table)
+    if profile is not None:
+        write_acceptance(profile, measured)
+        console.print(Text(f"wrote [acceptance] to {profile}"))
+    if json_path is not None:
+        write_json(result.to_json(), json_path)

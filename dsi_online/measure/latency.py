@@ -1,0 +1,319 @@
+"""`dsi-online measure latency`: time a model's prefill (TTFT) and decoding steps (TPOT).
+
+TTFT: one forward over a fresh random prompt of the given length, without a cache, up to the
+first token's argmax. TPOT: after a prefill of the first prompt length, one forward of one
+token with the KV cache (`past_key_values`), up to its argmax; the context grows by one token
+per step, as in decoding. Warm-up forwards run first and are not recorded. Every timed forward
+is bracketed by device synchronisation (torch.cuda.synchronize on CUDA), so the host clock
+measures the work, not its launch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dsi_online.errors import InvalidParameterError, require
+from dsi_online.latency import Empirical, ModelLatency
+from dsi_online.measure.models import LoadedModel, load_model
+from dsi_online.measure.runtime import (
+    Environment,
+    check_device_and_dtype,
+    free_memory,
+    resolve_device,
+    resolve_dtype,
+    synchronize,
+    torch_module,
+)
+from dsi_online.profile import ModelProfile, Profile, Provenance
+
+Advance = Callable[[int], None]
+"""Called with the number of forwards just done: progress reporting, kept out of this module."""
+
+
+@dataclass(frozen=True)
+class LatencyRequest:
+    """What to measure and how: the options of `dsi-online measure latency`."""
+
+    target: str
+    drafter: str | None = None
+    prompt_tokens: tuple[int, ...] = (128,)
+    samples: int = 100
+    warmup: int = 10
+    device: str = "auto"
+    dtype: str | None = None
+    seed: int = 0
+    allow_download: bool = False
+
+    def __post_init__(self) -> None:
+        require(
+            len(self.prompt_tokens) > 0 and all(n >= 1 for n in self.prompt_tokens),
+            f"prompt lengths (--prompt-tokens) must be integers >= 1; got {self.prompt_tokens}",
+        )
+        require(self.samples >= 2, f"samples (--samples) must be >= 2; got {self.samples}")
+        require(self.warmup >= 0, f"warm-up forwards (--warmup) must be >= 0; got {self.warmup}")
+        require(self.seed >= 0, f"seed (--seed) must be >= 0; got {self.seed}")
+        check_device_and_dtype(self.device, self.dtype)
+
+    @property
+    def decode_context(self) -> int:
+        """The prompt length the decoding steps start from: the first of --prompt-tokens."""
+        return self.prompt_tokens[0]
+
+    def forwards_per_model(self) -> int:
+        """How many forwards measuring one model takes (progress bars use it)."""
+        ttft = len(self.prompt_tokens) * (self.warmup + self.samples)
+        return ttft + 1 + self.warmup + self.samples
+
+    def command_line(self) -> str:
+        """The command that repeats this measurement, every option spelled out."""
+        args = ["dsi-online", "measure", "latency", "--target", self.target]
+        if self.drafter is not None:
+            args += ["--drafter", self.drafter]
+        args += ["--prompt-tokens", ",".join(str(n) for n in self.prompt_tokens)]
+        args += ["--samples", str(self.samples), "--warmup", str(self.warmup)]
+        args += ["--device", self.device]
+        if self.dtype is not None:
+            args += ["--dtype", self.dtype]
+        args += ["--seed", str(self.seed)]
+        if self.allow_download:
+            args.append("--allow-download")
+        return shlex.join(args)
+
+
+@dataclass(frozen=True)
+class PromptTTFT:
+    """TTFT samples (seconds) at one prompt length."""
+
+    prompt_tokens: int
+    samples_s: tuple[float, ...]
+
+    @property
+    def mean_s(self) -> float:
+        """Mean TTFT in seconds."""
+        return statistics.fmean(self.samples_s)
+
+
+@dataclass(frozen=True)
+class ModelLatencyResult:
+    """One model's measured TTFT per prompt length and TPOT samples."""
+
+    spec: str
+    label: str
+    ttft: tuple[PromptTTFT, ...]
+    tpot_s: tuple[float, ...]
+    decode_context: int
+    random_weights: bool  # an architecture preset: its latency is the real model's
+
+    @property
+    def tpot_mean_s(self) -> float:
+        """Mean TPOT in seconds."""
+        return statistics.fmean(self.tpot_s)
+
+    @property
+    def tpot_cv(self) -> float:
+        """TPOT's coefficient of variation (sample standard deviation / mean)."""
+        return statistics.stdev(self.tpot_s) / self.tpot_mean_s
+
+    def model_latency(self) -> ModelLatency:
+        """Empirical latency models: TTFT at the first prompt length, and TPOT."""
+        return ModelLatency(Empirical(self.ttft[0].samples_s), Empirical(self.tpot_s))
+
+    def summary(self) -> str:
+        """TTFT means by prompt length and the TPOT mean, for provenance notes."""
+        ttft = ", ".join(f"{t.prompt_tokens} tokens {t.mean_s * 1e3:.4g} ms" for t in self.ttft)
+        return (
+            f"{self.label}: TTFT mean {ttft}; TPOT mean {self.tpot_mean_s * 1e3:.4g} ms "
+            f"(cv {self.tpot_cv:.3g}) from a {self.decode_context}-token context"
+        )
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """A latency measurement of a target (and drafter), with its provenance."""
+
+    request: LatencyRequest
+    environment: Environment
+    target: ModelLatencyResult
+    drafter: ModelLatencyResult | None
+
+    @property
+    def c(self) -> float | None:
+        """Drafter TPOT / target TPOT (means), when a drafter was measured."""
+        if self.drafter is None:
+            return None
+        return self.drafter.tpot_mean_s / self.target.tpot_mean_s
+
+    def to_json(self) -> dict[str, Any]:
+        """The whole measurement as plain JSON values (seconds), with its command line."""
+        return {
+            **dataclasses.asdict(self),
+            "c": self.c,
+            "command": self.request.command_line(),
+        }
+
+    def to_profile(self, name: str) -> Profile:
+        """The profile of the pair: empirical latency models and full provenance."""
+        if self.drafter is None:
+            raise InvalidParameterError(
+                "a profile holds a target/drafter pair: give --drafter to write --out"
+            )
+        env = self.environment
+        notes = (
+            f"{env.describe()}. {self.target.summary()}. {self.drafter.summary()}. "
+            f"Profile TTFT: the {self.request.decode_context}-token prompt samples."
+        )
+        presets = self.target.random_weights or self.drafter.random_weights
+        source = (
+            f"measured with dsi-online measure latency: {self.request.samples} samples per "
+            f"phase after {self.request.warmup} warm-up forwards"
+            + ("; presets have random weights, which leave latency unchanged" if presets else "")
+        )
+        return Profile(
+            name=name,
+            target=ModelProfile(self.target.label, self.target.model_latency()),
+            drafter=ModelProfile(self.drafter.label, self.drafter.model_latency()),
+            provenance=Provenance(
+                source=source,
+                hardware=env.hardware,
+                date=env.date,
+                command=self.request.command_line(),
+                notes=notes,
+            ),
+        )
+
+
+def _timed(device: str, step: Callable[[object], object], argument: object = None) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    step(argument)
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def measure_model(
+    model: LoadedModel, request: LatencyRequest, device: str, advance: Advance | None = None
+) -> ModelLatencyResult:
+    """Measure one loaded model's TTFT at each prompt length, then its TPOT."""
+    longest = max(request.prompt_tokens)
+    decode_end = request.decode_context + 1 + request.warmup + request.samples
+    if max(longest, decode_end) > model.max_positions:
+        raise InvalidParameterError(
+            f"{model.spec} takes at most {model.max_positions} positions: the longest prompt "
+            f"(--prompt-tokens) and the first prompt + 1 + --warmup + --samples must fit; "
+            f"got {longest} and {decode_end}"
+        )
+    torch = torch_module()
+    generator = torch.Generator().manual_seed(request.seed)
+    net = model.module
+
+    def prompt(length: int) -> object:
+        ids = torch.randint(0, model.vocab_size, (1, length), generator=generator)
+        return ids.to(device)
+
+    def prefill(ids: object) -> object:
+        return net(ids, use_cache=True).logits[:, -1].argmax(-1)
+
+    def tick() -> None:
+        if advance is not None:
+            advance(1)
+
+    ttft: list[PromptTTFT] = []
+    with torch.inference_mode():
+        for length in request.prompt_tokens:
+            samples: list[float] = []
+            for i in range(request.warmup + request.samples):
+                seconds = _timed(device, prefill, prompt(length))
+                if i >= request.warmup:
+                    samples.append(seconds)
+                tick()
+            ttft.append(PromptTTFT(length, tuple(samples)))
+
+        out = net(prompt(request.decode_context), use_cache=True)
+        state = {"cache": out.past_key_values, "next": out.logits[:, -1:].argmax(-1)}
+        tick()
+
+        def decode(_: object) -> None:
+            step = net(state["next"], past_key_values=state["cache"], use_cache=True)
+            state["cache"] = step.past_key_values
+            state["next"] = step.logits[:, -1:].argmax(-1)
+
+        tpot: list[float] = []
+        for i in range(request.warmup + request.samples):
+            seconds = _timed(device, decode)
+            if i >= request.warmup:
+                tpot.append(seconds)
+            tick()
+    return ModelLatencyResult(
+        spec=model.spec,
+        label=model.label,
+        ttft=tuple(ttft),
+        tpot_s=tuple(tpot),
+        decode_context=request.decode_context,
+        random_weights=model.preset is not None,
+    )
+
+
+def _load_and_measure(
+    spec: str,
+    option: str,
+    request: LatencyRequest,
+    device: str,
+    dtype: str,
+    advance: Advance | None,
+) -> ModelLatencyResult:
+    model = load_model(
+        spec,
+        option=option,
+        device=device,
+        dtype=dtype,
+        seed=request.seed,
+        allow_download=request.allow_download,
+    )
+    return measure_model(model, request, device, advance)
+
+
+def measure_latency(
+    request: LatencyRequest,
+    advance: Advance | None = None,
+    loading: Callable[[str], None] | None = None,
+) -> LatencyResult:
+    """Measure the target (and the drafter) one after the other on one device."""
+    device = resolve_device(request.device)
+    dtype = resolve_dtype(request.dtype, device)
+    environment = Environment.detect(device, dtype)
+    results: list[ModelLatencyResult] = []
+    roles: list[tuple[str, str]] = [("--target", request.target)]
+    if request.drafter is not None:
+        roles.append(("--drafter", request.drafter))
+    for option, spec in roles:
+        if loading is not None:
+            loading(spec)
+        results.append(_load_and_measure(spec, option, request, device, dtype, advance))
+        free_memory()
+    return LatencyResult(
+        request=request,
+        environment=environment,
+        target=results[0],
+        drafter=results[1] if len(results) > 1 else None,
+    )
+
+
+def parse_prompt_tokens(values: Sequence[str]) -> tuple[int, ...]:
+    """Prompt lengths from '--prompt-tokens 128,512' (or the option repeated)."""
+    lengths: list[int] = []
+    for value in values:
+        for part in value.split(","):
+            try:
+                lengths.append(int(part))
+            except ValueError:
+                raise InvalidParameterError(
+                    f"prompt lengths (--prompt-tokens) must be integers >= 1, e.g. 128,512; "
+                    f"got {value!r}"
+                ) from None
+    return tuple(lengths)

@@ -1,0 +1,168 @@
+"""torch and transformers, imported only when a measurement runs, and the machine they run on.
+
+torch and transformers are an optional extra. They are imported here, inside functions, and
+handed out as `Any`: the package and its type checks work without them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import importlib
+import os
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dsi_online.errors import InvalidParameterError, MissingExtraError
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float16", "bfloat16", "float32")
+_EXTRA_HINT = "dsi-online measure needs torch and transformers: pip install 'dsi-online[measure]'"
+
+
+def import_extra(module: str) -> Any:
+    """Import torch or transformers; MissingExtraError naming the extra when absent."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(_EXTRA_HINT) from None
+
+
+def torch_module() -> Any:
+    """The torch module."""
+    return import_extra("torch")
+
+
+def transformers_module() -> Any:
+    """The transformers module, with its progress bars and advice messages silenced."""
+    transformers = import_extra("transformers")
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    return transformers
+
+
+def check_device_and_dtype(device: str, dtype: str | None) -> None:
+    """InvalidParameterError unless the names are known (checked before torch is imported)."""
+    if device not in DEVICES:
+        raise InvalidParameterError(
+            f"device (--device) must be one of {', '.join(DEVICES)}; got {device!r}"
+        )
+    if dtype is not None and dtype not in DTYPES:
+        raise InvalidParameterError(
+            f"dtype (--dtype) must be one of {', '.join(DTYPES)}; got {dtype!r}"
+        )
+
+
+def resolve_device(device: str) -> str:
+    """'cpu' or 'cuda': `auto` picks CUDA when torch sees a GPU."""
+    check_device_and_dtype(device, None)
+    torch = torch_module()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InvalidParameterError("device (--device) cuda: torch sees no CUDA GPU here")
+    return device
+
+
+def resolve_dtype(dtype: str | None, device: str) -> str:
+    """The dtype name: float16 on CUDA and float32 on CPU unless given."""
+    check_device_and_dtype(device, dtype)
+    if dtype is None:
+        return "float16" if device == "cuda" else "float32"
+    return dtype
+
+
+def synchronize(device: str) -> None:
+    """Wait for the device's queued work, so that a host clock reading means what it says."""
+    if device == "cuda":
+        torch_module().cuda.synchronize()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _cuda_driver() -> str | None:
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        result = subprocess.run(
+            [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip().splitlines()[0] if result.stdout.strip() else None
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where and with what a measurement ran: its provenance."""
+
+    hardware: str
+    device: str
+    dtype: str
+    torch_version: str
+    transformers_version: str
+    cuda_runtime: str | None
+    cuda_driver: str | None
+    cpu_threads: int
+    date: str
+
+    @classmethod
+    def detect(cls, device: str, dtype: str) -> Environment:
+        """Describe this machine: the GPU's name on CUDA, the CPU model otherwise."""
+        torch = torch_module()
+        transformers = transformers_module()
+        cpus = os.cpu_count() or 1
+        if device == "cuda":
+            hardware = str(torch.cuda.get_device_name(torch.cuda.current_device()))
+        else:
+            hardware = f"{_cpu_model()} ({cpus} logical CPUs)"
+        return cls(
+            hardware=hardware,
+            device=device,
+            dtype=dtype,
+            torch_version=str(torch.__version__),
+            transformers_version=str(transformers.__version__),
+            cuda_runtime=None if torch.version.cuda is None else str(torch.version.cuda),
+            cuda_driver=_cuda_driver() if device == "cuda" else None,
+            cpu_threads=int(torch.get_num_threads()),
+            date=datetime.date.today().isoformat(),
+        )
+
+    def describe(self) -> str:
+        """One line of software versions and settings, for a profile's provenance notes."""
+        cuda = (
+            f"CUDA runtime {self.cuda_runtime}, driver {self.cuda_driver or 'unknown'}"
+            if self.device == "cuda"
+            else "no CUDA"
+        )
+        return (
+            f"device {self.device}, dtype {self.dtype}, torch {self.torch_version}, "
+            f"transformers {self.transformers_version}, {cuda}, "
+            f"{self.cpu_threads} torch CPU threads"
+        )
+
+
+def free_memory() -> None:
+    """Collect models no longer referenced, and hand their GPU memory back on CUDA."""
+    gc.collect()
+    torch = torch_module()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
