@@ -1,0 +1,94 @@
+"""`dsi-online bench`: how faithful is the wall clock, and how fast is the virtual one?"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from dsi_online.bench import SUITE_VERSION, machine, run_case, suite, virtual_forwards_per_s
+from dsi_online.cli.app import app
+from dsi_online.cli.common import advance, output_console, progress_bar, write_json
+from dsi_online.errors import require
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option(help="A subset that runs in under a minute.")] = False,
+    json_path: Annotated[
+        str | None, typer.Option("--json", help="Write the JSON document here ('-' = stdout).")
+    ] = None,
+    fail_above_pct: Annotated[
+        float | None,
+        typer.Option(help="Exit 1 if any case's overhead exceeds this percentage (for CI)."),
+    ] = None,
+    min_forwards_per_s: Annotated[
+        float | None,
+        typer.Option(help="Exit 1 if the virtual clock simulates fewer forwards per CPU-s."),
+    ] = None,
+) -> None:
+    """Play a fixed suite on the wall clock and measure its overhead against the ideal."""
+    if fail_above_pct is not None:
+        require(fail_above_pct > 0, f"--fail-above-pct must be > 0; got {fail_above_pct}")
+    if min_forwards_per_s is not None:
+        require(
+            min_forwards_per_s > 0, f"--min-forwards-per-s must be > 0; got {min_forwards_per_s}"
+        )
+    cases = suite(quick)
+    total = sum(case.scenario.repeats for case in cases)
+    results = []
+    with progress_bar(f"bench v{SUITE_VERSION}: repeats", total) as bar:
+        for case in cases:
+            results.append(run_case(case, lambda n: advance(bar, n)))
+    fps = virtual_forwards_per_s()
+
+    table = Table(title=f"dsi-online bench v{SUITE_VERSION}{' (quick)' if quick else ''}")
+    table.add_column("case")
+    for column in ("M", "wall s", "ideal s", "overhead", "µs/fwd", "DSI/SI wall", "ideal", "gap"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(
+            r.case.name,
+            str(r.case.concurrency),
+            f"{r.wall_s:.3f}",
+            f"{r.ideal_s:.3f}",
+            f"{r.overhead_pct:+.2f}%",
+            f"{r.per_forward_overhead_us:.1f}",
+            f"{r.speedup_wall:.4f}",
+            f"{r.speedup_ideal:.4f}",
+            f"{r.speedup_error_pct:.2f}%",
+        )
+    console = output_console(json_path)
+    console.print(table)
+    median_us = statistics.median(r.per_forward_overhead_us for r in results)
+    worst = max(results, key=lambda r: r.overhead_pct)
+    console.print(
+        f"median overhead per forward: {median_us:.1f} µs; worst overhead: "
+        f"{worst.overhead_pct:.2f}% ({worst.case.name}); largest speedup gap: "
+        f"{max(r.speedup_error_pct for r in results):.2f}%; virtual clock: "
+        f"{fps:,.0f} forwards per CPU-second"
+    )
+    if json_path is not None:
+        write_json(
+            {
+                "version": SUITE_VERSION,
+                "machine": machine(),
+                "quick": quick,
+                "scenarios": [r.to_json() for r in results],
+                "median_per_forward_overhead_us": median_us,
+                "virtual_forwards_per_s": fps,
+            },
+            json_path,
+        )
+    failures = []
+    if fail_above_pct is not None and worst.overhead_pct > fail_above_pct:
+        failures.append(
+            f"overhead {worst.overhead_pct:.2f}% > {fail_above_pct}% in {worst.case.name}"
+        )
+    if min_forwards_per_s is not None and fps < min_forwards_per_s:
+        failures.append(f"virtual clock {fps:,.0f} forwards/s < {min_forwards_per_s:,.0f}")
+    if failures:
+        typer.echo("bench regression: " + "; ".join(failures), err=True)
+        raise typer.Exit(1)
