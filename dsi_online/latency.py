@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 import numpy as np
@@ -84,6 +85,7 @@ class LogNormal:
     def mean(self) -> float:
         return self.mean_s
 
+    @cached_property
     def _frozen(self) -> Any:
         from scipy import stats  # deferred: importing scipy.stats costs most of a second
 
@@ -91,7 +93,7 @@ class LogNormal:
         return stats.lognorm(s=math.sqrt(sigma2), scale=self.mean_s * math.exp(-sigma2 / 2))
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        return np.asarray(self._frozen().rvs(size=size, random_state=rng), dtype=float)
+        return np.asarray(self._frozen.rvs(size=size, random_state=rng), dtype=float)
 
     def describe(self) -> str:
         return f"lognormal({_ms(self.mean_s)}, cv {self.cv:g})"
@@ -146,21 +148,29 @@ class LatencyStream:
     """One server's draws: its first forward is a TTFT draw, every later one a TPOT draw.
 
     Draws come in batches from the server's own generator, so a stream is reproducible
-    from its seed whatever other servers do.
+    from its seed whatever other servers do. The first draws are made at construction,
+    before any run is timed.
     """
 
     model: ModelLatency
     rng: np.random.Generator
-    _first: bool = True
+    _ttft: float | None = None
     _buffer: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._ttft = float(self.model.ttft.sample(self.rng, 1)[0])
+        self._refill()
+
+    def _refill(self) -> None:
+        self._buffer = self.model.tpot.sample(self.rng, _BATCH)[::-1].tolist()
 
     def next(self) -> float:
         """The latency of this server's next forward pass, in seconds."""
-        if self._first:
-            self._first = False
-            return float(self.model.ttft.sample(self.rng, 1)[0])
+        if self._ttft is not None:
+            ttft, self._ttft = self._ttft, None
+            return ttft
         if not self._buffer:
-            self._buffer = self.model.tpot.sample(self.rng, _BATCH)[::-1].tolist()
+            self._refill()
         return self._buffer.pop()
 
 
