@@ -1,0 +1,191 @@
+"""`dsi-online table`: per profile, SI and DSI at their best lookahead against non-SI."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from dsi_online.cli.app import app
+from dsi_online.cli.common import advance, output_console, progress_bar, write_json
+from dsi_online.cli.profiles import list_profiles
+from dsi_online.errors import InvalidParameterError, ProfileError
+from dsi_online.profile import Profile, load_profile, resolve_profile, user_profiles_dir
+from dsi_online.stats import Speedup
+from dsi_online.table import TableConfig, TableRow, build_table, to_csv, to_json, total_repeats
+
+
+def load_profiles(names: list[str]) -> list[Profile]:
+    """The named profiles, or every readable one (yours, then the shipped ones) when none is."""
+    if names:
+        return [resolve_profile(name) for name in names]
+    profiles = [load_profile(Path(entry.path)) for entry in list_profiles()]
+    if not profiles:
+        raise ProfileError(
+            f"no profiles found, neither shipped nor in {user_profiles_dir()}: make one with "
+            "dsi-online measure latency, or name a profile file"
+        )
+    return profiles
+
+
+def check_output(path: str | None, option: str) -> None:
+    """Fail before the simulations run when `path` lies in a folder that does not exist."""
+    if path is not None and path != "-" and not Path(path).parent.is_dir():
+        raise InvalidParameterError(
+            f"{option} must name a file in an existing folder; {Path(path).parent} is not one"
+        )
+
+
+def write_text_atomic(text: str, path: str, option: str) -> None:
+    """Write `text` to `path` ('-' = stdout) through a temporary file: never half-written."""
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(target)
+    except OSError as exc:
+        raise InvalidParameterError(
+            f"{option} must name a writable file; cannot write {path} ({exc.strerror})"
+        ) from None
+
+
+def _speedup(s: Speedup) -> str:
+    if s.ci_low is None or s.ci_high is None:
+        return f"{s.value:.2f}x"
+    return f"{s.value:.2f}x\n±{(s.ci_high - s.ci_low) / 2:.2f}"
+
+
+def _servers(row: TableRow) -> str:
+    if row.servers_capped:
+        return f"{row.dsi_servers} of {row.dsi_servers_needed}"
+    return str(row.dsi_servers)
+
+
+HEADERS = (
+    "profile",
+    "target\nTTFT\nms",
+    "target\nTPOT\nms",
+    "drafter\nTTFT\nms",
+    "drafter\nTPOT\nms",
+    "c",
+    "a",
+    "k\nSI",
+    "k\nDSI",
+    "DSI\nservers",
+    "SI/\nnon-SI",
+    "DSI/\nnon-SI",
+    "DSI/\nSI",
+    "GPU-s\nDSI/\nnon-SI",
+)
+
+
+def render_table(rows: list[TableRow], config: TableConfig) -> Table:
+    """The rich table: one line per profile, speedups with their 95% CI."""
+    table = Table(
+        title=(
+            f"SI and DSI at their best lookahead k in 1..{config.max_lookahead}; DSI on "
+            f"ceil(1/(k c)) target servers, at most {config.max_servers}; virtual clock, "
+            f"{config.tokens} tokens x {config.repeats} repeats, seed {config.seed}"
+        ),
+        caption=(
+            "SI/non-SI at SI's best k; DSI/non-SI at DSI's best k; DSI/SI: DSI at its best k "
+            "over SI at its best k; ± the 95% CI's half-width (paired repeats). a: acceptance "
+            "rate, (p) from the profile, (u) from --acceptance. 'N of M' servers: the cap binds, "
+            "DSI needs M. GPU-s: DSI's busy GPU-seconds (all servers) over non-SI's."
+        ),
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+    )
+    table.add_column(HEADERS[0], no_wrap=True)
+    for header in HEADERS[1:]:
+        table.add_column(header, justify="right")
+    for row in rows:
+        table.add_row(
+            Text(row.profile),
+            f"{row.target_ttft_ms:.3g}",
+            f"{row.target_tpot_ms:.3g}",
+            f"{row.drafter_ttft_ms:.3g}",
+            f"{row.drafter_tpot_ms:.3g}",
+            f"{row.c:.3g}",
+            f"{row.acceptance:.3g} ({row.acceptance_source[0]})",
+            str(row.best_k_si),
+            str(row.best_k_dsi),
+            _servers(row),
+            _speedup(row.si_over_nonsi),
+            _speedup(row.dsi_over_nonsi),
+            _speedup(row.dsi_over_si),
+            f"{row.gpu_seconds_dsi_over_nonsi:.2f}x",
+        )
+    return table
+
+
+def render_pairs(rows: list[TableRow]) -> Table:
+    """Which target and drafter each profile pairs (names are too long for the main table)."""
+    table = Table("profile", "target", "drafter", box=box.SIMPLE_HEAD)
+    for row in rows:
+        table.add_row(Text(row.profile), Text(row.target), Text(row.drafter))
+    return table
+
+
+@app.command()
+def table(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Profiles (names or TOML paths); none: every profile, yours and shipped.",
+            show_default=False,
+        ),
+    ] = None,
+    acceptance: Annotated[
+        float | None,
+        typer.Option(
+            "--acceptance",
+            "-a",
+            help="Acceptance rate in [0, 1] for every profile; none: each profile's own.",
+        ),
+    ] = None,
+    tokens: Annotated[int, typer.Option("--tokens", "-S", help="Tokens to generate.")] = 200,
+    repeats: Annotated[int, typer.Option("--repeats", "-r", help="Repeats (seeds).")] = 10,
+    seed: Annotated[int, typer.Option(help="Base seed of coins and latency draws.")] = 0,
+    max_lookahead: Annotated[int, typer.Option(help="Search lookaheads k = 1..this.")] = 10,
+    max_servers: Annotated[int, typer.Option(help="Cap on DSI's target servers.")] = 8,
+    csv_path: Annotated[
+        str | None, typer.Option("--csv", help="Write the CSV here ('-' = stdout).")
+    ] = None,
+    json_path: Annotated[
+        str | None, typer.Option("--json", help="Write the JSON rows here ('-' = stdout).")
+    ] = None,
+) -> None:
+    """For each profile: SI's and DSI's best lookahead, DSI's servers, speedups and GPU cost."""
+    config = TableConfig(
+        acceptance=acceptance,
+        tokens=tokens,
+        repeats=repeats,
+        seed=seed,
+        max_lookahead=max_lookahead,
+        max_servers=max_servers,
+    )
+    if csv_path == "-" and json_path == "-":
+        raise InvalidParameterError("--csv and --json cannot both write to stdout ('-')")
+    check_output(csv_path, "--csv")
+    check_output(json_path, "--json")
+    profiles = load_profiles(names or [])
+    total = total_repeats(profiles, config)
+    with progress_bar("virtual clock: repeats", total) as bar:
+        rows = build_table(profiles, config, progress=lambda n: advance(bar, n))
+    console = output_console("-" if "-" in (csv_path, json_path) else None)
+    console.print(render_table(rows, config))
+    console.print(render_pairs(rows))
+    if csv_path is not None:
+        write_text_atomic(to_csv(rows), csv_path, "--csv")
+    if json_path is not None:
+        write_json(to_json(rows), json_path)
