@@ -125,6 +125,9 @@ def test_wall_clock_agrees_with_virtual(capsys: pytest.CaptureFixture[str]) -> N
     for name in ("nonsi", "si", "dsi"):
         w, v = wall["algorithms"][name], virtual["algorithms"][name]
         assert w["output_sha256"] == v["output_sha256"]
+        assert w["ideal_s"] == v["latency_s"]  # the ideal is the same runs, virtual clock
+        assert w["overhead_pct"] == pytest.approx(100 * (w["mean_s"] / v["mean_s"] - 1))
+        assert "ideal_s" not in v
         assert v["mean_s"] <= w["mean_s"] < v["mean_s"] * 1.25 + 0.005, name
 
 
