@@ -1,0 +1,676 @@
+"""The paper's Figure 1 grid: speedups of SI and DSI over (c, a), each cell at its best lookahead.
+
+Every (c, a, k) row is simulated (time-unit engine or the asyncio engine), appended to a journal
+as soon as it is known, and finally written, sorted, to `heatmap.csv` together with the per-(c, a)
+minima in `best.csv` (both atomically). A run interrupted at any point continues with `resume`
+without recomputing the rows already in the journal. Cells are independent and seeded from
+(seed, c, a, k), so the files do not depend on the backend, the worker count or the chunking.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import math
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import numpy as np
+
+from dsi_online.errors import InvalidParameterError, MissingExtraError, require
+from dsi_online.units import (
+    ALGORITHMS,
+    UnitsCell,
+    expected_chunks,
+    servers_needed,
+    simulate_units_batch,
+)
+
+Engine = Literal["units", "async"]
+Backend = Literal["process", "ray"]
+ClockName = Literal["virtual", "wall"]
+ENGINES: tuple[Engine, ...] = ("units", "async")
+BACKENDS: tuple[Backend, ...] = ("process", "ray")
+CLOCKS: tuple[ClockName, ...] = ("virtual", "wall")
+
+C_MIN = 0.01
+A_MIN = 0.01
+A_MAX = 0.99
+ROWS_FILE = "heatmap.csv"
+BEST_FILE = "best.csv"
+JOURNAL_FILE = "rows.journal.csv"
+CONFIG_FILE = "run.json"
+MAX_CHUNK = {"units": 1200, "async": 16}
+"""Most cells one task computes per engine (bounds memory and the wait on an interrupt)."""
+
+Progress = Callable[[int, int], None]
+"""progress(cells done, cells in the grid), called as results arrive."""
+
+
+@dataclass(frozen=True)
+class HeatmapConfig:
+    """What a heatmap simulates: the grid and the simulation settings (not how it is executed)."""
+
+    ndim: int = 20
+    min_lookahead: int = 1
+    max_lookahead: int = 20
+    servers: int = 7
+    tokens: int = 1000
+    repeats: int = 5
+    seed: int = 0
+    engine: Engine = "units"
+    clock: ClockName = "virtual"
+    target_ms: float = 10.0
+    concurrency: int = 64
+
+    def __post_init__(self) -> None:
+        ints = (
+            ("ndim", "--ndim", self.ndim, 2),
+            ("min_lookahead", "--min-lookahead", self.min_lookahead, 1),
+            ("max_lookahead", "--max-lookahead", self.max_lookahead, 1),
+            ("servers", "--servers", self.servers, 1),
+            ("tokens", "--tokens", self.tokens, 1),
+            ("repeats", "--repeats", self.repeats, 1),
+            ("seed", "--seed", self.seed, 0),
+            ("concurrency", "--concurrency", self.concurrency, 1),
+        )
+        for name, option, value, low in ints:
+            require(
+                isinstance(value, int) and not isinstance(value, bool) and value >= low,
+                f"{name} ({option}) must be an integer >= {low}; got {value}",
+            )
+        require(
+            self.min_lookahead <= self.max_lookahead,
+            f"lookahead range (--min-lookahead, --max-lookahead) is empty: "
+            f"{self.min_lookahead}..{self.max_lookahead}",
+        )
+        require(
+            self.engine in ENGINES,
+            f"engine (--engine) must be one of {ENGINES}; got {self.engine!r}",
+        )
+        require(
+            self.clock in CLOCKS, f"clock (--clock) must be one of {CLOCKS}; got {self.clock!r}"
+        )
+        require(
+            self.engine == "async" or self.clock == "virtual",
+            "clock (--clock) applies to --engine async only; the units engine counts time units",
+        )
+        require(
+            isinstance(self.target_ms, int | float)
+            and math.isfinite(self.target_ms)
+            and self.target_ms > 0,
+            f"target latency (--target-ms) must be a finite number of milliseconds > 0; "
+            f"got {self.target_ms}",
+        )
+
+    @property
+    def unit(self) -> str:
+        """The unit of the latencies in the CSV files."""
+        return "target forwards" if self.engine == "units" else "seconds"
+
+    def c_values(self) -> list[float]:
+        """Drafter latencies: linspace(0, 1, ndim + 1), floored at C_MIN, duplicates dropped."""
+        return _unique(np.maximum(np.linspace(0, 1, self.ndim + 1), C_MIN).tolist())
+
+    def a_values(self) -> list[float]:
+        """Acceptance rates: linspace(0, 1, ndim + 1) clipped to [A_MIN, A_MAX], deduplicated."""
+        return _unique(np.clip(np.linspace(0, 1, self.ndim + 1), A_MIN, A_MAX).tolist())
+
+    def lookaheads(self) -> range:
+        """The lookaheads k tried in every (c, a) cell."""
+        return range(self.min_lookahead, self.max_lookahead + 1)
+
+    def cells(self) -> list[UnitsCell]:
+        """Every (c, a, k) of the grid that needs at most `servers` target servers, sorted."""
+        return [
+            UnitsCell(c, a, k)
+            for c in self.c_values()
+            for a in self.a_values()
+            for k in self.lookaheads()
+            if servers_needed(c, k) <= self.servers
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (stored in run.json and compared on resume)."""
+        return asdict(self)
+
+
+def _unique(values: Iterable[float]) -> list[float]:
+    return sorted(set(values))
+
+
+@dataclass(frozen=True)
+class CellRow:
+    """One (c, a, k): mean latencies over the repeats and their standard errors."""
+
+    c: float
+    a: float
+    k: int
+    servers_needed: int
+    nonsi: float
+    si: float
+    dsi: float
+    nonsi_sem: float
+    si_sem: float
+    dsi_sem: float
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        """The identity of the row in a grid (c and a rounded to 9 decimals)."""
+        return (round(self.c * 1e9), round(self.a * 1e9), self.k)
+
+
+ROW_COLUMNS = tuple(f.name for f in fields(CellRow))
+
+
+def cell_key(cell: UnitsCell) -> tuple[int, int, int]:
+    """The identity of a cell in a grid (c and a rounded to 9 decimals)."""
+    return (round(cell.c * 1e9), round(cell.a * 1e9), cell.k)
+
+
+@dataclass(frozen=True)
+class CellBest:
+    """One (c, a): each algorithm at its best lookahead, and the four speedups of Figure 1."""
+
+    c: float
+    a: float
+    nonsi: float
+    si: float
+    k_si: int
+    dsi: float
+    k_dsi: int
+    baseline: float
+    baseline_algorithm: str
+
+    @property
+    def si_over_nonsi(self) -> float:
+        """Panel 1: SI (best k) over non-SI."""
+        return self.nonsi / self.si
+
+    @property
+    def dsi_over_si(self) -> float:
+        """Panel 2: DSI (best k) over SI (its own best k)."""
+        return self.si / self.dsi
+
+    @property
+    def dsi_over_nonsi(self) -> float:
+        """Panel 3: DSI (best k) over non-SI."""
+        return self.nonsi / self.dsi
+
+    @property
+    def dsi_over_baseline(self) -> float:
+        """Panel 4: DSI (best k) over the better of SI (best k) and non-SI."""
+        return self.baseline / self.dsi
+
+
+BEST_COLUMNS = (
+    *(f.name for f in fields(CellBest)),
+    "si_over_nonsi",
+    "dsi_over_si",
+    "dsi_over_nonsi",
+    "dsi_over_baseline",
+)
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One heatmap of Figure 1: the CellBest attribute it shows and its title."""
+
+    attribute: str
+    title: str
+    lookahead: str
+
+
+PANELS = (
+    Panel("si_over_nonsi", "SI over non-SI", "k_si"),
+    Panel("dsi_over_si", "DSI over SI", "k_dsi"),
+    Panel("dsi_over_nonsi", "DSI over non-SI", "k_dsi"),
+    Panel("dsi_over_baseline", "DSI over the better of SI and non-SI", "k_dsi"),
+)
+
+
+def best_per_cell(rows: Iterable[CellRow]) -> list[CellBest]:
+    """Per (c, a): min over k of each algorithm's latency (ties: the smaller k), as the paper."""
+    groups: dict[tuple[int, int], list[CellRow]] = {}
+    for row in rows:
+        groups.setdefault(row.key[:2], []).append(row)
+    best: list[CellBest] = []
+    for key in sorted(groups):
+        group = sorted(groups[key], key=lambda r: r.k)
+        si = min(group, key=lambda r: r.si)
+        dsi = min(group, key=lambda r: r.dsi)
+        nonsi = min(r.nonsi for r in group)
+        baseline, algorithm = (si.si, "si") if si.si < nonsi else (nonsi, "nonsi")
+        best.append(
+            CellBest(
+                c=group[0].c,
+                a=group[0].a,
+                nonsi=nonsi,
+                si=si.si,
+                k_si=si.k,
+                dsi=dsi.dsi,
+                k_dsi=dsi.k,
+                baseline=baseline,
+                baseline_algorithm=algorithm,
+            )
+        )
+    return best
+
+
+@dataclass(frozen=True)
+class PanelGrid:
+    """One panel's values on the (a, c) grid: `values[i][j]` at a = a_values[i], c = c_values[j]."""
+
+    c_values: list[float]
+    a_values: list[float]
+    values: list[list[float | None]]
+
+
+def panel_grid(best: Sequence[CellBest], attribute: str) -> PanelGrid:
+    """Lay a CellBest attribute (a speedup, or k_si / k_dsi) out on the grid; None where no cell."""
+    c_values = _unique(b.c for b in best)
+    a_values = _unique(b.a for b in best)
+    column = {c: j for j, c in enumerate(c_values)}
+    line = {a: i for i, a in enumerate(a_values)}
+    values: list[list[float | None]] = [[None] * len(c_values) for _ in a_values]
+    for b in best:
+        values[line[b.a]][column[b.c]] = float(getattr(b, attribute))
+    return PanelGrid(c_values, a_values, values)
+
+
+# --- computing cells -------------------------------------------------------------------------
+
+
+def compute_cells(cells: Sequence[UnitsCell], config: HeatmapConfig) -> list[CellRow]:
+    """Simulate `cells` with the configured engine (runs inside a worker process or Ray task)."""
+    if config.engine == "units":
+        batch = simulate_units_batch(cells, config.tokens, config.repeats, config.seed)
+        means = {name: batch.mean(name).tolist() for name in ALGORITHMS}
+        sems = {name: batch.sem(name).tolist() for name in ALGORITHMS}
+        return [
+            CellRow(
+                c=cell.c,
+                a=cell.a,
+                k=cell.k,
+                servers_needed=servers_needed(cell.c, cell.k),
+                nonsi=means["nonsi"][i],
+                si=means["si"][i],
+                dsi=means["dsi"][i],
+                nonsi_sem=sems["nonsi"][i],
+                si_sem=sems["si"][i],
+                dsi_sem=sems["dsi"][i],
+            )
+            for i, cell in enumerate(cells)
+        ]
+    return _async_rows(cells, config)
+
+
+def cell_seed(seed: int, cell: UnitsCell) -> int:
+    """A per-cell seed for the asyncio engine, derived from (seed, c, a, k) alone."""
+    c_key, a_key, k = cell_key(cell)
+    return int(np.random.SeedSequence([seed, c_key, a_key, k]).generate_state(1)[0])
+
+
+def _async_rows(cells: Sequence[UnitsCell], config: HeatmapConfig) -> list[CellRow]:
+    """The asyncio engine: one constant-latency Scenario per cell, all in one event loop."""
+    from dsi_online.runner import run_many
+    from dsi_online.scenario import Scenario
+
+    scenarios = [
+        Scenario.from_ms(
+            target_ms=config.target_ms,
+            drafter_ms=cell.c * config.target_ms,
+            acceptance=cell.a,
+            lookahead=cell.k,
+            servers=config.servers,
+            tokens=config.tokens,
+            repeats=config.repeats,
+            seed=cell_seed(config.seed, cell),
+        )
+        for cell in cells
+    ]
+    results = run_many(scenarios, clock=config.clock, concurrency=config.concurrency)
+    rows = []
+    for cell, result in zip(cells, results, strict=True):
+        algorithms = result.algorithms
+        rows.append(
+            CellRow(
+                c=cell.c,
+                a=cell.a,
+                k=cell.k,
+                servers_needed=servers_needed(cell.c, cell.k),
+                nonsi=algorithms["nonsi"].mean_s,
+                si=algorithms["si"].mean_s,
+                dsi=algorithms["dsi"].mean_s,
+                nonsi_sem=algorithms["nonsi"].sem_s,
+                si_sem=algorithms["si"].sem_s,
+                dsi_sem=algorithms["dsi"].sem_s,
+            )
+        )
+    return rows
+
+
+def _chunks(
+    cells: Sequence[UnitsCell], workers: int, config: HeatmapConfig
+) -> list[list[UnitsCell]]:
+    """About four tasks per worker, none above MAX_CHUNK[engine] cells, each of cells that need
+    about as much work (the units engine's loop then ends for all of a task's cells together);
+    the longest tasks go first."""
+    if not cells:
+        return []
+    size = min(MAX_CHUNK[config.engine], max(1, math.ceil(len(cells) / (4 * workers))))
+    ordered = sorted(cells, key=lambda cell: -expected_chunks(cell, config.tokens))
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent, which stops handing out work and keeps what it has."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_in_process(
+    chunks: list[list[UnitsCell]], config: HeatmapConfig
+) -> Iterator[list[CellRow]]:
+    for chunk in chunks:
+        yield compute_cells(chunk, config)
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """fork on Linux (workers start in milliseconds and inherit the imports); elsewhere the
+    platform's default, whose workers import the main module afresh."""
+    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
+
+
+def _start_process_pool(
+    chunks: list[list[UnitsCell]], config: HeatmapConfig, workers: int, stack: ExitStack
+) -> Iterator[list[CellRow]]:
+    """Start the workers and hand them every chunk now, before any thread of ours (a progress
+    bar's) exists; the results come as they complete. `stack` shuts the pool down."""
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(chunks)),
+        mp_context=_pool_context(),
+        initializer=_ignore_sigint,
+    )
+    stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+    with warnings.catch_warnings():
+        # Python 3.12+ warns when forking a process with threads; numpy's BLAS keeps one
+        # (fork-safe through pthread_atfork) and the workers only run numpy code.
+        warnings.filterwarnings(
+            "ignore", r".*use of fork\(\) may lead to deadlocks", DeprecationWarning
+        )
+        pending = {pool.submit(compute_cells, chunk, config) for chunk in chunks}
+    return _as_completed(pending)
+
+
+def _as_completed(pending: set[Future[list[CellRow]]]) -> Iterator[list[CellRow]]:
+    while pending:
+        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+        for future in finished:
+            yield future.result()
+
+
+def _run_ray(
+    chunks: list[list[UnitsCell]], config: HeatmapConfig, ray_address: str | None, workers: int
+) -> Iterator[list[CellRow]]:
+    """Chunks as Ray tasks: on `ray_address`'s cluster, or a local instance of `workers` CPUs."""
+    try:
+        ray: Any = importlib.import_module("ray")
+    except ImportError as exc:
+        raise MissingExtraError(
+            "dsi-online heatmap --backend ray needs ray: pip install 'dsi-online[ray]'"
+        ) from exc
+    started_here = not ray.is_initialized()
+    if started_here:
+        local_cpus = None if ray_address else workers
+        ray.init(
+            address=ray_address, num_cpus=local_cpus, include_dashboard=False, log_to_driver=False
+        )
+    try:
+        remote = ray.remote(compute_cells)
+        config_ref = ray.put(config)
+        pending = [remote.remote(chunk, config_ref) for chunk in chunks]
+        while pending:
+            finished, pending = ray.wait(pending, num_returns=1)
+            for ref in finished:
+                rows: list[CellRow] = ray.get(ref)
+                yield rows
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+def _format(value: object) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def _csv_line(values: Sequence[object]) -> str:
+    """One CSV line; the values are numbers and plain names, which need no quoting."""
+    return ",".join(_format(v) for v in values) + "\n"
+
+
+def _row_values(row: CellRow) -> list[object]:
+    return [getattr(row, name) for name in ROW_COLUMNS]
+
+
+def _best_values(best: CellBest) -> list[object]:
+    return [getattr(best, name) for name in BEST_COLUMNS]
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and os.replace: never half-written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def rows_csv(rows: Iterable[CellRow]) -> str:
+    """The CSV text of every (c, a, k) row, sorted by c, a, k."""
+    ordered = sorted(rows, key=lambda r: r.key)
+    return _csv_line(ROW_COLUMNS) + "".join(_csv_line(_row_values(r)) for r in ordered)
+
+
+def best_csv(best: Iterable[CellBest]) -> str:
+    """The CSV text of the per-(c, a) minima and speedups."""
+    return _csv_line(BEST_COLUMNS) + "".join(_csv_line(_best_values(b)) for b in best)
+
+
+def _parse_row(record: dict[str, str]) -> CellRow:
+    return CellRow(
+        c=float(record["c"]),
+        a=float(record["a"]),
+        k=int(record["k"]),
+        servers_needed=int(record["servers_needed"]),
+        nonsi=float(record["nonsi"]),
+        si=float(record["si"]),
+        dsi=float(record["dsi"]),
+        nonsi_sem=float(record["nonsi_sem"]),
+        si_sem=float(record["si_sem"]),
+        dsi_sem=float(record["dsi_sem"]),
+    )
+
+
+def read_rows(path: Path) -> list[CellRow]:
+    """Rows of a heatmap.csv or a journal; a last line cut short by an interrupt is ignored."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InvalidParameterError(f"cannot read results {path}: {exc.strerror}") from exc
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()
+    reader = csv.DictReader(lines)
+    require(
+        reader.fieldnames is not None and set(ROW_COLUMNS) <= set(reader.fieldnames),
+        f"{path} is not a heatmap rows CSV: its header must hold {', '.join(ROW_COLUMNS)}",
+    )
+    try:
+        return [_parse_row(record) for record in reader]
+    except (TypeError, ValueError) as exc:
+        raise InvalidParameterError(f"{path} holds a malformed row: {exc}") from exc
+
+
+class _Journal:
+    """The rows computed so far, one line each, appended and flushed as they arrive."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: dict[tuple[int, int, int], CellRow] = {}
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        complete = text[: text.rfind("\n") + 1]  # a line cut short by an interrupt is dropped
+        if complete != text:
+            write_atomic(path, complete)
+        if complete:
+            self.rows = {row.key: row for row in read_rows(path)}
+        self._file: TextIO = path.open("a", encoding="utf-8")
+        if not complete:
+            self._write(_csv_line(ROW_COLUMNS))
+
+    def _write(self, line: str) -> None:
+        self._file.write(line)
+        self._file.flush()
+
+    def add(self, rows: Iterable[CellRow]) -> None:
+        """Append rows, one flushed line each."""
+        for row in rows:
+            self.rows[row.key] = row
+            self._write(_csv_line(_row_values(row)))
+
+    def close(self) -> None:
+        """Close the journal file."""
+        self._file.close()
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeatmapRun:
+    """A finished heatmap: its rows, per-cell minima, files, and `elapsed_s` from the start of
+    the computing (worker start-up included) to the final files written."""
+
+    config: HeatmapConfig
+    rows: list[CellRow]
+    best: list[CellBest]
+    out_dir: Path
+    computed: int
+    reused: int
+    elapsed_s: float
+    workers: int
+
+    @property
+    def rows_path(self) -> Path:
+        """The CSV of every (c, a, k) row."""
+        return self.out_dir / ROWS_FILE
+
+    @property
+    def best_path(self) -> Path:
+        """The CSV of the per-(c, a) minima."""
+        return self.out_dir / BEST_FILE
+
+
+def prepare_out_dir(out_dir: Path, config: HeatmapConfig, resume: bool) -> None:
+    """Create `out_dir` (or check it for resume) and record the config in run.json."""
+    config_path = out_dir / CONFIG_FILE
+    if resume:
+        require(
+            config_path.exists(),
+            f"out (--out) {out_dir} holds no heatmap run to resume (no {CONFIG_FILE})",
+        )
+        stored = json.loads(config_path.read_text(encoding="utf-8"))
+        require(
+            stored == config.to_dict(),
+            f"--resume needs the settings of the run in {out_dir}; it was run with {stored}",
+        )
+        return
+    require(
+        not config_path.exists(),
+        f"out (--out) {out_dir} already holds a heatmap run; pass --resume to continue it",
+    )
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(config_path, json.dumps(config.to_dict(), indent=2) + "\n")
+    except OSError as exc:
+        raise InvalidParameterError(
+            f"out (--out) {out_dir} cannot be written: {exc.strerror or exc}"
+        ) from exc
+
+
+def run_heatmap(
+    config: HeatmapConfig,
+    out_dir: Path,
+    *,
+    resume: bool = False,
+    workers: int | None = None,
+    backend: Backend = "process",
+    ray_address: str | None = None,
+    progress: Progress | None = None,
+) -> HeatmapRun:
+    """Simulate every cell of the grid not yet in `out_dir`, then write heatmap.csv and best.csv."""
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    require(
+        isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1,
+        f"workers (--workers) must be an integer >= 1; got {workers}",
+    )
+    require(backend in BACKENDS, f"backend (--backend) must be one of {BACKENDS}; got {backend!r}")
+    require(
+        ray_address is None or backend == "ray",
+        "ray address (--ray-address) needs --backend ray",
+    )
+    prepare_out_dir(out_dir, config, resume)
+    cells = config.cells()
+    start = time.perf_counter()
+    journal = _Journal(out_dir / JOURNAL_FILE)
+    with ExitStack() as stack:
+        stack.callback(journal.close)
+        if (out_dir / ROWS_FILE).exists():  # a finished run: its rows are all there
+            journal.add(r for r in read_rows(out_dir / ROWS_FILE) if r.key not in journal.rows)
+        reused = sum(cell_key(cell) in journal.rows for cell in cells)
+        todo = [cell for cell in cells if cell_key(cell) not in journal.rows]
+        chunks = _chunks(todo, workers, config)
+        batches: Iterator[list[CellRow]]
+        if backend == "ray":
+            batches = _run_ray(chunks, config, ray_address, workers)
+        elif workers == 1 or len(chunks) <= 1:
+            batches = _run_in_process(chunks, config)
+        else:
+            batches = _start_process_pool(chunks, config, workers, stack)
+        done = reused
+        if progress is not None:
+            progress(done, len(cells))
+        for batch in batches:
+            journal.add(batch)
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(cells))
+    wanted = {cell_key(cell) for cell in cells}
+    rows = sorted((r for k, r in journal.rows.items() if k in wanted), key=lambda r: r.key)
+    best = best_per_cell(rows)
+    write_atomic(out_dir / ROWS_FILE, rows_csv(rows))
+    write_atomic(out_dir / BEST_FILE, best_csv(best))
+    (out_dir / JOURNAL_FILE).unlink()
+    elapsed = time.perf_counter() - start
+    return HeatmapRun(config, rows, best, out_dir, len(todo), reused, elapsed, workers)
+
+
+def load_rows(path: Path) -> tuple[list[CellRow], list[CellBest]]:
+    """Stored rows (heatmap.csv or a journal) and their per-cell minima, for re-drawing."""
+    rows = read_rows(path)
+    require(bool(rows), f"{path} holds no rows to draw")
+    return rows, best_per_cell(rows)
