@@ -50,9 +50,7 @@ async def play(scheduler: Scheduler, scenario: Scenario, repeat: int) -> RunResu
     gen = Generation(
         oracle=oracle_for(scenario, repeat),
         tokens=scenario.tokens,
-        servers=ServerSet(
-            scenario.target, scenario.drafter, scenario.seed, repeat, scenario.link
-        ),
+        servers=ServerSet(scenario.target, scenario.drafter, scenario.seed, repeat, scenario.link),
     )
     loop = asyncio.get_running_loop()
     slack_before = getattr(loop, "slack_s", 0.0)
