@@ -219,3 +219,24 @@ def test_dsi_latency_does_not_grow_with_servers(
         diff = np.subtract(more, fewer)
         se = diff.std(ddof=1) / math.sqrt(len(diff))
         assert diff.mean() <= Z * se + 1e-12, (diff.mean(), se)
+
+
+def test_drafting_continues_when_a_commit_consumes_every_draft() -> None:
+    """Regression: a commit that accepts the last existing draft must not cancel the draft in
+    flight (its prefix is still correct). With c = 0.5 and k = 2, drafts and verifications
+    finish at the same instants; cancelling there made DSI exactly as slow as non-SI."""
+    scenario = Scenario.from_ms(
+        target_ms=10,
+        drafter_ms=5,
+        acceptance=0.75,
+        lookahead=2,
+        servers=1,
+        tokens=100,
+        repeats=30,
+        seed=0,
+    )
+    result = run_scenario(scenario)
+    gap, se = paired_gap(result, "si", "dsi")
+    assert gap - Z * se > 0, (gap, se)
+    gap, se = paired_gap(result, "nonsi", "dsi")
+    assert gap - Z * se > 0, (gap, se)

@@ -182,10 +182,12 @@ class _DSIRun:
         )
         rejected = False
         accepted = 0
+        overtook = False  # committed a token where no draft exists yet: the one in flight
         for position in range(v, job.end + 1):
             token = job.verdict[position - job.start]
             self.gen.commit(token)
             if accepted == len(self.drafts):
+                overtook = True
                 break
             if self.drafts[accepted] != token:
                 rejected = True
@@ -207,7 +209,7 @@ class _DSIRun:
             new_v = len(committed)
             for other in [j for j in self.running if j.end < new_v]:
                 self._cancel(other)
-            if not self.drafts:
+            if overtook:
                 self._restart_drafting()
         self._launch()
 
