@@ -10,6 +10,7 @@ without recomputing the rows already in the journal. Cells are independent and s
 from __future__ import annotations
 
 import csv
+import functools
 import importlib
 import json
 import math
@@ -22,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -43,6 +44,7 @@ ClockName = Literal["virtual", "wall"]
 ENGINES: tuple[Engine, ...] = ("units", "async")
 BACKENDS: tuple[Backend, ...] = ("process", "ray")
 CLOCKS: tuple[ClockName, ...] = ("virtual", "wall")
+K_SEARCHES = ("all", "units")
 
 C_MIN = 0.01
 A_MIN = 0.01
@@ -73,6 +75,7 @@ class HeatmapConfig:
     clock: ClockName = "virtual"
     target_ms: float = 10.0
     concurrency: int = 64
+    k_search: str = "all"
 
     def __post_init__(self) -> None:
         ints = (
@@ -101,6 +104,14 @@ class HeatmapConfig:
         )
         require(
             self.clock in CLOCKS, f"clock (--clock) must be one of {CLOCKS}; got {self.clock!r}"
+        )
+        require(
+            self.k_search in K_SEARCHES,
+            f"lookahead search (--k-search) must be one of {K_SEARCHES}; got {self.k_search!r}",
+        )
+        require(
+            self.engine == "async" or self.k_search == "all",
+            "lookahead search (--k-search) units applies to --engine async only",
         )
         require(
             self.engine == "async" or self.clock == "virtual",
@@ -132,18 +143,29 @@ class HeatmapConfig:
         return range(self.min_lookahead, self.max_lookahead + 1)
 
     def cells(self) -> list[UnitsCell]:
-        """Every (c, a, k) of the grid that needs at most `servers` target servers, sorted."""
-        return [
+        """Every (c, a, k) of the grid that needs at most `servers` target servers, sorted;
+        with k_search "units", only each (c, a)'s best k for SI and for DSI under the units
+        engine (the asyncio engine then plays a few hundred cells instead of thousands)."""
+        grid = [
             UnitsCell(c, a, k)
             for c in self.c_values()
             for a in self.a_values()
             for k in self.lookaheads()
             if servers_needed(c, k) <= self.servers
         ]
+        return grid if self.k_search == "all" else _units_best_cells(self, tuple(grid))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (stored in run.json and compared on resume)."""
         return asdict(self)
+
+
+@functools.cache
+def _units_best_cells(config: HeatmapConfig, grid: tuple[UnitsCell, ...]) -> list[UnitsCell]:
+    units = replace(config, engine="units", clock="virtual", k_search="all")
+    best = best_per_cell(compute_cells(grid, units))
+    wanted = {(round(b.c * 1e9), round(b.a * 1e9), k) for b in best for k in (b.k_si, b.k_dsi)}
+    return [cell for cell in grid if cell_key(cell) in wanted]
 
 
 def _unique(values: Iterable[float]) -> list[float]:

@@ -285,3 +285,19 @@ def test_cli_unwritable_out_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["heatmap", "--ndim", "2", "--out", str(blocker / "sub"), "--no-png"]) == 2
     err = capsys.readouterr().err
     assert "cannot be written" in err and len(err.strip().splitlines()) == 1
+
+
+def test_k_search_units_keeps_each_cells_best_lookaheads() -> None:
+    """--k-search units: the asyncio engine plays only the lookaheads the units engine finds
+    best for SI and for DSI in each (c, a) cell."""
+    config = hm.HeatmapConfig(ndim=4, tokens=200, repeats=2, engine="async", k_search="units")
+    full = hm.HeatmapConfig(ndim=4, tokens=200, repeats=2)
+    best = hm.best_per_cell(hm.compute_cells(full.cells(), full))
+    chosen = {hm.cell_key(cell) for cell in config.cells()}
+    expected = {(round(b.c * 1e9), round(b.a * 1e9), k) for b in best for k in (b.k_si, b.k_dsi)}
+    assert chosen == expected
+    assert len(best) <= len(chosen) <= 2 * len(best) < len(full.cells())
+    with pytest.raises(InvalidParameterError, match="--k-search"):
+        hm.HeatmapConfig(k_search="units")
+    with pytest.raises(InvalidParameterError, match="--k-search"):
+        hm.HeatmapConfig(engine="async", k_search="some")

@@ -106,6 +106,13 @@ def heatmap(
     concurrency: Annotated[
         int, typer.Option(help="Repeats played at once in a worker's event loop (--engine async).")
     ] = 64,
+    k_search: Annotated[
+        str,
+        typer.Option(
+            help="all: every k on the grid; units: only each cell's best k for SI and DSI "
+            "under the units engine (--engine async; hundreds of cells instead of thousands)."
+        ),
+    ] = "all",
     workers: Annotated[
         int | None, typer.Option(help="Worker processes (default: all cores).", show_default=False)
     ] = None,
@@ -152,6 +159,7 @@ def heatmap(
         clock=cast(ClockName, clock),
         target_ms=target_ms,
         concurrency=concurrency,
+        k_search=k_search,
     )
     require(backend in BACKENDS, f"backend (--backend) must be one of {BACKENDS}; got {backend!r}")
     require(not resume or out is not None, "--resume needs --out DIR, the folder of the run")
