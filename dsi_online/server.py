@@ -17,6 +17,12 @@ ORACLE_KEY = 2
 _LINK_KEY = 3
 
 
+def whole_ns(seconds: float) -> float:
+    """Round a duration to whole nanoseconds, the clocks' resolution: durations then do not
+    depend on the absolute time at which they were measured (float noise)."""
+    return round(seconds * 1e9) / 1e9
+
+
 def _wake(done: asyncio.Future[None]) -> None:
     if not done.done():
         done.set_result(None)
@@ -81,12 +87,12 @@ class Server:
         timer = loop.call_at(start + duration, _wake, done)
         try:
             await done
-            self.lag_s += loop.time() - start - duration
+            self.lag_s += whole_ns(loop.time() - start - duration)
         except BaseException:
             timer.cancel()
             raise
         finally:
-            self.busy_s += loop.time() - start
+            self.busy_s += whole_ns(loop.time() - start)
             self.in_flight = False
 
     def tally(self, outcome: Outcome, count: int = 1) -> None:

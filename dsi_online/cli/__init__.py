@@ -6,7 +6,13 @@ import sys
 
 import typer
 
+from dsi_online.cli import bench as _bench  # noqa: F401  (registers the command)
+from dsi_online.cli import heatmap as _heatmap  # noqa: F401  (registers the command)
+from dsi_online.cli import measure as _measure  # noqa: F401  (registers the command)
+from dsi_online.cli import profiles as _profiles  # noqa: F401  (registers the command)
 from dsi_online.cli import run as _run  # noqa: F401  (registers the command)
+from dsi_online.cli import sweep as _sweep  # noqa: F401  (registers the command)
+from dsi_online.cli import table as _table  # noqa: F401  (registers the command)
 from dsi_online.cli.app import app
 from dsi_online.errors import DSIOnlineError
 

@@ -7,12 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from dsi_online.oracle import TokenOracle, digest
-from dsi_online.server import ServerSet, ServerStats
-
-
-def _whole_ns(seconds: float) -> float:
-    """Round a duration to whole nanoseconds, the clocks' resolution (drops float noise)."""
-    return round(seconds * 1e9) / 1e9
+from dsi_online.server import ServerSet, ServerStats, whole_ns
 
 
 @dataclass(frozen=True)
@@ -87,8 +82,8 @@ class Generation:
         first = self._first_token if self._first_token is not None else now
         return RunResult(
             algorithm=algorithm,
-            latency_s=_whole_ns(now - self._start),
-            first_token_s=_whole_ns(first - self._start),
+            latency_s=whole_ns(now - self._start),
+            first_token_s=whole_ns(first - self._start),
             tokens=len(self.committed),
             output_sha256=digest(self.committed),
             servers=self.servers.stats(),

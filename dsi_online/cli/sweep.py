@@ -1,0 +1,223 @@
+"""`dsi-online sweep`: vary one or two scenario parameters; latency, speedups, GPU-seconds.
+
+The closing line (cells, seconds, cells/s) is the sweep's benchmark.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, cast
+
+import typer
+from rich.console import Console
+
+from dsi_online.cli.app import app
+from dsi_online.cli.common import output_console, progress_bar, stderr, write_json
+from dsi_online.cli.run import DEFAULT_DRAFTER_MS, DEFAULT_TARGET_MS, build_scenario
+from dsi_online.clock import check_clock
+from dsi_online.errors import InvalidParameterError, require
+from dsi_online.reports.sweep_view import knee_sentence, render_chart, render_tables, to_json
+from dsi_online.sweep import (
+    BACKENDS,
+    CSV_FILE,
+    RANGE_HELP,
+    Backend,
+    LatencySettings,
+    SweepConfig,
+    SweepResult,
+    parse_axis,
+    run_sweep,
+)
+
+PNG_FILE = "sweep.png"
+
+
+def _default_out() -> Path:
+    return Path("results") / time.strftime("sweep-%Y%m%d-%H%M%S")
+
+
+def _want_png(png: bool | None) -> bool:
+    """--png needs matplotlib (MissingExtraError if absent); by default draw when it is there."""
+    from dsi_online.errors import MissingExtraError
+    from dsi_online.reports.plots import INSTALL_HINT
+    from dsi_online.reports.sweep_plots import require_matplotlib
+
+    if png is False:
+        return False
+    if png is True:
+        require_matplotlib()
+        return True
+    try:
+        require_matplotlib()
+    except MissingExtraError:
+        stderr.print(f"no PNG: matplotlib is not installed ({INSTALL_HINT})")
+        return False
+    return True
+
+
+def _draw_png(result: SweepResult, out_dir: Path, console: Console) -> None:
+    from dsi_online.reports.sweep_plots import plot_sweep
+
+    try:
+        path = plot_sweep(result, out_dir / PNG_FILE)
+    except OSError as exc:
+        raise InvalidParameterError(
+            f"out (--out) {out_dir} cannot be written: {exc.strerror or exc}"
+        ) from exc
+    console.print(f"wrote {path}")
+
+
+@app.command()
+def sweep(
+    vary: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--vary",
+            help=(
+                "NAME=VALUES, once or twice. NAME: servers, lookahead, acceptance, drafter_ms, "
+                "target_ms, latency_cv, comm_ms. VALUES: 0.5,0.7,0.9 or 1:8 (integers) or "
+                "start:stop:count (decimals)."
+            ),
+            show_default=False,
+        ),
+    ] = None,
+    target_ms: Annotated[
+        float | None, typer.Option(help="Target TPOT, ms \\[default: 30].", show_default=False)
+    ] = None,
+    target_ttft_ms: Annotated[
+        float | None, typer.Option(help="Target TTFT, ms \\[default: --target-ms].")
+    ] = None,
+    drafter_ms: Annotated[
+        float | None, typer.Option(help="Drafter TPOT, ms \\[default: 3].", show_default=False)
+    ] = None,
+    drafter_ttft_ms: Annotated[
+        float | None, typer.Option(help="Drafter TTFT, ms \\[default: --drafter-ms].")
+    ] = None,
+    acceptance: Annotated[
+        float | None,
+        typer.Option("--acceptance", "-a", help="Acceptance rate in [0, 1] \\[default: 0.8]."),
+    ] = None,
+    lookahead: Annotated[int, typer.Option("--lookahead", "-k", help="Drafts per chunk.")] = 5,
+    servers: Annotated[int, typer.Option("--servers", "-n", help="DSI's target servers.")] = 7,
+    tokens: Annotated[int, typer.Option("--tokens", "-S", help="Tokens to generate.")] = 100,
+    repeats: Annotated[
+        int, typer.Option("--repeats", "-r", help="Repeats (seeds), shared by every cell.")
+    ] = 10,
+    seed: Annotated[int, typer.Option(help="Base seed, the same in every cell.")] = 0,
+    clock: Annotated[str, typer.Option(help="virtual (instant) or wall (real time).")] = "virtual",
+    concurrency: Annotated[
+        int, typer.Option(help="Repeats at a time in one event loop (--clock wall).")
+    ] = 1,
+    latency_cv: Annotated[
+        float | None,
+        typer.Option(help="Coefficient of variation of lognormal latencies; 0 = constant."),
+    ] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="A profile: shipped name or TOML path.")
+    ] = None,
+    comm_ms: Annotated[
+        float, typer.Option(help="Delay of each drafter<->target message, ms (0 = none).")
+    ] = 0.0,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes \\[default: all cores; 1 on --clock wall].", show_default=False
+        ),
+    ] = None,
+    backend: Annotated[str, typer.Option(help="process (local pool) or ray.")] = "process",
+    ray_address: Annotated[
+        str | None, typer.Option(help="Address of an existing Ray cluster (--backend ray).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output folder \\[default: results/sweep-<timestamp>].", show_default=False
+        ),
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the interrupted sweep in --out.")] = False,
+    png: Annotated[
+        bool | None,
+        typer.Option(
+            "--png/--no-png",
+            help="Draw sweep.png with matplotlib \\[default: when matplotlib is installed].",
+            show_default=False,
+        ),
+    ] = None,
+    json_path: Annotated[
+        str | None, typer.Option("--json", help="Write the JSON document here ('-' = stdout).")
+    ] = None,
+) -> None:
+    """Vary one or two parameters: latency, speedups and GPU-seconds per token in each cell."""
+    require(bool(vary), f"--vary is required (once or twice): {RANGE_HELP}")
+    axes = tuple(parse_axis(spec) for spec in vary or ())
+    checked_clock = check_clock(clock)
+    require(backend in BACKENDS, f"backend (--backend) must be one of {BACKENDS}; got {backend!r}")
+    require(not resume or out is not None, "--resume needs --out DIR, the folder of the sweep")
+    base = build_scenario(
+        target_ms=target_ms,
+        target_ttft_ms=target_ttft_ms,
+        drafter_ms=drafter_ms,
+        drafter_ttft_ms=drafter_ttft_ms,
+        acceptance=acceptance,
+        lookahead=lookahead,
+        servers=servers,
+        tokens=tokens,
+        repeats=repeats,
+        seed=seed,
+        latency_cv=latency_cv,
+        profile=profile,
+        comm_ms=comm_ms,
+    )
+    latency = None
+    if profile is None:
+        latency = LatencySettings(
+            target_ms=DEFAULT_TARGET_MS if target_ms is None else target_ms,
+            drafter_ms=DEFAULT_DRAFTER_MS if drafter_ms is None else drafter_ms,
+            target_ttft_ms=target_ttft_ms,
+            drafter_ttft_ms=drafter_ttft_ms,
+            latency_cv=0.0 if latency_cv is None else latency_cv,
+            comm_ms=comm_ms,
+        )
+    config = SweepConfig(axes, base, latency, checked_clock, concurrency)
+    draw = _want_png(png)
+    out_dir = out or _default_out()
+    total = len(config.cells())
+    try:
+        with progress_bar(f"sweep ({checked_clock} clock): cells", total) as bar:
+            task = bar.task_ids[0]
+            run = run_sweep(
+                config,
+                out_dir,
+                resume=resume,
+                workers=workers,
+                backend=cast(Backend, backend),
+                ray_address=ray_address,
+                progress=lambda done, _total: bar.update(task, completed=done),
+            )
+    except KeyboardInterrupt:
+        stderr.print(
+            f"interrupted: finished cells are kept in {out_dir}; continue with "
+            f"dsi-online sweep --resume --out {out_dir} (and the same settings)"
+        )
+        raise
+    console = output_console(json_path)
+    result = run.result
+    for table in render_tables(result):
+        console.print(table)
+    console.print(render_chart(result))
+    for knee in result.knees:
+        console.print(knee_sentence(knee, result))
+    if not all(row.runs.lossless for row in result.rows):
+        console.print("[bold red]warning: an algorithm's output differed (not lossless)")
+    console.print(f"wrote {out_dir / CSV_FILE} ({len(result.rows)} cells)")
+    if draw:
+        _draw_png(result, out_dir, console)
+    rate = run.computed / run.elapsed_s if run.elapsed_s > 0 else float("inf")
+    console.print(
+        f"computed {run.computed} of {total} cells in {run.elapsed_s:.2f} s "
+        f"({rate:.1f} cells/s; {run.reused} reused), {checked_clock} clock, backend {backend}, "
+        f"{run.workers} worker(s)"
+    )
+    if json_path is not None:
+        write_json(to_json(run), json_path)

@@ -1,0 +1,114 @@
+"""PNG drawing of a sweep with matplotlib (optional extra `[plot]`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dsi_online.errors import MissingExtraError
+from dsi_online.reports.plots import INSTALL_HINT
+from dsi_online.runner import ALGORITHMS
+from dsi_online.sweep import SweepResult, SweepRow
+
+LABELS = {"nonsi": "non-SI", "si": "SI", "dsi": "DSI"}
+COLOURS = {"nonsi": "#7f7f7f", "si": "#1f77b4", "dsi": "#d62728"}
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MissingExtraError(f"dsi-online sweep --png needs matplotlib: {INSTALL_HINT}") from exc
+    return plt
+
+
+def require_matplotlib() -> None:
+    """Raise MissingExtraError, naming the extra to install, unless matplotlib is importable."""
+    _pyplot()
+
+
+def _one_axis(ax: Any, result: SweepResult) -> None:
+    name = result.config.names[0]
+    rows = result.rows
+    x = [row.values[0] for row in rows]
+    for algorithm in ALGORITHMS:
+        ax.errorbar(
+            x,
+            [row.latency(algorithm).mean for row in rows],
+            yerr=[row.latency(algorithm).sem for row in rows],
+            marker="o",
+            capsize=3,
+            color=COLOURS[algorithm],
+            label=f"{LABELS[algorithm]} latency",
+        )
+    for row in rows:
+        if row.stops_helping:
+            ax.axvline(
+                row.values[0], color="green", linestyle=":", label="more servers stop helping"
+            )
+    gpu = ax.twinx()
+    gpu.plot(
+        x,
+        [row.gpu_s_per_token("dsi") * 1e3 for row in rows],
+        color=COLOURS["dsi"],
+        linestyle="--",
+        marker="s",
+        label="DSI GPU-ms per token",
+    )
+    gpu.set_ylabel("DSI GPU-ms per token (dashed)")
+    gpu.set_ylim(bottom=0)
+    lines, labels = ax.get_legend_handles_labels()
+    more_lines, more_labels = gpu.get_legend_handles_labels()
+    ax.legend(lines + more_lines, labels + more_labels, loc="best", fontsize="small")
+    ax.set_xlabel(name)
+
+
+def _two_axes(ax: Any, result: SweepResult) -> None:
+    first, second = result.config.names
+    lines: dict[int | float, list[SweepRow]] = {}
+    for row in result.rows:
+        lines.setdefault(row.values[1], []).append(row)
+    for value, rows in lines.items():
+        drawn = ax.errorbar(
+            [row.values[0] for row in rows],
+            [row.latency("dsi").mean for row in rows],
+            yerr=[row.latency("dsi").sem for row in rows],
+            marker="o",
+            capsize=3,
+            label=f"DSI, {second}={value:g}",
+        )
+        knees = [row for row in rows if row.stops_helping]
+        ax.scatter(
+            [row.values[0] for row in knees],
+            [row.latency("dsi").mean for row in knees],
+            s=120,
+            facecolors="none",
+            edgecolors=drawn.lines[0].get_color(),
+        )
+    ax.legend(loc="best", fontsize="small")
+    ax.set_xlabel(first)
+
+
+def plot_sweep(result: SweepResult, path: Path) -> Path:
+    """Latency against the first varied parameter: the three algorithms and DSI's GPU-seconds
+    per token for one axis; one DSI line per value of the second axis for two."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
+    if len(result.config.names) == 1:
+        _one_axis(ax, result)
+    else:
+        _two_axes(ax, result)
+    s = result.config.base
+    ax.set_ylabel(f"mean latency of {s.tokens} tokens (s, ± sem)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(
+        f"{' x '.join(result.config.names)} sweep ({s.repeats} repeats, {result.config.clock} "
+        f"clock; base c={s.c:.3g} a={s.acceptance:g} k={s.lookahead} N={s.servers})",
+        fontsize="medium",
+    )
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
