@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +32,11 @@ def output_console(json_path: str | None) -> Console:
 
 def write_json(document: Any, path: str, option: str = "--json") -> None:
     """Write `document` to `path` ('-' = stdout), atomically for files."""
-    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+    write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", path, option)
+
+
+def write_text(text: str, path: str, option: str) -> None:
+    """Write `text` to `path` ('-' = stdout) through a temporary file: never half-written."""
     if path == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -45,6 +50,34 @@ def write_json(document: Any, path: str, option: str = "--json") -> None:
         raise InvalidParameterError(
             f"{option} must name a writable file; cannot write {path} ({exc.strerror})"
         ) from None
+
+
+def check_output(path: str | None, option: str) -> None:
+    """Fail before any simulation runs when `path` lies in a folder that does not exist."""
+    if path is not None and path != "-" and not Path(path).parent.is_dir():
+        raise InvalidParameterError(
+            f"{option} must name a file in an existing folder; {Path(path).parent} is not one"
+        )
+
+
+def default_out(command: str) -> Path:
+    """A new timestamped results folder for `command`."""
+    return Path("results") / time.strftime(f"{command}-%Y%m%d-%H%M%S")
+
+
+def want_png(png: bool | None, command: str) -> bool:
+    """--png needs matplotlib (MissingExtraError if absent); by default draw when it is there."""
+    from dsi_online.reports.plots import INSTALL_HINT, matplotlib_available, pyplot
+
+    if png is False:
+        return False
+    if png is True:
+        pyplot(command)
+        return True
+    if not matplotlib_available():
+        stderr.print(f"no PNG: matplotlib is not installed ({INSTALL_HINT})")
+        return False
+    return True
 
 
 @contextmanager

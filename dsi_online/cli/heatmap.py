@@ -5,7 +5,6 @@ The closing line (cells, seconds, cells/s) is the engine's benchmark.
 
 from __future__ import annotations
 
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, cast
@@ -15,7 +14,7 @@ from rich.console import Console, RenderableType
 from rich.progress import Progress
 
 from dsi_online.cli.app import app
-from dsi_online.cli.common import progress_bar, stderr
+from dsi_online.cli.common import default_out, progress_bar, stderr, want_png
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.heatmap import (
     BACKENDS,
@@ -31,25 +30,6 @@ from dsi_online.reports.heatmap_view import render_heatmap
 
 SPEEDUPS_PNG = "heatmap.png"
 LOOKAHEAD_PNG = "best-lookahead.png"
-
-
-def _default_out() -> Path:
-    return Path("results") / time.strftime("heatmap-%Y%m%d-%H%M%S")
-
-
-def _want_png(png: bool | None) -> bool:
-    """--png needs matplotlib (MissingExtraError if absent); by default draw when it is there."""
-    from dsi_online.reports.plots import INSTALL_HINT, matplotlib_available, require_matplotlib
-
-    if png is False:
-        return False
-    if png is True:
-        require_matplotlib()
-        return True
-    if not matplotlib_available():
-        stderr.print(f"no PNG: matplotlib is not installed ({INSTALL_HINT})")
-        return False
-    return True
 
 
 def _draw_pngs(best: list[CellBest], out_dir: Path, subtitle: str, console: Console) -> None:
@@ -75,7 +55,7 @@ def _view(best: list[CellBest], console: Console) -> RenderableType:
 
 def _redraw(load: Path, out: Path | None, png: bool | None, console: Console) -> None:
     require(load.is_file(), f"load (--load) {load} is not a file")
-    draw = _want_png(png)
+    draw = want_png(png, "heatmap")
     rows, best = load_rows(load)
     console.print(_view(best, console))
     console.print(f"re-drew {len(rows)} rows ({len(best)} (c, a) cells) from {load}")
@@ -163,8 +143,8 @@ def heatmap(
     )
     require(backend in BACKENDS, f"backend (--backend) must be one of {BACKENDS}; got {backend!r}")
     require(not resume or out is not None, "--resume needs --out DIR, the folder of the run")
-    draw = _want_png(png)
-    out_dir = out or _default_out()
+    draw = want_png(png, "heatmap")
+    out_dir = out or default_out("heatmap")
     try:
         with ExitStack() as stack:
             bars: list[Progress] = []

@@ -5,7 +5,6 @@ The closing line (cells, seconds, cells/s) is the sweep's benchmark.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, cast
 
@@ -13,7 +12,14 @@ import typer
 from rich.console import Console
 
 from dsi_online.cli.app import app
-from dsi_online.cli.common import output_console, progress_bar, stderr, write_json
+from dsi_online.cli.common import (
+    default_out,
+    output_console,
+    progress_bar,
+    stderr,
+    want_png,
+    write_json,
+)
 from dsi_online.cli.run import DEFAULT_DRAFTER_MS, DEFAULT_TARGET_MS, build_scenario
 from dsi_online.clock import check_clock
 from dsi_online.errors import InvalidParameterError, require
@@ -31,29 +37,6 @@ from dsi_online.sweep import (
 )
 
 PNG_FILE = "sweep.png"
-
-
-def _default_out() -> Path:
-    return Path("results") / time.strftime("sweep-%Y%m%d-%H%M%S")
-
-
-def _want_png(png: bool | None) -> bool:
-    """--png needs matplotlib (MissingExtraError if absent); by default draw when it is there."""
-    from dsi_online.errors import MissingExtraError
-    from dsi_online.reports.plots import INSTALL_HINT
-    from dsi_online.reports.sweep_plots import require_matplotlib
-
-    if png is False:
-        return False
-    if png is True:
-        require_matplotlib()
-        return True
-    try:
-        require_matplotlib()
-    except MissingExtraError:
-        stderr.print(f"no PNG: matplotlib is not installed ({INSTALL_HINT})")
-        return False
-    return True
 
 
 def _draw_png(result: SweepResult, out_dir: Path, console: Console) -> None:
@@ -180,8 +163,8 @@ def sweep(
             comm_ms=comm_ms,
         )
     config = SweepConfig(axes, base, latency, checked_clock, concurrency)
-    draw = _want_png(png)
-    out_dir = out or _default_out()
+    draw = want_png(png, "sweep")
+    out_dir = out or default_out("sweep")
     total = len(config.cells())
     try:
         with progress_bar(f"sweep ({checked_clock} clock): cells", total) as bar:

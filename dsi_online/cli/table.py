@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +11,14 @@ from rich.table import Table
 from rich.text import Text
 
 from dsi_online.cli.app import app
-from dsi_online.cli.common import advance, output_console, progress_bar, write_json
+from dsi_online.cli.common import (
+    advance,
+    check_output,
+    output_console,
+    progress_bar,
+    write_json,
+    write_text,
+)
 from dsi_online.cli.profiles import list_profiles
 from dsi_online.errors import InvalidParameterError, ProfileError
 from dsi_online.profile import Profile, load_profile, resolve_profile, user_profiles_dir
@@ -31,31 +37,6 @@ def load_profiles(names: list[str]) -> list[Profile]:
             "dsi-online measure latency, or name a profile file"
         )
     return profiles
-
-
-def check_output(path: str | None, option: str) -> None:
-    """Fail before the simulations run when `path` lies in a folder that does not exist."""
-    if path is not None and path != "-" and not Path(path).parent.is_dir():
-        raise InvalidParameterError(
-            f"{option} must name a file in an existing folder; {Path(path).parent} is not one"
-        )
-
-
-def write_text_atomic(text: str, path: str, option: str) -> None:
-    """Write `text` to `path` ('-' = stdout) through a temporary file: never half-written."""
-    if path == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
-    except OSError as exc:
-        raise InvalidParameterError(
-            f"{option} must name a writable file; cannot write {path} ({exc.strerror})"
-        ) from None
 
 
 def _speedup(s: Speedup) -> str:
@@ -186,6 +167,6 @@ def table(
     console.print(render_table(rows, config))
     console.print(render_pairs(rows))
     if csv_path is not None:
-        write_text_atomic(to_csv(rows), csv_path, "--csv")
+        write_text(to_csv(rows), csv_path, "--csv")
     if json_path is not None:
         write_json(to_json(rows), json_path)

@@ -17,18 +17,14 @@ INSTALL_HINT = "pip install 'dsi-online[plot]'"
 def matplotlib_available() -> bool:
     """Whether PNGs can be drawn here."""
     try:
-        _pyplot()
+        pyplot()
     except MissingExtraError:
         return False
     return True
 
 
-def require_matplotlib() -> None:
-    """Raise MissingExtraError, naming the extra to install, unless matplotlib is importable."""
-    _pyplot()
-
-
-def _pyplot() -> Any:
+def pyplot(command: str = "heatmap") -> Any:
+    """matplotlib.pyplot on the Agg backend; MissingExtraError naming the extra if absent."""
     try:
         import matplotlib
 
@@ -36,7 +32,7 @@ def _pyplot() -> Any:
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise MissingExtraError(
-            f"dsi-online heatmap --png needs matplotlib: {INSTALL_HINT}"
+            f"dsi-online {command} --png needs matplotlib: {INSTALL_HINT}"
         ) from exc
     return plt
 
@@ -71,7 +67,7 @@ def _draw(ax: Any, grid: PanelGrid, bands: Sequence[Band], title: str, label: st
 
 def plot_speedups(best: Sequence[CellBest], path: Path, subtitle: str = "") -> Path:
     """Figure 1: the four speedup panels, each (c, a) cell at its best lookahead."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(13, 10.5), constrained_layout=True)
     for ax, panel in zip(axes.flat, PANELS, strict=True):
         _draw(ax, panel_grid(best, panel.attribute), SPEEDUP_BANDS, panel.title, "speedup (x)")
@@ -83,7 +79,7 @@ def plot_speedups(best: Sequence[CellBest], path: Path, subtitle: str = "") -> P
 
 def plot_best_lookahead(best: Sequence[CellBest], path: Path, subtitle: str = "") -> Path:
     """DSI's best lookahead k per (c, a) cell."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5.5), constrained_layout=True)
     title = f"DSI's best lookahead{f' ({subtitle})' if subtitle else ''}"
     _draw(ax, panel_grid(best, "k_dsi"), LOOKAHEAD_BANDS, title, "lookahead k")

@@ -5,29 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dsi_online.errors import MissingExtraError
-from dsi_online.reports.plots import INSTALL_HINT
+from dsi_online.reports.plots import pyplot
 from dsi_online.runner import ALGORITHMS
 from dsi_online.sweep import SweepResult, SweepRow
 
 LABELS = {"nonsi": "non-SI", "si": "SI", "dsi": "DSI"}
 COLOURS = {"nonsi": "#7f7f7f", "si": "#1f77b4", "dsi": "#d62728"}
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise MissingExtraError(f"dsi-online sweep --png needs matplotlib: {INSTALL_HINT}") from exc
-    return plt
-
-
-def require_matplotlib() -> None:
-    """Raise MissingExtraError, naming the extra to install, unless matplotlib is importable."""
-    _pyplot()
 
 
 def _one_axis(ax: Any, result: SweepResult) -> None:
@@ -95,7 +78,7 @@ def _two_axes(ax: Any, result: SweepResult) -> None:
 def plot_sweep(result: SweepResult, path: Path) -> Path:
     """Latency against the first varied parameter: the three algorithms and DSI's GPU-seconds
     per token for one axis; one DSI line per value of the second axis for two."""
-    plt = _pyplot()
+    plt = pyplot("sweep")
     fig, ax = plt.subplots(figsize=(8, 5), constrained_layout=True)
     if len(result.config.names) == 1:
         _one_axis(ax, result)
