@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dsi_online.errors import require
+from dsi_online.scenario import Scenario
 
 ALGORITHMS = ("nonsi", "si", "dsi")
 """The algorithms every result reports, in this order."""
@@ -405,3 +406,37 @@ def servers_needed(c: float, k: int) -> int:
     """Target servers DSI needs so that no verification waits: ceil(1 / (k c)), as the paper."""
     validate_cell(c, 0.0, k)
     return math.ceil(1.0 / (max(1, k) * c))
+
+
+def simulate_scenario(scenario: Scenario) -> UnitsResult:
+    """A Scenario under the time-unit model, which assumes what the scenario must then say:
+    constant latencies, TTFT = TPOT, no communication delay, and DSI with enough servers."""
+    target, drafter = scenario.target, scenario.drafter
+    require(
+        target.is_constant and drafter.is_constant,
+        "--engine units models constant latencies: drop --latency-cv (or use a profile "
+        "with constant latencies)",
+    )
+    require(
+        target.ttft.mean == target.tpot.mean and drafter.ttft.mean == drafter.tpot.mean,
+        "--engine units models TTFT = TPOT: drop --target-ttft-ms and --drafter-ttft-ms",
+    )
+    require(scenario.link is None, "--engine units has no communication delay: drop --comm-ms")
+    require(
+        scenario.c <= 1,
+        "--engine units models a drafter no slower than the target: --drafter-ms must be "
+        f"<= --target-ms; got c = {scenario.c:g}",
+    )
+    require(
+        scenario.servers >= scenario.servers_needed,
+        f"--engine units models DSI with enough servers: --servers/-n must be >= "
+        f"ceil(1/(k c)) = {scenario.servers_needed}; got {scenario.servers}",
+    )
+    return simulate_units(
+        scenario.c,
+        scenario.acceptance,
+        scenario.lookahead,
+        scenario.tokens,
+        scenario.repeats,
+        scenario.seed,
+    )

@@ -45,7 +45,7 @@ def bench(
     fps = virtual_forwards_per_s()
 
     table = Table(title=f"dsi-online bench v{SUITE_VERSION}{' (quick)' if quick else ''}")
-    table.add_column("case")
+    table.add_column("case", no_wrap=True)
     for column in ("M", "wall s", "ideal s", "overhead", "µs/fwd", "DSI/SI wall", "ideal", "gap"):
         table.add_column(column, justify="right")
     for r in results:

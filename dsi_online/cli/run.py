@@ -13,13 +13,22 @@ from dsi_online.clock import check_clock
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.latency import Constant
 from dsi_online.profile import resolve_profile
-from dsi_online.reports.run import render_overhead, render_table, to_json, verdict
+from dsi_online.reports.run import (
+    render_overhead,
+    render_table,
+    render_units_table,
+    to_json,
+    units_to_json,
+    verdict,
+)
 from dsi_online.runner import run_scenario
 from dsi_online.scenario import Scenario, check_acceptance, check_cv, check_ms
+from dsi_online.units import simulate_scenario
 
 DEFAULT_TARGET_MS = 30.0
 DEFAULT_DRAFTER_MS = 3.0
 DEFAULT_ACCEPTANCE = 0.8
+ENGINES = ("async", "units")
 
 
 def _conflicts(profile: str, options: dict[str, float | None]) -> None:
@@ -159,6 +168,13 @@ def run(
         typer.Option(help="Delay of each drafter<->target message, ms (0 = none)."),
     ] = 0.0,
     concurrency: Annotated[int, typer.Option(help="Repeats played at once in one event loop.")] = 1,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="async (the schedulers on an event loop) or units (the paper's time-unit "
+            "model: constant latencies, TTFT = TPOT, enough servers; --clock is ignored)."
+        ),
+    ] = "async",
     json_path: Annotated[
         str | None, typer.Option("--json", help="Write the JSON document here ('-' = stdout).")
     ] = None,
@@ -183,6 +199,13 @@ def run(
         profile=profile,
         comm_ms=comm_ms,
     )
+    require(engine in ENGINES, f"engine (--engine) must be one of async, units; got {engine!r}")
+    if engine == "units":
+        document = units_to_json(scenario, simulate_scenario(scenario))
+        output_console(json_path).print(render_units_table(document))
+        if json_path is not None:
+            write_json(document, json_path)
+        return
     with progress_bar(f"{checked_clock} clock: repeats", scenario.repeats) as bar:
         result = run_scenario(
             scenario, checked_clock, concurrency, progress=lambda n: advance(bar, n)

@@ -6,8 +6,10 @@ from typing import Any
 
 from rich.table import Table
 
-from dsi_online.runner import ScenarioResult
-from dsi_online.stats import Speedup
+from dsi_online.runner import ALGORITHMS, ScenarioResult
+from dsi_online.scenario import Scenario
+from dsi_online.stats import Speedup, Summary
+from dsi_online.units import UnitsResult
 
 LABELS = {"nonsi": "non-SI", "si": "SI", "dsi": "DSI"}
 
@@ -59,6 +61,64 @@ def to_json(result: ScenarioResult) -> dict[str, Any]:
         },
         "lossless": result.lossless,
     }
+
+
+def units_to_json(scenario: Scenario, result: UnitsResult) -> dict[str, Any]:
+    """The JSON document of `run --engine units`: the core document's latency fields, in
+    seconds (time units x the target's latency); forward counts are not modelled."""
+    unit_s = scenario.target.tpot.mean
+    latencies = {name: (result.latencies(name) * unit_s).tolist() for name in ALGORITHMS}
+    algorithms: dict[str, Any] = {}
+    for name, values in latencies.items():
+        summary = Summary.of(values)
+        algorithms[name] = {
+            "latency_s": values,
+            "mean_s": summary.mean,
+            "std_s": summary.std,
+            "sem_s": summary.sem,
+        }
+    speedups = {
+        "dsi_over_si": Speedup.paired(latencies["si"], latencies["dsi"]),
+        "dsi_over_nonsi": Speedup.paired(latencies["nonsi"], latencies["dsi"]),
+        "si_over_nonsi": Speedup.paired(latencies["nonsi"], latencies["si"]),
+    }
+    return {
+        "scenario": scenario.to_dict(),
+        "clock": "units",
+        "engine": "units",
+        "algorithms": algorithms,
+        "speedups": {key: s.value for key, s in speedups.items()},
+        "speedups_ci95": {key: _speedup_json(s) for key, s in speedups.items()},
+    }
+
+
+def render_units_table(document: dict[str, Any]) -> Table:
+    """The table of `run --engine units` (from its JSON document)."""
+    scenario = document["scenario"]
+    table = Table(
+        title=(
+            f"time-unit model: {scenario['tokens']} tokens x {scenario['repeats']} repeats, "
+            f"c={scenario['c']:.3g} a={scenario['acceptance']:g} k={scenario['lookahead']}, "
+            "DSI with enough servers"
+        ),
+        caption="latency = time units x target latency; speedups: ratio of mean latencies",
+    )
+    table.add_column("algo")
+    for column in ("latency s", "± std", "tok/s", "/non-SI", "/SI"):
+        table.add_column(column, justify="right")
+    sp = document["speedups"]
+    over = {"si": (sp["si_over_nonsi"], None), "dsi": (sp["dsi_over_nonsi"], sp["dsi_over_si"])}
+    for name, algo in document["algorithms"].items():
+        vs_nonsi, vs_si = over.get(name, (None, None))
+        table.add_row(
+            LABELS[name],
+            f"{algo['mean_s']:.4g}",
+            f"{algo['std_s']:.2g}",
+            f"{scenario['tokens'] / algo['mean_s']:.1f}",
+            "—" if vs_nonsi is None else f"{vs_nonsi:.2f}x",
+            "—" if vs_si is None else f"{vs_si:.2f}x",
+        )
+    return table
 
 
 def _x(s: Speedup | None) -> str:
