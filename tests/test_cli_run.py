@@ -198,3 +198,36 @@ def test_python_module_entry_point() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "DSI" in done.stdout
+
+
+def test_units_engine_document(capsys: pytest.CaptureFixture[str]) -> None:
+    args = [a for a in DONE_MEANS if a not in ("--clock", "virtual")]
+    doc = run_json([*args, "--engine", "units"], capsys)
+    algos = doc["algorithms"]
+    assert doc["clock"] == "units"
+    assert algos["nonsi"]["latency_s"] == [pytest.approx(15.0)] * 30
+    closed = si_time_per_token(0.1, 0.8, 5) * 500 * 0.030
+    assert abs(algos["si"]["mean_s"] / closed - 1) < 0.02
+    assert doc["speedups"]["dsi_over_si"] == pytest.approx(
+        algos["si"]["mean_s"] / algos["dsi"]["mean_s"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--latency-cv", "0.2"], "--latency-cv"),
+        (["--target-ttft-ms", "90"], "--target-ttft-ms"),
+        (["--comm-ms", "1"], "--comm-ms"),
+        (["-n", "1"], "--servers"),
+        (["--drafter-ms", "60"], "--drafter-ms"),
+        (["--engine", "quantum"], "--engine"),
+    ],
+)
+def test_units_engine_refuses_what_it_does_not_model(
+    args: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    engine = [] if "--engine" in args else ["--engine", "units"]
+    assert main(["run", *engine, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and option in err
