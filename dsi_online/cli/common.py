@@ -8,8 +8,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -23,6 +24,38 @@ from rich.progress import (
 from dsi_online.errors import InvalidParameterError
 
 stderr = Console(stderr=True)
+
+# The options that define a scenario, shared by every command that builds one.
+TargetMs = Annotated[
+    float | None, typer.Option(help="Target TPOT, ms \\[default: 30].", show_default=False)
+]
+TargetTtftMs = Annotated[
+    float | None, typer.Option(help="Target TTFT, ms \\[default: --target-ms].")
+]
+DrafterMs = Annotated[
+    float | None, typer.Option(help="Drafter TPOT, ms \\[default: 3].", show_default=False)
+]
+DrafterTtftMs = Annotated[
+    float | None, typer.Option(help="Drafter TTFT, ms \\[default: --drafter-ms].")
+]
+Acceptance = Annotated[
+    float | None,
+    typer.Option("--acceptance", "-a", help="Acceptance rate in [0, 1] \\[default: 0.8]."),
+]
+Lookahead = Annotated[int, typer.Option("--lookahead", "-k", help="Drafts per chunk.")]
+Servers = Annotated[int, typer.Option("--servers", "-n", help="DSI's target servers.")]
+Tokens = Annotated[int, typer.Option("--tokens", "-S", help="Tokens to generate.")]
+LatencyCv = Annotated[
+    float | None,
+    typer.Option(help="Coefficient of variation of lognormal latencies; 0 = constant."),
+]
+ProfileName = Annotated[str | None, typer.Option(help="A profile: shipped name or TOML path.")]
+CommMs = Annotated[
+    float, typer.Option(help="Delay of each drafter<->target message, ms (0 = none).")
+]
+JsonPath = Annotated[
+    str | None, typer.Option("--json", help="Write the JSON document here ('-' = stdout).")
+]
 
 
 def output_console(json_path: str | None) -> Console:

@@ -8,7 +8,24 @@ from typing import Annotated
 import typer
 
 from dsi_online.cli.app import app
-from dsi_online.cli.common import advance, output_console, progress_bar, write_json
+from dsi_online.cli.common import (
+    Acceptance,
+    CommMs,
+    DrafterMs,
+    DrafterTtftMs,
+    JsonPath,
+    LatencyCv,
+    Lookahead,
+    ProfileName,
+    Servers,
+    TargetMs,
+    TargetTtftMs,
+    Tokens,
+    advance,
+    output_console,
+    progress_bar,
+    write_json,
+)
 from dsi_online.clock import check_clock
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.latency import Constant
@@ -134,39 +151,20 @@ def _validate_floats(
 
 @app.command()
 def run(
-    target_ms: Annotated[
-        float | None, typer.Option(help="Target TPOT, ms \\[default: 30].", show_default=False)
-    ] = None,
-    target_ttft_ms: Annotated[
-        float | None, typer.Option(help="Target TTFT, ms \\[default: --target-ms].")
-    ] = None,
-    drafter_ms: Annotated[
-        float | None, typer.Option(help="Drafter TPOT, ms \\[default: 3].", show_default=False)
-    ] = None,
-    drafter_ttft_ms: Annotated[
-        float | None, typer.Option(help="Drafter TTFT, ms \\[default: --drafter-ms].")
-    ] = None,
-    acceptance: Annotated[
-        float | None,
-        typer.Option("--acceptance", "-a", help="Acceptance rate in [0, 1] \\[default: 0.8]."),
-    ] = None,
-    lookahead: Annotated[int, typer.Option("--lookahead", "-k", help="Drafts per chunk.")] = 5,
-    servers: Annotated[int, typer.Option("--servers", "-n", help="DSI's target servers.")] = 7,
-    tokens: Annotated[int, typer.Option("--tokens", "-S", help="Tokens to generate.")] = 100,
+    target_ms: TargetMs = None,
+    target_ttft_ms: TargetTtftMs = None,
+    drafter_ms: DrafterMs = None,
+    drafter_ttft_ms: DrafterTtftMs = None,
+    acceptance: Acceptance = None,
+    lookahead: Lookahead = 5,
+    servers: Servers = 7,
+    tokens: Tokens = 100,
     repeats: Annotated[int, typer.Option("--repeats", "-r", help="Repeats (seeds).")] = 3,
     seed: Annotated[int, typer.Option(help="Base seed of coins and latency draws.")] = 0,
     clock: Annotated[str, typer.Option(help="wall (real time) or virtual (instant).")] = "wall",
-    latency_cv: Annotated[
-        float | None,
-        typer.Option(help="Coefficient of variation of lognormal latencies; 0 = constant."),
-    ] = None,
-    profile: Annotated[
-        str | None, typer.Option(help="A profile: shipped name or TOML path.")
-    ] = None,
-    comm_ms: Annotated[
-        float,
-        typer.Option(help="Delay of each drafter<->target message, ms (0 = none)."),
-    ] = 0.0,
+    latency_cv: LatencyCv = None,
+    profile: ProfileName = None,
+    comm_ms: CommMs = 0.0,
     concurrency: Annotated[int, typer.Option(help="Repeats played at once in one event loop.")] = 1,
     engine: Annotated[
         str,
@@ -175,9 +173,7 @@ def run(
             "model: constant latencies, TTFT = TPOT, enough servers; --clock is ignored)."
         ),
     ] = "async",
-    json_path: Annotated[
-        str | None, typer.Option("--json", help="Write the JSON document here ('-' = stdout).")
-    ] = None,
+    json_path: JsonPath = None,
 ) -> None:
     """Play non-SI, SI and DSI on one scenario and report their wall-time speedups."""
     checked_clock = check_clock(clock)

@@ -13,6 +13,18 @@ from rich.console import Console
 
 from dsi_online.cli.app import app
 from dsi_online.cli.common import (
+    Acceptance,
+    CommMs,
+    DrafterMs,
+    DrafterTtftMs,
+    JsonPath,
+    LatencyCv,
+    Lookahead,
+    ProfileName,
+    Servers,
+    TargetMs,
+    TargetTtftMs,
+    Tokens,
     default_out,
     output_console,
     progress_bar,
@@ -65,25 +77,14 @@ def sweep(
             show_default=False,
         ),
     ] = None,
-    target_ms: Annotated[
-        float | None, typer.Option(help="Target TPOT, ms \\[default: 30].", show_default=False)
-    ] = None,
-    target_ttft_ms: Annotated[
-        float | None, typer.Option(help="Target TTFT, ms \\[default: --target-ms].")
-    ] = None,
-    drafter_ms: Annotated[
-        float | None, typer.Option(help="Drafter TPOT, ms \\[default: 3].", show_default=False)
-    ] = None,
-    drafter_ttft_ms: Annotated[
-        float | None, typer.Option(help="Drafter TTFT, ms \\[default: --drafter-ms].")
-    ] = None,
-    acceptance: Annotated[
-        float | None,
-        typer.Option("--acceptance", "-a", help="Acceptance rate in [0, 1] \\[default: 0.8]."),
-    ] = None,
-    lookahead: Annotated[int, typer.Option("--lookahead", "-k", help="Drafts per chunk.")] = 5,
-    servers: Annotated[int, typer.Option("--servers", "-n", help="DSI's target servers.")] = 7,
-    tokens: Annotated[int, typer.Option("--tokens", "-S", help="Tokens to generate.")] = 100,
+    target_ms: TargetMs = None,
+    target_ttft_ms: TargetTtftMs = None,
+    drafter_ms: DrafterMs = None,
+    drafter_ttft_ms: DrafterTtftMs = None,
+    acceptance: Acceptance = None,
+    lookahead: Lookahead = 5,
+    servers: Servers = 7,
+    tokens: Tokens = 100,
     repeats: Annotated[
         int, typer.Option("--repeats", "-r", help="Repeats (seeds), shared by every cell.")
     ] = 10,
@@ -92,16 +93,9 @@ def sweep(
     concurrency: Annotated[
         int, typer.Option(help="Repeats at a time in one event loop (--clock wall).")
     ] = 1,
-    latency_cv: Annotated[
-        float | None,
-        typer.Option(help="Coefficient of variation of lognormal latencies; 0 = constant."),
-    ] = None,
-    profile: Annotated[
-        str | None, typer.Option(help="A profile: shipped name or TOML path.")
-    ] = None,
-    comm_ms: Annotated[
-        float, typer.Option(help="Delay of each drafter<->target message, ms (0 = none).")
-    ] = 0.0,
+    latency_cv: LatencyCv = None,
+    profile: ProfileName = None,
+    comm_ms: CommMs = 0.0,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -127,9 +121,7 @@ def sweep(
             show_default=False,
         ),
     ] = None,
-    json_path: Annotated[
-        str | None, typer.Option("--json", help="Write the JSON document here ('-' = stdout).")
-    ] = None,
+    json_path: JsonPath = None,
 ) -> None:
     """Vary one or two parameters: latency, speedups and GPU-seconds per token in each cell."""
     require(bool(vary), f"--vary is required (once or twice): {RANGE_HELP}")
