@@ -11,17 +11,11 @@ from __future__ import annotations
 
 import csv
 import functools
-import importlib
 import json
 import math
-import multiprocessing
 import os
-import signal
-import sys
 import time
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -29,7 +23,8 @@ from typing import Any, Literal, TextIO
 
 import numpy as np
 
-from dsi_online.errors import InvalidParameterError, MissingExtraError, require
+from dsi_online.errors import InvalidParameterError, require
+from dsi_online.parallel import BACKENDS, Backend, run_chunks
 from dsi_online.units import (
     ALGORITHMS,
     UnitsCell,
@@ -39,10 +34,8 @@ from dsi_online.units import (
 )
 
 Engine = Literal["units", "async"]
-Backend = Literal["process", "ray"]
 ClockName = Literal["virtual", "wall"]
 ENGINES: tuple[Engine, ...] = ("units", "async")
-BACKENDS: tuple[Backend, ...] = ("process", "ray")
 CLOCKS: tuple[ClockName, ...] = ("virtual", "wall")
 K_SEARCHES = ("all", "units")
 
@@ -396,82 +389,6 @@ def _chunks(
     return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent, which stops handing out work and keeps what it has."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _run_in_process(
-    chunks: list[list[UnitsCell]], config: HeatmapConfig
-) -> Iterator[list[CellRow]]:
-    for chunk in chunks:
-        yield compute_cells(chunk, config)
-
-
-def _pool_context() -> multiprocessing.context.BaseContext:
-    """fork on Linux (workers start in milliseconds and inherit the imports); elsewhere the
-    platform's default, whose workers import the main module afresh."""
-    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
-
-
-def _start_process_pool(
-    chunks: list[list[UnitsCell]], config: HeatmapConfig, workers: int, stack: ExitStack
-) -> Iterator[list[CellRow]]:
-    """Start the workers and hand them every chunk now, before any thread of ours (a progress
-    bar's) exists; the results come as they complete. `stack` shuts the pool down."""
-    pool = ProcessPoolExecutor(
-        max_workers=min(workers, len(chunks)),
-        mp_context=_pool_context(),
-        initializer=_ignore_sigint,
-    )
-    stack.callback(pool.shutdown, wait=True, cancel_futures=True)
-    with warnings.catch_warnings():
-        # Python 3.12+ warns when forking a process with threads; numpy's BLAS keeps one
-        # (fork-safe through pthread_atfork) and the workers only run numpy code.
-        warnings.filterwarnings(
-            "ignore", r".*use of fork\(\) may lead to deadlocks", DeprecationWarning
-        )
-        pending = {pool.submit(compute_cells, chunk, config) for chunk in chunks}
-    return _as_completed(pending)
-
-
-def _as_completed(pending: set[Future[list[CellRow]]]) -> Iterator[list[CellRow]]:
-    while pending:
-        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-        for future in finished:
-            yield future.result()
-
-
-def _run_ray(
-    chunks: list[list[UnitsCell]], config: HeatmapConfig, ray_address: str | None, workers: int
-) -> Iterator[list[CellRow]]:
-    """Chunks as Ray tasks: on `ray_address`'s cluster, or a local instance of `workers` CPUs."""
-    try:
-        ray: Any = importlib.import_module("ray")
-    except ImportError as exc:
-        raise MissingExtraError(
-            "dsi-online heatmap --backend ray needs ray: pip install 'dsi-online[ray]'"
-        ) from exc
-    started_here = not ray.is_initialized()
-    if started_here:
-        local_cpus = None if ray_address else workers
-        ray.init(
-            address=ray_address, num_cpus=local_cpus, include_dashboard=False, log_to_driver=False
-        )
-    try:
-        remote = ray.remote(compute_cells)
-        config_ref = ray.put(config)
-        pending = [remote.remote(chunk, config_ref) for chunk in chunks]
-        while pending:
-            finished, pending = ray.wait(pending, num_returns=1)
-            for ref in finished:
-                rows: list[CellRow] = ray.get(ref)
-                yield rows
-    finally:
-        if started_here:
-            ray.shutdown()
-
-
 # --- files -----------------------------------------------------------------------------------
 
 
@@ -666,13 +583,15 @@ def run_heatmap(
         reused = sum(cell_key(cell) in journal.rows for cell in cells)
         todo = [cell for cell in cells if cell_key(cell) not in journal.rows]
         chunks = _chunks(todo, workers, config)
-        batches: Iterator[list[CellRow]]
-        if backend == "ray":
-            batches = _run_ray(chunks, config, ray_address, workers)
-        elif workers == 1 or len(chunks) <= 1:
-            batches = _run_in_process(chunks, config)
-        else:
-            batches = _start_process_pool(chunks, config, workers, stack)
+        batches = run_chunks(
+            functools.partial(compute_cells, config=config),
+            chunks,
+            workers=workers,
+            backend=backend,
+            ray_address=ray_address,
+            stack=stack,
+            command="heatmap",
+        )
         done = reused
         if progress is not None:
             progress(done, len(cells))

@@ -12,34 +12,30 @@ depend on the backend, the worker count or the chunking.
 from __future__ import annotations
 
 import csv
-import importlib
 import io
 import itertools
 import json
 import math
-import multiprocessing
 import os
-import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 from scipy.special import stdtrit
 
 from dsi_online.clock import Clock
-from dsi_online.errors import InvalidParameterError, MissingExtraError, require
+from dsi_online.errors import InvalidParameterError, require
 from dsi_online.heatmap import write_atomic
+from dsi_online.parallel import BACKENDS, Backend, run_chunks
 from dsi_online.runner import ALGORITHMS, Speedups, run_many
 from dsi_online.scenario import Scenario
 from dsi_online.stats import Speedup, Summary
 
 AxisValue = int | float
-Backend = Literal["process", "ray"]
-BACKENDS: tuple[Backend, ...] = ("process", "ray")
 
 CONFIG_FILE = "sweep.json"
 JOURNAL_FILE = "cells.jsonl"
@@ -344,57 +340,6 @@ def compute_chunk(chunk: CellChunk) -> list[CellRuns]:
         )
         for cell, result in zip(chunk.cells, results, strict=True)
     ]
-
-
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent, which stops handing out work and keeps what it has."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _in_process(chunks: Sequence[CellChunk]) -> Iterator[list[CellRuns]]:
-    for chunk in chunks:
-        yield compute_chunk(chunk)
-
-
-def _process_pool(chunks: Sequence[CellChunk], workers: int) -> Iterator[list[CellRuns]]:
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    with ProcessPoolExecutor(
-        max_workers=min(workers, len(chunks)), mp_context=context, initializer=_ignore_sigint
-    ) as pool:
-        pending: set[Future[list[CellRuns]]] = {
-            pool.submit(compute_chunk, chunk) for chunk in chunks
-        }
-        try:
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    yield future.result()
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _ray(chunks: Sequence[CellChunk], ray_address: str | None) -> Iterator[list[CellRuns]]:
-    try:
-        ray: Any = importlib.import_module("ray")
-    except ImportError as exc:
-        raise MissingExtraError(
-            "dsi-online sweep --backend ray needs ray: pip install 'dsi-online[ray]'"
-        ) from exc
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
-    try:
-        remote = ray.remote(compute_chunk)
-        pending = [remote.remote(chunk) for chunk in chunks]
-        while pending:
-            finished, pending = ray.wait(pending, num_returns=1)
-            for ref in finished:
-                runs: list[CellRuns] = ray.get(ref)
-                yield runs
-    finally:
-        if started_here:
-            ray.shutdown()
 
 
 def _chunks(cells: Sequence[SweepCell], config: SweepConfig, workers: int) -> list[CellChunk]:
@@ -739,19 +684,21 @@ def run_sweep(
     cells = config.cells()
     start = time.perf_counter()
     journal = _Journal(out_dir / JOURNAL_FILE)
-    try:
+    with ExitStack() as stack:
+        stack.callback(journal.close)
         todo = [cell for cell in cells if cell.values not in journal.cells]
         reused = len(cells) - len(todo)
         if progress is not None:
             progress(reused, len(cells))
-        chunks = _chunks(todo, config, workers)
-        batches: Iterator[list[CellRuns]]
-        if backend == "ray":
-            batches = _ray(chunks, ray_address)
-        elif workers == 1 or len(chunks) <= 1:
-            batches = _in_process(chunks)
-        else:
-            batches = _process_pool(chunks, workers)
+        batches = run_chunks(
+            compute_chunk,
+            _chunks(todo, config, workers),
+            workers=workers,
+            backend=backend,
+            ray_address=ray_address,
+            stack=stack,
+            command="sweep",
+        )
         done = reused
         for batch in batches:
             journal.add(batch)
@@ -761,8 +708,6 @@ def run_sweep(
             )
             if progress is not None:
                 progress(done, len(cells))
-    finally:
-        journal.close()
     elapsed = time.perf_counter() - start
     wanted = {cell.values for cell in cells}
     result = analyse(config, [r for v, r in journal.cells.items() if v in wanted])

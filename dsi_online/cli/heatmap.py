@@ -17,8 +17,6 @@ from dsi_online.cli.app import app
 from dsi_online.cli.common import default_out, progress_bar, stderr, want_png
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.heatmap import (
-    BACKENDS,
-    Backend,
     CellBest,
     ClockName,
     Engine,
@@ -26,6 +24,7 @@ from dsi_online.heatmap import (
     load_rows,
     run_heatmap,
 )
+from dsi_online.parallel import BACKENDS, Backend
 from dsi_online.reports.heatmap_view import render_heatmap
 
 SPEEDUPS_PNG = "heatmap.png"

@@ -35,12 +35,11 @@ from dsi_online.cli.common import (
 from dsi_online.cli.run import DEFAULT_DRAFTER_MS, DEFAULT_TARGET_MS, build_scenario
 from dsi_online.clock import check_clock
 from dsi_online.errors import InvalidParameterError, require
+from dsi_online.parallel import BACKENDS, Backend
 from dsi_online.reports.sweep_view import knee_sentence, render_chart, render_tables, to_json
 from dsi_online.sweep import (
-    BACKENDS,
     CSV_FILE,
     RANGE_HELP,
-    Backend,
     LatencySettings,
     SweepConfig,
     SweepResult,
