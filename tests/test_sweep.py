@@ -164,3 +164,26 @@ def test_latency_axis_with_profile_is_rejected(capsys: pytest.CaptureFixture[str
         main(["sweep", "--vary", "drafter_ms=1,2", "--profile", "tiny-llama-cpu", "-a", "0.8"]) == 2
     )
     assert "--profile" in capsys.readouterr().err
+
+
+def test_interrupted_journal_resumes_to_the_same_csv(tmp_path: Path) -> None:
+    """A journal cut mid-line (as by a kill) loses only that cell; resume computes the rest
+    and writes the same sweep.csv as an uninterrupted run."""
+    cfg = config("servers=1:4")
+    whole = run_sweep(cfg, tmp_path / "whole", workers=1)
+    cut = tmp_path / "cut"
+    run_sweep(cfg, cut, workers=1)
+    journal = cut / sweep_module.JOURNAL_FILE
+    lines = journal.read_text().splitlines(keepends=True)
+    journal.write_text(lines[0] + lines[1][: len(lines[1]) // 2])
+    resumed = run_sweep(cfg, cut, resume=True, workers=1)
+    assert (resumed.reused, resumed.computed) == (1, 3)
+    assert (cut / CSV_FILE).read_text() == whole.csv_path.read_text()
+
+
+def test_ray_backend_gives_identical_csv(tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="the [ray] extra is not installed")
+    cfg = config("servers=1:2", "acceptance=0.6,0.9")
+    local = run_sweep(cfg, tmp_path / "local", workers=1)
+    ray = run_sweep(cfg, tmp_path / "ray", workers=2, backend="ray")
+    assert ray.csv_path.read_text() == local.csv_path.read_text()
