@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import math
 import os
 import time
@@ -25,6 +24,7 @@ import numpy as np
 
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.parallel import BACKENDS, Backend, run_chunks
+from dsi_online.results import complete_lines, prepare_out_dir, write_atomic
 from dsi_online.units import (
     ALGORITHMS,
     UnitsCell,
@@ -409,16 +409,6 @@ def _best_values(best: CellBest) -> list[object]:
     return [getattr(best, name) for name in BEST_COLUMNS]
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and os.replace: never half-written."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def rows_csv(rows: Iterable[CellRow]) -> str:
     """The CSV text of every (c, a, k) row, sorted by c, a, k."""
     ordered = sorted(rows, key=lambda r: r.key)
@@ -471,10 +461,7 @@ class _Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.rows: dict[tuple[int, int, int], CellRow] = {}
-        text = path.read_text(encoding="utf-8") if path.exists() else ""
-        complete = text[: text.rfind("\n") + 1]  # a line cut short by an interrupt is dropped
-        if complete != text:
-            write_atomic(path, complete)
+        complete = complete_lines(path)
         if complete:
             self.rows = {row.key: row for row in read_rows(path)}
         self._file: TextIO = path.open("a", encoding="utf-8")
@@ -524,33 +511,6 @@ class HeatmapRun:
         return self.out_dir / BEST_FILE
 
 
-def prepare_out_dir(out_dir: Path, config: HeatmapConfig, resume: bool) -> None:
-    """Create `out_dir` (or check it for resume) and record the config in run.json."""
-    config_path = out_dir / CONFIG_FILE
-    if resume:
-        require(
-            config_path.exists(),
-            f"out (--out) {out_dir} holds no heatmap run to resume (no {CONFIG_FILE})",
-        )
-        stored = json.loads(config_path.read_text(encoding="utf-8"))
-        require(
-            stored == config.to_dict(),
-            f"--resume needs the settings of the run in {out_dir}; it was run with {stored}",
-        )
-        return
-    require(
-        not config_path.exists(),
-        f"out (--out) {out_dir} already holds a heatmap run; pass --resume to continue it",
-    )
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(config_path, json.dumps(config.to_dict(), indent=2) + "\n")
-    except OSError as exc:
-        raise InvalidParameterError(
-            f"out (--out) {out_dir} cannot be written: {exc.strerror or exc}"
-        ) from exc
-
-
 def run_heatmap(
     config: HeatmapConfig,
     out_dir: Path,
@@ -572,7 +532,7 @@ def run_heatmap(
         ray_address is None or backend == "ray",
         "ray address (--ray-address) needs --backend ray",
     )
-    prepare_out_dir(out_dir, config, resume)
+    prepare_out_dir(out_dir, config.to_dict(), CONFIG_FILE, "heatmap run", resume)
     cells = config.cells()
     start = time.perf_counter()
     journal = _Journal(out_dir / JOURNAL_FILE)

@@ -29,8 +29,8 @@ from scipy.special import stdtrit
 
 from dsi_online.clock import Clock
 from dsi_online.errors import InvalidParameterError, require
-from dsi_online.heatmap import write_atomic
 from dsi_online.parallel import BACKENDS, Backend, run_chunks
+from dsi_online.results import complete_lines, prepare_out_dir, write_atomic
 from dsi_online.runner import ALGORITHMS, Speedups, run_many
 from dsi_online.scenario import Scenario
 from dsi_online.stats import Speedup, Summary
@@ -573,10 +573,7 @@ class _Journal:
 
     def __init__(self, path: Path) -> None:
         self.cells: dict[tuple[AxisValue, ...], CellRuns] = {}
-        text = path.read_text(encoding="utf-8") if path.exists() else ""
-        complete = text[: text.rfind("\n") + 1]  # a line cut short by an interrupt is dropped
-        if complete != text:
-            write_atomic(path, complete)
+        complete = complete_lines(path)
         for number, line in enumerate(complete.splitlines(), start=1):
             try:
                 runs = CellRuns.from_json(json.loads(line))
@@ -597,34 +594,6 @@ class _Journal:
     def close(self) -> None:
         """Close the journal file."""
         self._file.close()
-
-
-def prepare_out_dir(out_dir: Path, config: SweepConfig, resume: bool) -> None:
-    """Create `out_dir` (or check it for resume) and record the config in sweep.json."""
-    config_path = out_dir / CONFIG_FILE
-    wanted = json.loads(json.dumps(config.to_dict()))
-    if resume:
-        require(
-            config_path.exists(),
-            f"out (--out) {out_dir} holds no sweep to resume (no {CONFIG_FILE})",
-        )
-        stored = json.loads(config_path.read_text(encoding="utf-8"))
-        require(
-            stored == wanted,
-            f"--resume needs the settings of the sweep in {out_dir}; see its {CONFIG_FILE}",
-        )
-        return
-    require(
-        not config_path.exists(),
-        f"out (--out) {out_dir} already holds a sweep; pass --resume to continue it",
-    )
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(config_path, json.dumps(wanted, indent=2) + "\n")
-    except OSError as exc:
-        raise InvalidParameterError(
-            f"out (--out) {out_dir} cannot be written: {exc.strerror or exc}"
-        ) from exc
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -680,7 +649,7 @@ def run_sweep(
     if workers is None:
         workers = 1 if config.clock == "wall" else (os.cpu_count() or 1)
     _check_execution(config, workers, backend, ray_address)
-    prepare_out_dir(out_dir, config, resume)
+    prepare_out_dir(out_dir, config.to_dict(), CONFIG_FILE, "sweep", resume)
     cells = config.cells()
     start = time.perf_counter()
     journal = _Journal(out_dir / JOURNAL_FILE)

@@ -25,6 +25,7 @@ from dsi_online.heatmap import (
     read_rows,
     run_heatmap,
 )
+from dsi_online.results import write_atomic
 from dsi_online.units import UnitsCell
 
 TINY = HeatmapConfig(ndim=3, max_lookahead=4, tokens=60, repeats=3, seed=1)
@@ -178,7 +179,7 @@ def test_atomic_write_leaves_the_old_file_when_interrupted(
 
     monkeypatch.setattr(os, "replace", interrupted)
     with pytest.raises(Interrupt):
-        hm.write_atomic(target, "new\n" * 1000)
+        write_atomic(target, "new\n" * 1000)
     assert target.read_text() == "old\n"
 
 

@@ -22,6 +22,7 @@ from rich.progress import (
 )
 
 from dsi_online.errors import InvalidParameterError
+from dsi_online.results import write_atomic
 
 stderr = Console(stderr=True)
 
@@ -74,11 +75,8 @@ def write_text(text: str, path: str, option: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
+        write_atomic(Path(path), text)
     except OSError as exc:
         raise InvalidParameterError(
             f"{option} must name a writable file; cannot write {path} ({exc.strerror})"
