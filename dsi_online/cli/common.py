@@ -54,6 +54,24 @@ ProfileName = Annotated[str | None, typer.Option(help="A profile: shipped name o
 CommMs = Annotated[
     float, typer.Option(help="Delay of each drafter<->target message, ms (0 = none).")
 ]
+# The options of commands that compute many cells into a results folder.
+BackendOption = Annotated[str, typer.Option(help="process (local pool) or ray.")]
+RayAddress = Annotated[
+    str | None, typer.Option(help="Address of an existing Ray cluster (--backend ray).")
+]
+OutDir = Annotated[
+    Path | None,
+    typer.Option(help="Output folder (default: results/COMMAND-<timestamp>).", show_default=False),
+]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")]
+Png = Annotated[
+    bool | None,
+    typer.Option(
+        "--png/--no-png",
+        help="Draw PNGs with matplotlib (default: when it is installed).",
+        show_default=False,
+    ),
+]
 JsonPath = Annotated[
     str | None, typer.Option("--json", help="Write the JSON document here ('-' = stdout).")
 ]

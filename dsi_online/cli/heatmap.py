@@ -14,7 +14,17 @@ from rich.console import Console, RenderableType
 from rich.progress import Progress
 
 from dsi_online.cli.app import app
-from dsi_online.cli.common import default_out, progress_bar, stderr, want_png
+from dsi_online.cli.common import (
+    BackendOption,
+    OutDir,
+    Png,
+    RayAddress,
+    Resume,
+    default_out,
+    progress_bar,
+    stderr,
+    want_png,
+)
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.heatmap import (
     CellBest,
@@ -95,30 +105,14 @@ def heatmap(
     workers: Annotated[
         int | None, typer.Option(help="Worker processes (default: all cores).", show_default=False)
     ] = None,
-    backend: Annotated[str, typer.Option(help="process (local pool) or ray.")] = "process",
-    ray_address: Annotated[
-        str | None, typer.Option(help="Address of an existing Ray cluster (--backend ray).")
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="Output folder (default: results/heatmap-<timestamp>).", show_default=False
-        ),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the interrupted run in --out.")
-    ] = False,
+    backend: BackendOption = "process",
+    ray_address: RayAddress = None,
+    out: OutDir = None,
+    resume: Resume = False,
     load: Annotated[
         Path | None, typer.Option(help="Re-draw a stored heatmap.csv without recomputing.")
     ] = None,
-    png: Annotated[
-        bool | None,
-        typer.Option(
-            "--png/--no-png",
-            help="Draw PNGs with matplotlib (default: when it is installed).",
-            show_default=False,
-        ),
-    ] = None,
+    png: Png = None,
 ) -> None:
     """Speedups of SI and DSI over the (c, a) grid at each cell's best lookahead (Figure 1)."""
     console = Console()

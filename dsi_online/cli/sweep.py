@@ -14,13 +14,18 @@ from rich.console import Console
 from dsi_online.cli.app import app
 from dsi_online.cli.common import (
     Acceptance,
+    BackendOption,
     CommMs,
     DrafterMs,
     DrafterTtftMs,
     JsonPath,
     LatencyCv,
     Lookahead,
+    OutDir,
+    Png,
     ProfileName,
+    RayAddress,
+    Resume,
     Servers,
     TargetMs,
     TargetTtftMs,
@@ -101,25 +106,11 @@ def sweep(
             help="Worker processes \\[default: all cores; 1 on --clock wall].", show_default=False
         ),
     ] = None,
-    backend: Annotated[str, typer.Option(help="process (local pool) or ray.")] = "process",
-    ray_address: Annotated[
-        str | None, typer.Option(help="Address of an existing Ray cluster (--backend ray).")
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="Output folder \\[default: results/sweep-<timestamp>].", show_default=False
-        ),
-    ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue the interrupted sweep in --out.")] = False,
-    png: Annotated[
-        bool | None,
-        typer.Option(
-            "--png/--no-png",
-            help="Draw sweep.png with matplotlib \\[default: when matplotlib is installed].",
-            show_default=False,
-        ),
-    ] = None,
+    backend: BackendOption = "process",
+    ray_address: RayAddress = None,
+    out: OutDir = None,
+    resume: Resume = False,
+    png: Png = None,
     json_path: JsonPath = None,
 ) -> None:
     """Vary one or two parameters: latency, speedups and GPU-seconds per token in each cell."""
