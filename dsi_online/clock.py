@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import heapq
+import itertools
 import math
 import selectors
 import time
@@ -27,6 +29,11 @@ Ts = TypeVarTuple("Ts")
 
 _NS = 1e9
 SPIN_S = 0.0005
+
+RANK_DRAFT = 0
+"""Rank of a drafter's forward: at one instant, drafts are handled before anything else."""
+RANK_DEFAULT = 1
+"""Rank of every other timer (target forwards, message delays, plain sleeps)."""
 
 
 def check_clock(clock: str) -> Clock:
@@ -54,15 +61,44 @@ class _VirtualSelector(selectors.SelectSelector):
         return []
 
 
+class _RankedTimer(asyncio.TimerHandle):
+    """A timer ordered by (deadline, rank, creation): a fixed rule for same-instant events."""
+
+    __slots__ = ("_rank", "_seq")
+
+    def __init__(
+        self,
+        when: float,
+        rank: int,
+        seq: int,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        loop: asyncio.AbstractEventLoop,
+        context: contextvars.Context | None,
+    ) -> None:
+        super().__init__(when, callback, args, loop, context)
+        self._rank = rank
+        self._seq = seq
+
+    def __lt__(self, other: object) -> bool:
+        if isinstance(other, _RankedTimer):
+            return (self.when(), self._rank, self._seq) < (other.when(), other._rank, other._seq)
+        return NotImplemented
+
+
 class VirtualEventLoop(asyncio.SelectorEventLoop):
     """An asyncio loop on simulated time with nanosecond resolution.
 
     Timer deadlines are snapped to whole nanoseconds, so sums of latencies do not
-    accumulate floating-point error (30 ms x 500 is exactly 15.0 s).
+    accumulate floating-point error (30 ms x 500 is exactly 15.0 s). Timers due at the
+    same instant fire by rank, then in the order they were made: never in an order that
+    depends on which other timers share the loop's heap, so a simulation's result does not
+    depend on the other simulations running beside it.
     """
 
     def __init__(self) -> None:
         self._now = 0.0
+        self._seq = itertools.count()
         super().__init__(_VirtualSelector(self))
         self._clock_resolution = 0.1 / _NS
 
@@ -80,7 +116,23 @@ class VirtualEventLoop(asyncio.SelectorEventLoop):
         *args: *Ts,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
-        return super().call_at(round(when * _NS) / _NS, callback, *args, context=context)
+        return self.call_ranked(when, RANK_DEFAULT, callback, *args, context=context)
+
+    def call_ranked(
+        self,
+        when: float,
+        rank: int,
+        callback: Callable[[*Ts], object],
+        *args: *Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        """`call_at` with a rank: among timers due at one instant, lower ranks fire first."""
+        self._check_closed()  # type: ignore[attr-defined]
+        when = round(when * _NS) / _NS
+        timer = _RankedTimer(when, rank, next(self._seq), callback, args, self, context)
+        heapq.heappush(self._scheduled, timer)  # type: ignore[attr-defined]
+        timer._scheduled = True  # type: ignore[attr-defined]
+        return timer
 
 
 class _WakeEarlySelector(selectors.DefaultSelector):
@@ -133,6 +185,20 @@ class WallEventLoop(asyncio.SelectorEventLoop):
 
     def time(self) -> float:
         return time.monotonic() - self._meter.slack
+
+
+def call_ranked(
+    loop: asyncio.AbstractEventLoop,
+    when: float,
+    rank: int,
+    callback: Callable[[*Ts], object],
+    *args: *Ts,
+) -> asyncio.TimerHandle:
+    """Schedule `callback` at `when` with a same-instant rank on the virtual clock; other
+    loops (the wall clock, where instants do not tie) take a plain `call_at`."""
+    if isinstance(loop, VirtualEventLoop):
+        return loop.call_ranked(when, rank, callback, *args)
+    return loop.call_at(when, callback, *args)
 
 
 def new_loop(clock: Clock) -> asyncio.AbstractEventLoop:

@@ -1,14 +1,13 @@
-"""The acceptance oracle: what the target and the drafter would say for a prefix.
+"""The acceptance oracle: what the target and the drafter say after a sequence of tokens.
 
-The schedulers only ask two questions, so a real model pair can stand behind the same
-interface later. The simulated oracle fixes, per repeat, the target's output
+A simulated server asks its oracle for the tokens its forward pass yields; a real server
+runs a model instead. The simulated oracle fixes, per repeat, the target's output
 y_1..y_S and one coin per position: a draft made on a correct prefix equals y_p with
 probability `a`; a draft made on an incorrect prefix is some token other than y_p.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -18,20 +17,27 @@ VOCAB = 32_000
 
 
 class TokenOracle(Protocol):
-    """The two questions a scheduler asks about tokens."""
+    """The two questions a forward pass answers about tokens."""
 
-    def target_verify(self, prefix: Sequence[int], drafts: Sequence[int]) -> list[int]:
-        """The target's token at each of the len(drafts) + 1 positions after `prefix`,
-        given `prefix + drafts` (one forward pass)."""
+    def verify(self, prefix: Sequence[int], drafts: Sequence[int]) -> list[int]:
+        """The target's tokens after `prefix`, given `prefix + drafts`, up to and including
+        the first that differs from its draft: the accepted drafts and one more token (a
+        correction, or the bonus token when every draft is accepted)."""
         ...
 
-    def draft_next(self, prefix: Sequence[int], drafts: Sequence[int]) -> int:
+    def draft(self, prefix: Sequence[int], drafts: Sequence[int]) -> int:
         """The drafter's token for the position after `prefix + drafts`."""
         ...
 
 
 class SimulatedOracle:
-    """The oracle of MODEL.md: a fixed target output and one acceptance coin per position."""
+    """The oracle of MODEL.md: a fixed target output and one acceptance coin per position.
+
+    Every sequence made from its answers stays on the target's output up to some position
+    and off it from there on (a token after a wrong one is wrong too), so the first error
+    is found from the last token and a bisection: no answer costs time that grows with the
+    output's length.
+    """
 
     def __init__(self, truth: Sequence[int], coins: Sequence[bool]) -> None:
         if len(truth) != len(coins):
@@ -51,33 +57,32 @@ class SimulatedOracle:
 
     def _first_error(self, prefix: Sequence[int], drafts: Sequence[int]) -> int:
         """Index of the first position where prefix + drafts leaves the truth (or its length)."""
-        v = len(prefix)
-        if prefix != self.truth[:v] and list(prefix) != self.truth[:v]:
-            return next(
-                i for i, (x, y) in enumerate(zip(prefix, self.truth, strict=False)) if x != y
-            )
-        for i, token in enumerate(drafts):
-            if token != self.truth[v + i]:
-                return v + i
-        return v + len(drafts)
+        v, end = len(prefix), len(prefix) + len(drafts)
+        truth = self.truth
+        if end == 0 or (drafts[-1] if drafts else prefix[-1]) == truth[end - 1]:
+            return end
+        low, high = 0, end - 1  # the error lies in [low, high]: position high is wrong
+        while low < high:
+            middle = (low + high) // 2
+            token = prefix[middle] if middle < v else drafts[middle - v]
+            if token == truth[middle]:
+                low = middle + 1
+            else:
+                high = middle
+        return low
 
-    def target_verify(self, prefix: Sequence[int], drafts: Sequence[int]) -> list[int]:
+    def verify(self, prefix: Sequence[int], drafts: Sequence[int]) -> list[int]:
         v = len(prefix)
         if v + len(drafts) >= len(self.truth):
             raise ValueError("verification beyond the last token of the output")
         error = self._first_error(prefix, drafts)
-        return [
-            self.truth[i] if i <= error else self._wrong(i) for i in range(v, v + len(drafts) + 1)
-        ]
+        if error < v:
+            return [self._wrong(v)]
+        return self.truth[v : error + 1]
 
-    def draft_next(self, prefix: Sequence[int], drafts: Sequence[int]) -> int:
+    def draft(self, prefix: Sequence[int], drafts: Sequence[int]) -> int:
         position = len(prefix) + len(drafts)
         if position >= len(self.truth):
             raise ValueError("draft beyond the last token of the output")
         on_truth = self._first_error(prefix, drafts) == position
         return self.truth[position] if on_truth and self.coins[position] else self._wrong(position)
-
-
-def digest(tokens: Sequence[int]) -> str:
-    """SHA-256 of a token sequence, to compare outputs across algorithms cheaply."""
-    return hashlib.sha256(np.asarray(tokens, dtype=np.int64).tobytes()).hexdigest()

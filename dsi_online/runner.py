@@ -47,11 +47,15 @@ def oracle_for(scenario: Scenario, repeat: int) -> SimulatedOracle:
 
 async def play(scheduler: Scheduler, scenario: Scenario, repeat: int) -> RunResult:
     """Run one algorithm over one repeat of `scenario` on the running loop."""
-    gen = Generation(
-        oracle=oracle_for(scenario, repeat),
-        tokens=scenario.tokens,
-        servers=ServerSet(scenario.target, scenario.drafter, scenario.seed, repeat, scenario.link),
+    servers = ServerSet(
+        scenario.target,
+        scenario.drafter,
+        oracle_for(scenario, repeat),
+        scenario.seed,
+        repeat,
+        scenario.link,
     )
+    gen = Generation(tokens=scenario.tokens, servers=servers)
     loop = asyncio.get_running_loop()
     slack_before = getattr(loop, "slack_s", 0.0)
     result = await scheduler.generate(gen)

@@ -1,15 +1,19 @@
-"""A server: one running instance of a model, whose forward pass is a timed sleep."""
+"""Servers: running instances of a model. A scheduler sees only the `Server` protocol (a
+forward pass that returns tokens); the simulated server's forward is a timed sleep."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
+from dsi_online.clock import RANK_DEFAULT, RANK_DRAFT, call_ranked
 from dsi_online.latency import LatencyModel, LatencyStream, ModelLatency
+from dsi_online.oracle import TokenOracle
 
 Role = Literal["target", "drafter"]
 _ROLE_KEY = {"target": 0, "drafter": 1}
@@ -55,16 +59,66 @@ class ServerStats:
         return self.rejected + self.cancelled
 
 
-class Server:
-    """A model instance. Its first forward is a TTFT draw, every later one a TPOT draw.
+class Server(Protocol):
+    """A running instance of a model, as a scheduler sees it: a forward pass that returns
+    tokens, and an account of what became of its forward passes."""
 
-    The scheduler that drives it tallies each forward's outcome when it becomes known.
-    """
+    name: str
+    role: Role
+    forwards: int
 
-    def __init__(self, name: str, role: Role, stream: LatencyStream) -> None:
+    @property
+    def warm(self) -> bool:
+        """Whether the server's prompt prefill is done (its next forward is a TPOT)."""
+        ...
+
+    @property
+    def in_flight(self) -> bool:
+        """Whether a forward pass is running now."""
+        ...
+
+    async def forward(self, prefix: Sequence[int], drafts: Sequence[int]) -> list[int]:
+        """One forward pass over `prefix + drafts`, read when it starts. A target returns its
+        tokens after `prefix` up to and including the first that differs from its draft; a
+        drafter returns its one token for the position after `prefix + drafts`."""
+        ...
+
+    def tally(self, outcome: Outcome, count: int = 1) -> None:
+        """Record the outcome of `count` forward passes."""
+        ...
+
+    def stats(self) -> ServerStats:
+        """The server's account of the run so far."""
+        ...
+
+
+class ServerPool(Protocol):
+    """The servers of one generation, made on demand."""
+
+    def target(self, index: int = 0) -> Server:
+        """Target server `index` (0-based)."""
+        ...
+
+    @property
+    def drafter(self) -> Server:
+        """The drafter server."""
+        ...
+
+    def link(self, index: int = 0) -> Link:
+        """The link between the drafter's host and target server `index`."""
+        ...
+
+    def stats(self) -> tuple[ServerStats, ...]:
+        """Every server's account, in a fixed order."""
+        ...
+
+
+class Account:
+    """What every kind of server counts: forward passes by outcome, busy and lag seconds."""
+
+    def __init__(self, name: str, role: Role) -> None:
         self.name = name
         self.role = role
-        self._stream = stream
         self.forwards = 0
         self.busy_s = 0.0
         self.lag_s = 0.0
@@ -73,27 +127,8 @@ class Server:
 
     @property
     def warm(self) -> bool:
-        """Whether the server has done its prefill (its next forward is a TPOT draw)."""
+        """Whether the server has started a forward (its next forward is a TPOT draw)."""
         return self.forwards > 0
-
-    async def forward(self) -> None:
-        """One forward pass: sleep for the next latency draw on the running loop's clock."""
-        duration = self._stream.next()
-        loop = asyncio.get_running_loop()
-        self.forwards += 1
-        self.in_flight = True
-        start = loop.time()
-        done = loop.create_future()
-        timer = loop.call_at(start + duration, _wake, done)
-        try:
-            await done
-            self.lag_s += whole_ns(loop.time() - start - duration)
-        except BaseException:
-            timer.cancel()
-            raise
-        finally:
-            self.busy_s += whole_ns(loop.time() - start)
-            self.in_flight = False
 
     def tally(self, outcome: Outcome, count: int = 1) -> None:
         """Record the outcome of `count` forward passes."""
@@ -112,6 +147,47 @@ class Server:
         )
 
 
+class SimulatedServer(Account):
+    """A model instance whose forward pass is a timed sleep: its first forward is a TTFT
+    draw, every later one a TPOT draw, and its tokens come from the oracle.
+
+    A drafter's forwards end before target forwards that end at the same instant
+    (MODEL.md's same-instant rule); the virtual clock orders its timers by that rank.
+    """
+
+    def __init__(self, name: str, role: Role, stream: LatencyStream, oracle: TokenOracle) -> None:
+        super().__init__(name, role)
+        self._stream = stream
+        self._oracle = oracle
+        self._rank = RANK_DRAFT if role == "drafter" else RANK_DEFAULT
+
+    def _tokens(self, prefix: Sequence[int], drafts: Sequence[int]) -> list[int]:
+        if self.role == "drafter":
+            return [self._oracle.draft(prefix, drafts)]
+        return self._oracle.verify(prefix, drafts)
+
+    async def forward(self, prefix: Sequence[int], drafts: Sequence[int]) -> list[int]:
+        """Sleep for the next latency draw on the running loop's clock; return the tokens."""
+        tokens = self._tokens(prefix, drafts)
+        duration = self._stream.next()
+        loop = asyncio.get_running_loop()
+        self.forwards += 1
+        self.in_flight = True
+        start = loop.time()
+        done = loop.create_future()
+        timer = call_ranked(loop, start + duration, self._rank, _wake, done)
+        try:
+            await done
+            self.lag_s += whole_ns(loop.time() - start - duration)
+        except BaseException:
+            timer.cancel()
+            raise
+        finally:
+            self.busy_s += whole_ns(loop.time() - start)
+            self.in_flight = False
+        return tokens
+
+
 class Link:
     """The network between the drafter's host and one target server: every message
     (a job sent out, a result or rejection sent back) waits one delay draw."""
@@ -126,34 +202,36 @@ class Link:
 
 
 class ServerSet:
-    """The servers of one run, made on demand; server i of a role always draws from the
-    stream seeded by (seed, repeat, role, i), so algorithms share latency draws. So does the
-    link to target server i."""
+    """The simulated servers of one run, made on demand; server i of a role always draws
+    from the stream seeded by (seed, repeat, role, i), so algorithms share latency draws.
+    So does the link to target server i. Every server answers from the repeat's oracle."""
 
     def __init__(
         self,
         target: ModelLatency,
         drafter: ModelLatency,
+        oracle: TokenOracle,
         seed: int,
         repeat: int,
         link: LatencyModel | None = None,
     ) -> None:
         self._models = {"target": target, "drafter": drafter}
+        self._oracle = oracle
         self._link = link
         self._seed = seed
         self._repeat = repeat
-        self._servers: dict[tuple[Role, int], Server] = {}
+        self._servers: dict[tuple[Role, int], SimulatedServer] = {}
         self._links: dict[int, Link] = {}
 
     def _rng(self, role_key: int, index: int) -> np.random.Generator:
         seq = np.random.SeedSequence(self._seed, spawn_key=(self._repeat, role_key, index))
         return np.random.default_rng(seq)
 
-    def _get(self, role: Role, index: int) -> Server:
+    def _get(self, role: Role, index: int) -> SimulatedServer:
         key = (role, index)
         if key not in self._servers:
             stream = LatencyStream(self._models[role], self._rng(_ROLE_KEY[role], index))
-            self._servers[key] = Server(f"{role}-{index}", role, stream)
+            self._servers[key] = SimulatedServer(f"{role}-{index}", role, stream, self._oracle)
         return self._servers[key]
 
     def link(self, index: int = 0) -> Link:
@@ -166,11 +244,11 @@ class ServerSet:
             self._links[index] = Link(stream)
         return self._links[index]
 
-    def target(self, index: int = 0) -> Server:
+    def target(self, index: int = 0) -> SimulatedServer:
         return self._get("target", index)
 
     @property
-    def drafter(self) -> Server:
+    def drafter(self) -> SimulatedServer:
         return self._get("drafter", 0)
 
     def stats(self) -> tuple[ServerStats, ...]:

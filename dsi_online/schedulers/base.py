@@ -6,8 +6,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from dsi_online.oracle import TokenOracle, digest
-from dsi_online.server import ServerSet, ServerStats, whole_ns
+from dsi_online.server import ServerPool, ServerStats, whole_ns
+from dsi_online.tokens import digest
 
 
 @dataclass(frozen=True)
@@ -52,12 +52,11 @@ class RunResult:
 
 @dataclass
 class Generation:
-    """One generation of `tokens` tokens: the oracle to ask, the servers to run on, and
-    what has been committed so far (always a prefix of the target's output)."""
+    """One generation of `tokens` tokens: the servers to run on (their forwards return the
+    tokens) and what has been committed so far (always a prefix of the target's output)."""
 
-    oracle: TokenOracle
     tokens: int
-    servers: ServerSet
+    servers: ServerPool
     committed: list[int] = field(default_factory=list)
     _start: float = 0.0
     _first_token: float | None = None

@@ -5,12 +5,11 @@ servers; each job is a snapshot of the committed prefix and the drafts beyond it
 moment a job finds a rejected draft, every job and draft that depends on it is
 cancelled and drafting restarts from the corrected prefix.
 
-One rule differs from a literal reading of MODEL.md ("jobs take effect in launch
-order; a later job that finishes first waits"): a finished job takes effect at once,
-and the older jobs it supersedes are cancelled. Within one generation a later job's
-snapshot extends every older one's, so this commits exactly the same tokens, only
-never later; waiting would let a slow older job (a cold server's prefill, a long
-latency draw) hold back tokens already verified. docs/model-notes.md gives the details.
+Jobs launch as MODEL.md says: at the start and after a rejection; after every k-th draft
+counted from the moment drafting (re)started; when the last draft ever needed (position
+S - 1) is made; and whenever a job commits tokens. A finished job takes effect at once
+(docs/model-notes.md says why): a later snapshot of the same generation extends every
+older one, so the older jobs it supersedes are cancelled, not waited for.
 """
 
 from __future__ import annotations
@@ -20,7 +19,8 @@ from dataclasses import dataclass, field
 
 from dsi_online.errors import require
 from dsi_online.schedulers.base import Generation, RunResult
-from dsi_online.server import Outcome, Server
+from dsi_online.server import Outcome, Server, whole_ns
+from dsi_online.tokens import Prefix
 
 
 @dataclass(eq=False)
@@ -29,7 +29,6 @@ class _Job:
 
     start: int
     drafts: tuple[int, ...]
-    verdict: list[int]
     launched_at: float
     server: Server | None = None
     server_index: int = 0
@@ -38,7 +37,7 @@ class _Job:
 
     @property
     def end(self) -> int:
-        """Position of the last draft it verifies (its bonus token lands at end + 1)."""
+        """0-based position of the token after its last draft (its bonus token)."""
         return self.start + len(self.drafts)
 
 
@@ -69,15 +68,15 @@ class _DSIRun:
 
     def __init__(self, config: DSI, gen: Generation) -> None:
         self.k = config.lookahead
+        self.pool_size = config.servers
         self.gen = gen
         self.loop = asyncio.get_running_loop()
         self.drafter = gen.servers.drafter
-        self.free: list[Server] = [gen.servers.target(i) for i in range(config.servers)]
-        self.index = {id(server): i for i, server in enumerate(self.free)}
+        self.idle: list[Server] = []  # servers made so far and free now
+        self.index: dict[int, int] = {}  # id(server) -> its index in the pool
         self.drafts: list[int] = []
         self.running: list[_Job] = []
         self.waiting: _Job | None = None
-        self.launched_end = 0
         self.max_wait = 0.0
         self.drafting: asyncio.Task[None] | None = None
         self.tasks: asyncio.TaskGroup | None = None
@@ -98,11 +97,15 @@ class _DSIRun:
         return len(self.gen.committed) + len(self.drafts)
 
     async def _draft(self) -> None:
-        """Draft ahead without waiting, up to position S - 1 (the last that needs a draft)."""
-        while self._draft_end() < self.gen.tokens - 1:
-            await self.drafter.forward()
-            self.drafts.append(self.gen.oracle.draft_next(self.gen.committed, self.drafts))
-            if self._draft_end() - self.launched_end >= self.k:
+        """Draft ahead without waiting, up to position S - 1 (the last that needs a draft);
+        launch a job on the grid of every k-th draft since this (re)start, and at the last."""
+        last = self.gen.tokens - 1
+        drafted = 0
+        while self._draft_end() < last:
+            (token,) = await self.drafter.forward(self.gen.committed, self.drafts)
+            self.drafts.append(token)
+            drafted += 1
+            if drafted % self.k == 0 or self._draft_end() == last:
                 self._launch()
 
     def _stop_drafting(self) -> None:
@@ -124,29 +127,41 @@ class _DSIRun:
     # -- verification jobs ------------------------------------------------------
 
     def _launch(self) -> None:
-        """Launch a job over the drafts that exist now; it replaces any job still waiting."""
-        committed = self.gen.committed
-        job = _Job(
-            start=len(committed),
+        """Launch a job over the drafts that exist now. It replaces the job still waiting, if
+        any, and inherits its launch time: the frontier has been waiting since then."""
+        waiting = self.waiting
+        self.waiting = _Job(
+            start=len(self.gen.committed),
             drafts=tuple(self.drafts),
-            verdict=self.gen.oracle.target_verify(committed, self.drafts),
-            launched_at=self.loop.time(),
+            launched_at=self.loop.time() if waiting is None else waiting.launched_at,
         )
-        self.launched_end = job.end
-        self.waiting = job
         self._dispatch()
 
+    def _take_server(self) -> Server | None:
+        """A free target server: a warm one first, then a new one (made on demand), then a
+        cold one (a cold server pays a prefill)."""
+        for i, server in enumerate(self.idle):
+            if server.warm:
+                return self.idle.pop(i)
+        made = len(self.index)
+        if made < self.pool_size:
+            server = self.gen.servers.target(made)
+            self.index[id(server)] = made
+            return server
+        return self.idle.pop(0) if self.idle else None
+
     def _dispatch(self) -> None:
-        """Give the waiting job a free server, a warm one first (a cold one pays a prefill)."""
-        if self.waiting is None or not self.free:
+        """Give the waiting job a free server, if there is one."""
+        if self.waiting is None:
             return
-        server = next((s for s in self.free if s.warm), self.free[0])
-        self.free.remove(server)
+        server = self._take_server()
+        if server is None:
+            return
         job, self.waiting = self.waiting, None
         job.server = server
         job.server_index = self.index[id(server)]
         job.forwards_before = server.forwards
-        self.max_wait = max(self.max_wait, self.loop.time() - job.launched_at)
+        self.max_wait = max(self.max_wait, whole_ns(self.loop.time() - job.launched_at))
         assert self.tasks is not None
         job.task = self.tasks.create_task(self._verify(job))
         self.running.append(job)
@@ -157,34 +172,31 @@ class _DSIRun:
         if job.server.forwards > job.forwards_before:  # not when still on its way out
             job.server.tally(Outcome.CANCELLED)
         self.running.remove(job)
-        self.free.append(job.server)
+        self.idle.append(job.server)
 
     async def _verify(self, job: _Job) -> None:
         """Send the job to its server, run the forward, send the result back, apply it."""
         assert job.server is not None
         link = self.gen.servers.link(job.server_index)
         await link.send()
-        await job.server.forward()
+        verified = await job.server.forward(Prefix(self.gen.committed, job.start), job.drafts)
         await link.send()
-        self._on_verified(job)
+        self._on_verified(job, verified)
 
-    def _on_verified(self, job: _Job) -> None:
+    def _on_verified(self, job: _Job, verified: list[int]) -> None:
         """Commit what the job verified; on a rejection cancel all that depends on it."""
         assert job.server is not None
         self.running.remove(job)
-        self.free.append(job.server)
+        self.idle.append(job.server)
         job.server.tally(Outcome.USEFUL)
         committed = self.gen.committed
         v = len(committed)
-        assert (
-            job.start <= v <= job.end
-            and tuple(committed[job.start :]) == job.drafts[: v - job.start]
-        )
+        assert job.start <= v <= job.end
+        assert tuple(committed[job.start :]) == job.drafts[: v - job.start]
         rejected = False
         accepted = 0
         overtook = False  # committed a token where no draft exists yet: the one in flight
-        for position in range(v, job.end + 1):
-            token = job.verdict[position - job.start]
+        for token in verified[v - job.start :]:
             self.gen.commit(token)
             if accepted == len(self.drafts):
                 overtook = True

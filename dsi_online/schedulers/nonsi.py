@@ -15,7 +15,7 @@ class NonSI:
         target = gen.servers.target()
         gen.begin()
         while not gen.done:
-            await target.forward()
-            gen.commit(gen.oracle.target_verify(gen.committed, ())[0])
+            (token,) = await target.forward(gen.committed, ())
+            gen.commit(token)
             target.tally(Outcome.USEFUL)
         return gen.result(self.name)

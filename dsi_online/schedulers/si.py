@@ -25,18 +25,14 @@ class SI:
         while not gen.done:
             drafts: list[int] = []
             for _ in range(min(self.lookahead, gen.tokens - len(gen.committed) - 1)):
-                await drafter.forward()
-                drafts.append(gen.oracle.draft_next(gen.committed, drafts))
+                (token,) = await drafter.forward(gen.committed, drafts)
+                drafts.append(token)
             await link.send()
-            await target.forward()
+            verified = await target.forward(gen.committed, drafts)
             await link.send()
-            verdict = gen.oracle.target_verify(gen.committed, drafts)
-            accepted = next(
-                (i for i, (d, t) in enumerate(zip(drafts, verdict, strict=False)) if d != t),
-                len(drafts),
-            )
-            for token in verdict[: accepted + 1]:
+            for token in verified:
                 gen.commit(token)
+            accepted = len(verified) - 1
             drafter.tally(Outcome.USEFUL, accepted)
             drafter.tally(Outcome.REJECTED, len(drafts) - accepted)
             target.tally(Outcome.USEFUL)
