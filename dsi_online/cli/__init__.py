@@ -9,6 +9,7 @@ import typer
 from dsi_online.cli import bench as _bench  # noqa: F401  (registers the command)
 from dsi_online.cli import heatmap as _heatmap  # noqa: F401  (registers the command)
 from dsi_online.cli import measure as _measure  # noqa: F401  (registers the command)
+from dsi_online.cli import pair as _pair  # noqa: F401  (registers the command)
 from dsi_online.cli import profiles as _profiles  # noqa: F401  (registers the command)
 from dsi_online.cli import run as _run  # noqa: F401  (registers the command)
 from dsi_online.cli import sweep as _sweep  # noqa: F401  (registers the command)

@@ -1,0 +1,100 @@
+"""`dsi-online pair train`: train (or find in the cache) the byte-level target/drafter pair."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from dsi_online.cli.app import app
+from dsi_online.cli.common import progress_bar
+from dsi_online.pair.info import PairInfo
+from dsi_online.pair.recipes import SIZES, get_recipe
+from dsi_online.pair.store import train_pair
+from dsi_online.pair.train import TrainProgress, total_units
+
+pair_app = typer.Typer(
+    help=(
+        "A real small model pair made here: a byte-level Llama target and a distilled "
+        "drafter, trained on the Python standard library's source. Needs pip install "
+        "'dsi-online\\[measure]'."
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(pair_app, name="pair")
+
+
+def _summary(info: PairInfo) -> Table:
+    """Both models' shapes, training and losses, one row each."""
+    table = Table(title=Text(f"pair {info.size!r}, seed {info.seed}"))
+    columns = ("model", "layers x width", "parameters", "steps x batch x bytes", "train s")
+    for column in (*columns, "train loss", "held-out loss"):
+        table.add_column(column, justify="right")
+    for name, model in (("target", info.target), ("drafter", info.drafter)):
+        table.add_row(
+            name,
+            f"{model.layers} x {model.hidden}",
+            f"{model.parameters:,}",
+            f"{model.steps} x {model.batch} x {model.seq_len}",
+            f"{model.seconds:.1f}",
+            f"{model.final_train_loss:.3f}",
+            f"{model.heldout_loss:.3f}",
+        )
+    return table
+
+
+@pair_app.command("train")
+def train(
+    size: Annotated[
+        str, typer.Option(help=f"Preset: {' or '.join(SIZES)} (test: seconds, for tests).")
+    ] = "small",
+    seed: Annotated[int, typer.Option(help="Seed of the weights and the training batches.")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also copy the pair into this folder (new or empty).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Train the pair into the cache (reused when already there); --out copies it."""
+    recipe = get_recipe(size)
+
+    with progress_bar(f"training {size} pair", total_units(recipe)) as bar:
+        task = bar.task_ids[0]
+
+        def report(event: TrainProgress) -> None:
+            loss = "" if event.loss is None else f", loss {event.loss:.3f}"
+            bar.update(task, completed=event.done, description=f"{event.phase}{loss}")
+
+        result = train_pair(size, seed, out, report)
+    info = result.info
+    console = Console()
+    if result.trained:
+        console.print(Text(f"trained the pair into {result.cache_path}"))
+    else:
+        console.print(
+            Text(f"found the pair in the cache, reused (no training): {result.cache_path}")
+        )
+    if out is not None:
+        console.print(Text(f"pair in {result.path}"))
+    console.print(_summary(info))
+    agreement = info.agreement
+    low, high = agreement.ci95
+    console.print(
+        Text(
+            f"greedy agreement (acceptance) on held-out text: {agreement.rate:.3f}, 95% CI "
+            f"[{low:.3f}, {high:.3f}] ({agreement.positions} positions of {agreement.prompts} "
+            f"prompts)"
+        )
+    )
+    latency = info.latency
+    console.print(
+        Text(
+            f"decode forward on {latency.threads} thread: target {latency.target_ms:.3g} ms, "
+            f"drafter {latency.drafter_ms:.3g} ms, c = {latency.c:.3f} (measured at training)"
+        )
+    )
