@@ -1,0 +1,271 @@
+"""The real backend: model workers for N target servers and a drafter, and real runs of the
+unchanged schedulers on them.
+
+    with RealBackend(pair / "target", pair / "drafter", servers=2) as backend:
+        result = play_real(backend, DSI(lookahead=5, servers=2), prompt, tokens=64)
+        assert result.lossless
+
+Runs happen on a plain asyncio event loop (the backend's own `asyncio.Runner`), not on the
+simulator's wall clock: that loop spins before timer deadlines and takes timer slack out of
+its clock, while a real run has no timers to meet (links are instant) and must not take a
+core from the workers; a plain loop sleeps in epoll until a worker answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from dsi_online.errors import require
+from dsi_online.real.handles import WORKERS, WorkerHandle, Workers, start_worker
+from dsi_online.real.server import ForwardRecord, RealPool
+from dsi_online.real.worker import DTYPES, Request, WorkerSpec
+from dsi_online.schedulers import Generation, RunResult, Scheduler
+from dsi_online.server import Role
+
+ATTENTIONS = ("sdpa", "eager")
+
+
+@dataclass(frozen=True)
+class ServerRecords:
+    """One server's forwards in a run, in the order it ran them."""
+
+    name: str
+    role: Role
+    records: tuple[ForwardRecord, ...]
+
+
+@dataclass(frozen=True)
+class RealRunResult:
+    """A scheduler's run on real models: its `RunResult`, the output and the target's own
+    greedy decoding of the same prompt (the reference), and every forward's record."""
+
+    run: RunResult
+    prompt: tuple[int, ...]
+    output: tuple[int, ...]
+    reference: tuple[int, ...]
+    servers: tuple[ServerRecords, ...]
+
+    @property
+    def lossless(self) -> bool:
+        """Whether the output equals the target's greedy decoding, token for token."""
+        return self.output == self.reference
+
+    @property
+    def records(self) -> tuple[ForwardRecord, ...]:
+        """Every forward of every server, by submission time."""
+        every = [r for server in self.servers for r in server.records]
+        return tuple(sorted(every, key=lambda r: r.submitted_s))
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """How a backend runs its models (the provenance of its figures)."""
+
+    target_dir: str
+    drafter_dir: str
+    servers: int
+    workers: Workers
+    threads: int
+    dtype: str
+    attention: str
+    interruptible: bool
+
+
+def _check(settings: BackendSettings) -> None:
+    require(
+        isinstance(settings.servers, int) and settings.servers >= 1,
+        f"target servers (servers) must be an integer >= 1; got {settings.servers}",
+    )
+    require(
+        settings.workers in WORKERS,
+        f"workers must be one of {', '.join(WORKERS)}; got {settings.workers!r}",
+    )
+    require(
+        isinstance(settings.threads, int) and settings.threads >= 1,
+        f"torch threads per worker (threads) must be an integer >= 1; got {settings.threads}",
+    )
+    require(
+        settings.dtype in DTYPES,
+        f"dtype must be one of {', '.join(DTYPES)}; got {settings.dtype!r}",
+    )
+    require(
+        settings.attention in ATTENTIONS,
+        f"attention must be one of {', '.join(ATTENTIONS)}; got {settings.attention!r}",
+    )
+    for what, folder in (("target", settings.target_dir), ("drafter", settings.drafter_dir)):
+        require(
+            (Path(folder) / "config.json").is_file(),
+            f"{what} folder {folder} holds no transformers checkpoint (config.json)",
+        )
+
+
+@dataclass
+class RealBackend:
+    """N target workers and one drafter worker, each a process (default) or a thread with
+    its own model copy, KV cache and `threads` torch threads. A context manager: workers
+    start on entry and are stopped on exit, on an exception or Ctrl-C too."""
+
+    target_dir: str | Path
+    drafter_dir: str | Path
+    servers: int = 1
+    workers: Workers = "process"
+    threads: int = 1
+    dtype: str = "float32"
+    attention: str = "sdpa"
+    interruptible: bool = True
+    settings: BackendSettings = field(init=False)
+    _runner: asyncio.Runner | None = field(init=False, default=None)
+    _targets: list[WorkerHandle] = field(init=False, default_factory=list)
+    _drafter: WorkerHandle | None = field(init=False, default=None)
+    _references: dict[tuple[tuple[int, ...], int], tuple[int, ...]] = field(
+        init=False, default_factory=dict
+    )
+    _torch_threads: int | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.settings = BackendSettings(
+            target_dir=str(self.target_dir),
+            drafter_dir=str(self.drafter_dir),
+            servers=self.servers,
+            workers=self.workers,
+            threads=self.threads,
+            dtype=self.dtype,
+            attention=self.attention,
+            interruptible=self.interruptible,
+        )
+        _check(self.settings)
+
+    def _spec(self, folder: str) -> WorkerSpec:
+        s = self.settings
+        return WorkerSpec(folder, s.dtype, s.attention, s.threads, s.interruptible)
+
+    def __enter__(self) -> RealBackend:
+        if self.settings.workers == "thread":
+            from dsi_online.measure.runtime import torch_module
+
+            self._torch_threads = int(torch_module().get_num_threads())
+        self._runner = asyncio.Runner()
+        try:
+            self._runner.run(self._start())
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def _start(self) -> None:
+        s = self.settings
+        self._targets = [
+            start_worker(s.workers, f"target-{i}", self._spec(s.target_dir))
+            for i in range(s.servers)
+        ]
+        self._drafter = start_worker(s.workers, "drafter-0", self._spec(s.drafter_dir))
+        await asyncio.gather(*(h.ready() for h in self._handles()))
+
+    def _handles(self) -> list[WorkerHandle]:
+        return [*self._targets, *([] if self._drafter is None else [self._drafter])]
+
+    def close(self) -> None:
+        """Stop every worker (idempotent)."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        try:
+            runner.run(self._close())
+        finally:
+            for handle in self._handles():
+                kill = getattr(handle, "kill", None)
+                if kill is not None:
+                    kill()
+            runner.close()
+            self._targets, self._drafter = [], None
+            if self._torch_threads is not None:
+                from dsi_online.measure.runtime import torch_module
+
+                torch_module().set_num_threads(self._torch_threads)
+
+    async def _close(self) -> None:
+        await asyncio.gather(*(h.close() for h in self._handles()), return_exceptions=True)
+
+    def _run(self, coroutine: Any) -> Any:
+        if self._runner is None:
+            coroutine.close()
+            raise RuntimeError("the real backend is not running: use it as a context manager")
+        return self._runner.run(coroutine)
+
+    def play(self, scheduler: Scheduler, prompt: Sequence[int], tokens: int) -> RealRunResult:
+        """Run `scheduler` for `tokens` tokens after `prompt` on the real servers, from cold
+        caches; check its output against the target's greedy decoding."""
+        prompt = tuple(int(t) for t in prompt)
+        require(len(prompt) >= 1, "prompt must hold at least one token")
+        require(
+            isinstance(tokens, int) and tokens >= 1,
+            f"tokens (-S) must be an integer >= 1; got {tokens}",
+        )
+        wanted = getattr(scheduler, "servers", 1)
+        require(
+            wanted <= self.settings.servers,
+            f"the scheduler wants {wanted} target servers; the backend runs "
+            f"{self.settings.servers} (servers=)",
+        )
+        result: RealRunResult = self._run(self._play(scheduler, prompt, tokens))
+        return result
+
+    def reference(self, prompt: Sequence[int], tokens: int) -> tuple[int, ...]:
+        """The target's greedy decoding of `tokens` tokens after `prompt` (one forward per
+        token after a prompt prefill, like `generate(do_sample=False)`); cached."""
+        result: tuple[int, ...] = self._run(self._reference(tuple(prompt), tokens))
+        return result
+
+    async def _reference(self, prompt: tuple[int, ...], tokens: int) -> tuple[int, ...]:
+        key = (prompt, tokens)
+        if key not in self._references:
+            worker = self._targets[0]
+            reply = await worker.call(
+                Request(kind="greedy", id=worker.new_id(), context=prompt, count=tokens)
+            )
+            self._references[key] = reply.tokens
+        return self._references[key]
+
+    async def _reset(self) -> None:
+        await asyncio.gather(
+            *(h.call(Request(kind="reset", id=h.new_id())) for h in self._handles())
+        )
+
+    async def _play(
+        self, scheduler: Scheduler, prompt: tuple[int, ...], tokens: int
+    ) -> RealRunResult:
+        assert self._drafter is not None
+        await self._reset()
+        loop = asyncio.get_running_loop()
+        pool = RealPool(self._targets, self._drafter, prompt, origin=loop.time())
+        gen = Generation(tokens=tokens, servers=pool)
+        run = await scheduler.generate(gen)
+        await pool.drain()
+        reference = await self._reference(prompt, tokens)
+        return RealRunResult(
+            run=run,
+            prompt=prompt,
+            output=tuple(gen.committed),
+            reference=reference,
+            servers=tuple(ServerRecords(s.name, s.role, tuple(s.records)) for s in pool.servers()),
+        )
+
+
+def play_real(
+    backend: RealBackend, scheduler: Scheduler, prompt: Sequence[int], tokens: int
+) -> RealRunResult:
+    """Run `scheduler` on the real backend (see `RealBackend.play`)."""
+    return backend.play(scheduler, prompt, tokens)
