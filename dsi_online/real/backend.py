@@ -24,10 +24,26 @@ from dsi_online.errors import require
 from dsi_online.real.handles import WORKERS, WorkerHandle, Workers, start_worker
 from dsi_online.real.server import ForwardRecord, RealPool
 from dsi_online.real.worker import DTYPES, Request, WorkerSpec
+from dsi_online.runner import LeakedTasksError
 from dsi_online.schedulers import Generation, RunResult, Scheduler
 from dsi_online.server import Role
 
 ATTENTIONS = ("sdpa", "eager")
+WARMUP_ROUNDS = 3
+
+
+async def warm_up(worker: WorkerHandle) -> None:
+    """A few untimed forwards of every shape a run uses (a prefill, one-token decodes,
+    a multi-token verification): a fresh worker's first forwards are several times
+    slower (allocations, kernel selection)."""
+    for _ in range(WARMUP_ROUNDS):
+        await worker.call(Request(kind="greedy", id=worker.new_id(), context=(0,) * 16, count=4))
+        context = tuple(range(24))
+        await worker.call(
+            Request(kind="forward", id=worker.new_id(), context=context[:16], first=16)
+        )
+        await worker.call(Request(kind="forward", id=worker.new_id(), context=context, first=17))
+        await worker.call(Request(kind="reset", id=worker.new_id()))
 
 
 @dataclass(frozen=True)
@@ -173,6 +189,7 @@ class RealBackend:
         ]
         self._drafter = start_worker(s.workers, "drafter-0", self._spec(s.drafter_dir))
         await asyncio.gather(*(h.ready() for h in self._handles()))
+        await asyncio.gather(*(warm_up(h) for h in self._handles()))
 
     def _handles(self) -> list[WorkerHandle]:
         return [*self._targets, *([] if self._drafter is None else [self._drafter])]
@@ -252,8 +269,16 @@ class RealBackend:
         loop = asyncio.get_running_loop()
         pool = RealPool(self._targets, self._drafter, prompt, origin=loop.time())
         gen = Generation(tokens=tokens, servers=pool)
-        run = await scheduler.generate(gen)
-        await pool.drain()
+        try:
+            run = await scheduler.generate(gen)
+        finally:
+            await pool.drain()  # cancelled forwards wind down: the workers end idle
+        current = asyncio.current_task()
+        leaked = [t for t in asyncio.all_tasks() if t is not current]
+        if leaked:
+            raise LeakedTasksError(
+                f"{len(leaked)} task(s) still pending after the run: {leaked[:3]}"
+            )
         reference = await self._reference(prompt, tokens)
         return RealRunResult(
             run=run,

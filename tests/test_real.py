@@ -1,0 +1,217 @@
+"""The real backend on the test pair: lossless runs, cache catch-up, cancellation between
+layers, the transformers peer, and no leaked threads, processes or tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from dsi_online.errors import InvalidParameterError
+from dsi_online.pair import heldout_prompts
+from dsi_online.real import RealBackend, RealRunResult, play_real
+from dsi_online.real.peer import time_peer
+from dsi_online.real.worker import ModelWorker, Request, ThreadFlag, WorkerSpec
+from dsi_online.schedulers import DSI, SI, Generation, NonSI, RunResult
+
+TOKENS = 24
+
+
+def _children() -> set[int]:
+    """Process ids of this process's children (Linux)."""
+    path = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+    return {int(pid) for pid in path.read_text().split()} if path.exists() else set()
+
+
+def _worker_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("dsi-online-")]
+
+
+@pytest.fixture(scope="module")
+def prompts(test_pair: Path) -> list[list[int]]:
+    return heldout_prompts(test_pair, count=3, prompt_bytes=32, seed=1)
+
+
+@pytest.fixture(scope="module")
+def backend(test_pair: Path) -> Iterator[RealBackend]:
+    """Thread workers: two target servers and the drafter."""
+    with RealBackend(test_pair / "target", test_pair / "drafter", servers=2, workers="thread") as b:
+        yield b
+
+
+def _worker(test_pair: Path, flag: ThreadFlag | None = None) -> ModelWorker:
+    return ModelWorker(WorkerSpec(str(test_pair / "target")), flag or ThreadFlag())
+
+
+def _forward(worker: ModelWorker, rid: int, context: list[int], first: int) -> Any:
+    return worker.forward(Request(kind="forward", id=rid, context=tuple(context), first=first))
+
+
+@pytest.mark.parametrize("lookahead", [1, 4])
+def test_real_runs_equal_the_target_greedy_decoding(
+    backend: RealBackend, prompts: list[list[int]], lookahead: int
+) -> None:
+    for prompt in prompts:
+        reference = backend.reference(prompt, TOKENS)
+        assert len(reference) == TOKENS
+        for scheduler in (NonSI(), SI(lookahead), DSI(lookahead, 2)):
+            result = play_real(backend, scheduler, prompt, TOKENS)
+            assert result.output == reference, (scheduler.name, lookahead)
+            assert result.lossless
+            assert result.run.tokens == TOKENS
+
+
+def test_records_account_for_every_forward(backend: RealBackend, prompts: list[list[int]]) -> None:
+    result = play_real(backend, DSI(3, 2), prompts[0], TOKENS)
+    assert isinstance(result, RealRunResult)
+    stats = {s.name: s for s in result.run.servers}
+    for server in result.servers:
+        assert len(server.records) == stats[server.name].forwards
+        first = server.records[0]
+        assert first.kept == 0 and first.prompt == len(prompts[0])  # every run starts cold
+        for record in server.records:
+            assert record.processed == record.context - record.kept
+            assert record.started_s >= record.submitted_s - 1e-6
+            assert record.ended_s >= record.started_s
+            assert record.stopped <= record.cancelled  # only a cancelled forward is stopped
+    nonsi = play_real(backend, NonSI(), prompts[0], TOKENS)
+    (target,) = nonsi.servers[1:]
+    # non-SI processes the prompt once, then exactly one new token per forward
+    assert [r.processed for r in target.records] == [len(prompts[0])] + [1] * (TOKENS - 1)
+
+
+def test_catch_up_processes_exactly_the_missing_tokens(
+    test_pair: Path, prompts: list[list[int]]
+) -> None:
+    worker, fresh = _worker(test_pair), _worker(test_pair)
+    prompt = prompts[0]
+    reply = _forward(worker, 1, prompt, len(prompt))
+    assert (reply.kept, reply.processed, reply.cached) == (0, len(prompt), len(prompt))
+    stale = [*prompt, 10, 11, 12, 13]  # four tokens the cache lacks
+    reply = _forward(worker, 2, stale, len(prompt) + 1)
+    assert (reply.kept, reply.processed, reply.cached) == (len(prompt), 4, len(prompt) + 4)
+    rejected = [*prompt, 10, 99, 98]  # the suffix after position len(prompt) + 1 is cropped
+    reply = _forward(worker, 3, rejected, len(prompt) + 1)
+    assert (reply.kept, reply.processed, reply.cached) == (len(prompt) + 1, 2, len(rejected))
+    fresh_reply = _forward(fresh, 1, rejected, len(prompt) + 1)
+    assert reply.tokens == fresh_reply.tokens
+    again = _forward(worker, 4, rejected, len(prompt) + 1)  # all cached: nothing to run
+    assert (again.processed, again.tokens) == (0, reply.tokens)
+
+
+def test_a_stopped_forward_leaves_the_cache_as_it_was(
+    test_pair: Path, prompts: list[list[int]]
+) -> None:
+    flag = ThreadFlag()
+    worker, fresh = _worker(test_pair, flag), _worker(test_pair)
+    prompt = prompts[0]
+    _forward(worker, 1, prompt, len(prompt))
+    layers = worker.model.get_decoder().layers
+    assert len(layers) >= 2
+    # the cancel arrives while layer 0 runs: the check before layer 1 stops the forward
+    hook = layers[0].register_forward_hook(lambda *_: flag.raise_to(2))
+    context = [*prompt, 5, 6, 7]
+    reply = _forward(worker, 2, context, len(prompt) + 1)
+    hook.remove()
+    assert reply.cancelled and reply.tokens == () and reply.layers == 1
+    assert reply.cached == len(prompt)
+    assert all(layer.get_seq_length() == len(prompt) for layer in worker._cache.layers)
+    reply = _forward(worker, 3, context, len(prompt) + 1)  # the next forward is correct
+    assert not reply.cancelled and reply.processed == 3
+    assert reply.tokens == _forward(fresh, 1, context, len(prompt) + 1).tokens
+
+
+def test_a_stopped_prefill_leaves_the_server_cold(
+    test_pair: Path, prompts: list[list[int]]
+) -> None:
+    flag = ThreadFlag()
+    worker = _worker(test_pair, flag)
+    flag.raise_to(1)
+    reply = _forward(worker, 1, prompts[0], len(prompts[0]))
+    assert reply.cancelled and reply.cached == 0 and reply.layers == 0
+
+
+class _CancelMidRun:
+    """A scheduler that starts `inner` and cancels it after `forwards` target forwards."""
+
+    name = "cancel-mid-run"
+
+    def __init__(self, inner: Any, forwards: int) -> None:
+        self.inner = inner
+        self.forwards = forwards
+        self.servers = getattr(inner, "servers", 1)
+
+    async def generate(self, gen: Generation) -> RunResult:
+        task = asyncio.ensure_future(self.inner.generate(gen))
+        while not task.done() and gen.servers.target(0).forwards < self.forwards:
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise RuntimeError("stopped mid-run")
+
+
+def test_cancelling_a_run_leaves_workers_consistent(
+    backend: RealBackend, prompts: list[list[int]]
+) -> None:
+    with pytest.raises(RuntimeError, match="stopped mid-run"):
+        play_real(backend, _CancelMidRun(DSI(2, 2), forwards=3), prompts[1], TOKENS)
+    result = play_real(backend, DSI(2, 2), prompts[1], TOKENS)
+    assert result.lossless
+
+
+def test_transformers_peer_agrees_token_for_token(
+    test_pair: Path, backend: RealBackend, prompts: list[list[int]]
+) -> None:
+    peer = time_peer(test_pair / "target", test_pair / "drafter", prompts[:2], TOKENS, 3, warmup=0)
+    assert peer.tokens_match
+    for run in peer.greedy:
+        assert run.output == backend.reference(prompts[run.prompt], TOKENS)
+    assert peer.greedy_s > 0 and peer.assisted_s > 0
+
+
+def test_process_workers_run_lossless_and_leave_nothing_behind(
+    test_pair: Path, prompts: list[list[int]]
+) -> None:
+    before_children, before_threads = _children(), _worker_threads()
+    with RealBackend(test_pair / "target", test_pair / "drafter", workers="process") as backend:
+        assert len(_children() - before_children) == 2  # a target and the drafter
+        for scheduler in (NonSI(), SI(3), DSI(3, 1)):
+            assert play_real(backend, scheduler, prompts[2], TOKENS).lossless
+        with pytest.raises(RuntimeError, match="stopped mid-run"):
+            play_real(backend, _CancelMidRun(DSI(3, 1), forwards=2), prompts[2], TOKENS)
+        assert play_real(backend, DSI(3, 1), prompts[2], TOKENS).lossless
+    assert _children() == before_children
+    assert _worker_threads() == before_threads
+
+
+def test_thread_workers_stop_on_an_exception(test_pair: Path, prompts: list[list[int]]) -> None:
+    before = _worker_threads()
+    with (
+        pytest.raises(KeyError),
+        RealBackend(test_pair / "target", test_pair / "drafter", workers="thread") as backend,
+    ):
+        play_real(backend, SI(2), prompts[0], 4)
+        raise KeyError("boom")
+    assert _worker_threads() == before
+
+
+def test_bad_settings_raise_a_clear_error(test_pair: Path, backend: RealBackend) -> None:
+    target, drafter = test_pair / "target", test_pair / "drafter"
+    with pytest.raises(InvalidParameterError, match="servers"):
+        RealBackend(target, drafter, servers=0)
+    with pytest.raises(InvalidParameterError, match="workers"):
+        RealBackend(target, drafter, workers="fork")  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameterError, match="checkpoint"):
+        RealBackend(test_pair, drafter)
+    with pytest.raises(InvalidParameterError, match="wants 3 target servers"):
+        play_real(backend, DSI(2, 3), [1, 2, 3], 4)
