@@ -20,7 +20,7 @@ from dsi_online.errors import InvalidParameterError
 from dsi_online.pair import heldout_prompts
 from dsi_online.real import RealBackend, RealRunResult, play_real
 from dsi_online.real.peer import time_peer
-from dsi_online.real.worker import ModelWorker, Request, ThreadFlag, WorkerSpec
+from dsi_online.real.worker import ModelWorker, Prefill, Request, ThreadFlag, WorkerSpec
 from dsi_online.schedulers import DSI, SI, Generation, NonSI, RunResult
 
 TOKENS = 24
@@ -130,14 +130,24 @@ def test_a_stopped_forward_leaves_the_cache_as_it_was(
     assert reply.tokens == _forward(fresh, 1, context, len(prompt) + 1).tokens
 
 
-def test_a_stopped_prefill_leaves_the_server_cold(
-    test_pair: Path, prompts: list[list[int]]
+@pytest.mark.parametrize("policy", ["stop", "finish"])
+def test_a_cancelled_prefill_leaves_the_server_as_its_policy_says(
+    test_pair: Path, prompts: list[list[int]], policy: Prefill
 ) -> None:
     flag = ThreadFlag()
-    worker = _worker(test_pair, flag)
+    worker = ModelWorker(WorkerSpec(str(test_pair / "target"), prefill=policy), flag)
+    prompt = prompts[0]
     flag.raise_to(1)
-    reply = _forward(worker, 1, prompts[0], len(prompts[0]))
-    assert reply.cancelled and reply.cached == 0 and reply.layers == 0
+    context = (*prompt, 7, 8)
+    reply = worker.forward(Request("forward", 1, context, len(prompt) + 1, prompt=len(prompt)))
+    assert reply.cancelled and reply.tokens == ()
+    if policy == "stop":  # nothing ran: the server stays cold
+        assert reply.cached == 0 and reply.layers == 0
+    else:  # the prompt ran to its end, the rest did not: the server ends warm
+        assert reply.cached == len(prompt) and reply.layers == worker.layer_count
+    reply = worker.forward(Request("forward", 2, context, len(prompt) + 1, prompt=len(prompt)))
+    fresh = _worker(test_pair)
+    assert reply.tokens == _forward(fresh, 1, list(context), len(prompt) + 1).tokens
 
 
 class _CancelMidRun:

@@ -23,7 +23,7 @@ from typing import Any
 from dsi_online.errors import require
 from dsi_online.real.handles import WORKERS, WorkerHandle, Workers, start_worker
 from dsi_online.real.server import ForwardRecord, RealPool
-from dsi_online.real.worker import DTYPES, Request, WorkerSpec
+from dsi_online.real.worker import DTYPES, PREFILLS, Prefill, Request, WorkerSpec
 from dsi_online.runner import LeakedTasksError
 from dsi_online.schedulers import Generation, RunResult, Scheduler
 from dsi_online.server import Role
@@ -90,6 +90,7 @@ class BackendSettings:
     dtype: str
     attention: str
     interruptible: bool
+    prefill: Prefill
 
 
 def _check(settings: BackendSettings) -> None:
@@ -113,6 +114,10 @@ def _check(settings: BackendSettings) -> None:
         settings.attention in ATTENTIONS,
         f"attention must be one of {', '.join(ATTENTIONS)}; got {settings.attention!r}",
     )
+    require(
+        settings.prefill in PREFILLS,
+        f"prefill must be one of {', '.join(PREFILLS)}; got {settings.prefill!r}",
+    )
     for what, folder in (("target", settings.target_dir), ("drafter", settings.drafter_dir)):
         require(
             (Path(folder) / "config.json").is_file(),
@@ -134,6 +139,7 @@ class RealBackend:
     dtype: str = "float32"
     attention: str = "sdpa"
     interruptible: bool = True
+    prefill: Prefill = "stop"
     settings: BackendSettings = field(init=False)
     _runner: asyncio.Runner | None = field(init=False, default=None)
     _targets: list[WorkerHandle] = field(init=False, default_factory=list)
@@ -153,12 +159,13 @@ class RealBackend:
             dtype=self.dtype,
             attention=self.attention,
             interruptible=self.interruptible,
+            prefill=self.prefill,
         )
         _check(self.settings)
 
     def _spec(self, folder: str) -> WorkerSpec:
         s = self.settings
-        return WorkerSpec(folder, s.dtype, s.attention, s.threads, s.interruptible)
+        return WorkerSpec(folder, s.dtype, s.attention, s.threads, s.interruptible, s.prefill)
 
     def __enter__(self) -> RealBackend:
         if self.settings.workers == "thread":

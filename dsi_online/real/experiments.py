@@ -6,6 +6,7 @@ forward costs by the tokens it processes, prompt prefill, numerics, and the real
     python -m dsi_online.real.experiments costs --pair DIR
     python -m dsi_online.real.experiments numerics --pair DIR --dtype float32
     python -m dsi_online.real.experiments peer --pair DIR -k 5
+    python -m dsi_online.real.experiments prefill --pair DIR -k 5 -n 3
 
 Each prints one JSON document. Slow by design (seconds to minutes); benchmarks, not tests.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -25,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dsi_online.real.backend import RealBackend, play_real, warm_up
+from dsi_online.real.backend import RealBackend, RealRunResult, play_real, warm_up
 from dsi_online.real.handles import WORKERS, WorkerHandle, Workers, start_worker
 from dsi_online.real.peer import time_peer
-from dsi_online.real.worker import ModelWorker, Reply, Request, ThreadFlag, WorkerSpec
+from dsi_online.real.worker import ModelWorker, Prefill, Reply, Request, ThreadFlag, WorkerSpec
 from dsi_online.schedulers import DSI, SI, NonSI, Scheduler
 
 DECODE_SPAN = 128  # decode loops keep the context within prompt .. prompt + this
@@ -455,6 +457,81 @@ def peer(
     )
 
 
+@dataclass(frozen=True)
+class PrefillPolicy:
+    """DSI on real servers under one policy for cancelled prefills: mean latency, and per
+    run the prefills run, those cancelled, and the seconds all prefills computed."""
+
+    policy: str
+    latency_s: float
+    latency_sem_s: float
+    prefills_per_run: float
+    cancelled_prefills_per_run: float
+    prefill_compute_s_per_run: float
+    lossless: bool
+
+
+@dataclass(frozen=True)
+class Prefills:
+    """Both policies for cancelled prefills on the same prompts, runs alternating."""
+
+    workers: str
+    lookahead: int
+    servers: int
+    tokens: int
+    prompts: int
+    repeats: int
+    policies: tuple[PrefillPolicy, ...]
+    load: str
+
+
+def prefills(
+    pair: Path,
+    prompts: Sequence[Sequence[int]],
+    tokens: int,
+    lookahead: int,
+    servers: int,
+    workers: Workers = "process",
+    repeats: int = 1,
+) -> Prefills:
+    """DSI with `prefill="stop"` against `prefill="finish"` (two backends side by side, runs
+    alternating, so both see the same machine load)."""
+    policies: tuple[Prefill, ...] = ("stop", "finish")
+    runs: dict[str, list[RealRunResult]] = {p: [] for p in policies}
+    target, drafter = pair / "target", pair / "drafter"
+    with contextlib.ExitStack() as stack:
+        backends = {
+            p: stack.enter_context(
+                RealBackend(target, drafter, servers=servers, workers=workers, prefill=p)
+            )
+            for p in policies
+        }
+        for _ in range(repeats):
+            for prompt in prompts:
+                for policy in policies:
+                    scheduler = DSI(lookahead, servers)
+                    runs[policy].append(play_real(backends[policy], scheduler, prompt, tokens))
+    out = []
+    for policy in policies:
+        results = runs[policy]
+        records = [r for result in results for r in result.records if r.prompt > 0]
+        latencies = [r.run.latency_s for r in results]
+        out.append(
+            PrefillPolicy(
+                policy=policy,
+                latency_s=statistics.fmean(latencies),
+                latency_sem_s=statistics.stdev(latencies) / len(latencies) ** 0.5
+                if len(latencies) > 1
+                else float("nan"),
+                prefills_per_run=len(records) / len(results),
+                cancelled_prefills_per_run=sum(r.cancelled for r in records) / len(results),
+                prefill_compute_s_per_run=sum(r.compute_s for r in records) / len(results),
+                lossless=all(r.lossless for r in results),
+            )
+        )
+    return Prefills(workers, lookahead, servers, tokens, len(prompts), repeats, tuple(out), _load())
+
+
 def _prompts(pair: Path, count: int, length: int) -> list[list[int]]:
     from dsi_online.pair import heldout_prompts
 
@@ -465,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run one experiment and print its JSON."""
     parser = argparse.ArgumentParser(prog="python -m dsi_online.real.experiments")
     parser.add_argument(
-        "experiment", choices=["concurrency", "cancel", "costs", "numerics", "peer"]
+        "experiment", choices=["concurrency", "cancel", "costs", "numerics", "peer", "prefill"]
     )
     parser.add_argument("--pair", type=Path, required=True, help="a folder with target/, drafter/")
     parser.add_argument("--workers", choices=WORKERS, default="process")
@@ -492,6 +569,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.experiment == "numerics":
         prompts = _prompts(args.pair, args.prompts, args.prompt)
         result = numerics(args.pair, prompts, args.tokens, args.chunk, args.dtype, args.attention)
+    elif args.experiment == "prefill":
+        prompts = _prompts(args.pair, args.prompts, args.prompt)
+        result = prefills(
+            args.pair,
+            prompts,
+            args.tokens,
+            args.lookahead,
+            args.servers,
+            args.workers,
+            args.repeats,
+        )
     else:
         prompts = _prompts(args.pair, args.prompts, args.prompt)
         result = peer(

@@ -109,8 +109,9 @@ class RealServer(Account):
         request = Request(
             kind="forward",
             id=self._worker.new_id(),
-            context=(*self._prompt, *prefix, *drafts),
+            context=(*self._prompt, *prefix[:], *drafts),
             first=len(self._prompt) + len(prefix),
+            prompt=len(self._prompt),
         )
         self.forwards += 1
         self.in_flight = True

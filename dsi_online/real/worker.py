@@ -21,6 +21,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Literal, Protocol
@@ -29,6 +30,8 @@ from dsi_online.measure.runtime import torch_module, transformers_module
 
 DTYPES = ("float32", "float64")
 Kind = Literal["forward", "greedy", "reset", "stop"]
+Prefill = Literal["stop", "finish"]
+PREFILLS: tuple[Prefill, ...] = ("stop", "finish")
 _FLAG = struct.Struct("q")
 _LOAD_LOCK = threading.Lock()  # from_pretrained patches global torch state while it loads
 
@@ -78,13 +81,16 @@ class SharedFlag:
 @dataclass(frozen=True)
 class WorkerSpec:
     """What a worker loads and how it runs: one model, its dtype, attention implementation
-    and torch CPU threads, and whether its forwards stop between layers when cancelled."""
+    and torch CPU threads, whether its forwards stop between layers when cancelled, and what
+    a cancelled prefill does: `stop` (the server stays cold) or `finish` (the prompt part runs
+    to its end, in a forward of its own, so the server ends warm)."""
 
     model_dir: str
     dtype: str = "float32"
     attention: str = "sdpa"
     threads: int = 1
     interruptible: bool = True
+    prefill: Prefill = "stop"
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,7 @@ class Request:
     context: tuple[int, ...] = ()
     first: int = 0
     count: int = 0
+    prompt: int = 0  # the prompt's length: context[:prompt] is the prompt
 
 
 @dataclass(frozen=True)
@@ -124,12 +131,17 @@ class _Stopped(Exception):
     """Raised by a layer's pre-hook when the running forward's cancel flag is up."""
 
 
-def _common_prefix(a: list[int], b: tuple[int, ...]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of `a` and `b` (slice comparisons run in C)."""
+    x, y = tuple(a), tuple(b)
+    low, high = 0, min(len(x), len(y))  # the answer lies in [low, high]
+    while low < high:
+        middle = (low + high + 1) // 2
+        if x[low:middle] == y[low:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def decoder_layers(model: Any) -> Any:
@@ -150,6 +162,7 @@ class ModelWorker:
     _cache: Any = field(init=False, default=None)
     _current: int = field(init=False, default=0)
     _layers_run: int = field(init=False, default=0)
+    _protected: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         torch = torch_module()
@@ -169,7 +182,7 @@ class ModelWorker:
         self.reset()
 
     def _check(self, module: Any, args: Any) -> None:
-        if self.flag.get() >= self._current:
+        if not self._protected and self.flag.get() >= self._current:
             raise _Stopped
         self._layers_run += 1
 
@@ -200,6 +213,13 @@ class ModelWorker:
             out = self.model(input_ids=ids, past_key_values=self._cache, use_cache=True)
             return [int(t) for t in out.logits[0].argmax(dim=-1).tolist()]
 
+    def _extend(self, tokens: tuple[int, ...]) -> None:
+        """Run the model over `tokens` after the cache and keep them and their greedy tokens."""
+        if tokens:
+            greedy = self._run(tokens)
+            self._tokens.extend(tokens)
+            self._greedy.extend(greedy)
+
     def forward(self, request: Request) -> Reply:
         """Run one forward (module docstring); stopped early when the flag covers its id."""
         self._current = request.id
@@ -207,20 +227,24 @@ class ModelWorker:
         started = time.monotonic()
         cpu = time.thread_time()
         context = request.context
-        kept = _common_prefix(self._tokens, context)
+        kept = common_prefix(self._tokens, context)
         if kept < len(self._tokens):
             self._crop(kept)
         todo = context[kept:]
         cancelled = False
+        protect = self.spec.prefill == "finish" and kept < request.prompt
         try:
+            if protect:  # the prompt part runs to its end whatever the flag says
+                self._protected = True
+                try:
+                    self._extend(context[kept : request.prompt])
+                finally:
+                    self._protected = False
             if self.flag.get() >= request.id:
                 raise _Stopped
-            if todo:
-                greedy = self._run(todo)
-                self._tokens.extend(todo)
-                self._greedy.extend(greedy)
+            self._extend(context[len(self._tokens) :])
         except _Stopped:
-            self._crop(kept)
+            self._crop(request.prompt if protect else kept)
             cancelled = True
         tokens = () if cancelled else tuple(self._greedy[request.first - 1 :])
         return Reply(
