@@ -154,29 +154,24 @@ class LatencyStream:
 
     model: ModelLatency
     rng: np.random.Generator
-    ttft_s: float = 0.0  # the server's TTFT draw, made at construction
-    _first: bool = True
+    _ttft: float | None = None
     _buffer: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.ttft_s = float(self.model.ttft.sample(self.rng, 1)[0])
+        self._ttft = float(self.model.ttft.sample(self.rng, 1)[0])
         self._refill()
 
     def _refill(self) -> None:
         self._buffer = self.model.tpot.sample(self.rng, _BATCH)[::-1].tolist()
 
-    def tpot(self) -> float:
-        """The next TPOT draw, in seconds."""
+    def next(self) -> float:
+        """The latency of this server's next forward pass, in seconds."""
+        if self._ttft is not None:
+            ttft, self._ttft = self._ttft, None
+            return ttft
         if not self._buffer:
             self._refill()
         return self._buffer.pop()
-
-    def next(self) -> float:
-        """The latency of this stream's next event: the TTFT draw first, then TPOT draws."""
-        if self._first:
-            self._first = False
-            return self.ttft_s
-        return self.tpot()
 
 
 def empirical_ms(samples_ms: Sequence[float]) -> Empirical:

@@ -120,7 +120,6 @@ class Account:
         self.name = name
         self.role = role
         self.forwards = 0
-        self.completed = 0  # forwards that ran to their end (not cancelled before it)
         self.busy_s = 0.0
         self.lag_s = 0.0
         self.in_flight = False
@@ -128,10 +127,8 @@ class Account:
 
     @property
     def warm(self) -> bool:
-        """Whether a forward of the server has completed (its next forward is a TPOT draw).
-        A prefill cancelled before its end leaves the server cold, as on the real backend,
-        which stops it and crops its cache back."""
-        return self.completed > 0
+        """Whether the server has started a forward (its next forward is a TPOT draw)."""
+        return self.forwards > 0
 
     def tally(self, outcome: Outcome, count: int = 1) -> None:
         """Record the outcome of `count` forward passes."""
@@ -151,9 +148,8 @@ class Account:
 
 
 class SimulatedServer(Account):
-    """A model instance whose forward pass is a timed sleep: a forward is a TTFT draw until
-    one completes (a cancelled prefill is paid again, with the same draw), every later one a
-    TPOT draw, and its tokens come from the oracle.
+    """A model instance whose forward pass is a timed sleep: its first forward is a TTFT
+    draw, every later one a TPOT draw, and its tokens come from the oracle.
 
     A drafter's forwards end before target forwards that end at the same instant
     (MODEL.md's same-instant rule); the virtual clock orders its timers by that rank.
@@ -173,7 +169,7 @@ class SimulatedServer(Account):
     async def forward(self, prefix: Sequence[int], drafts: Sequence[int]) -> list[int]:
         """Sleep for the next latency draw on the running loop's clock; return the tokens."""
         tokens = self._tokens(prefix, drafts)
-        duration = self._stream.tpot() if self.warm else self._stream.ttft_s
+        duration = self._stream.next()
         loop = asyncio.get_running_loop()
         self.forwards += 1
         self.in_flight = True
@@ -187,8 +183,6 @@ class SimulatedServer(Account):
             timer.cancel()
             raise
         finally:
-            if done.done() and not done.cancelled():
-                self.completed += 1
             self.busy_s += whole_ns(loop.time() - start)
             self.in_flight = False
         return tokens

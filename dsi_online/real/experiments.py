@@ -64,11 +64,14 @@ async def _forward(handle: WorkerHandle, context: tuple[int, ...], first: int) -
 @dataclass(frozen=True)
 class DecodeStats:
     """A decode loop's figures: forwards per second, median round trip (submission to the
-    loop holding the reply) and median compute inside the worker, in milliseconds."""
+    loop holding the reply), median compute inside the worker (wall) and the worker
+    thread's CPU time in it, in milliseconds. Compute minus CPU is time the worker waited:
+    for the GIL (threads) or for a core (a loaded machine)."""
 
     forwards_per_s: float
     round_trip_ms: float
     compute_ms: float
+    cpu_ms: float
 
 
 async def _decode(handle: WorkerHandle, prompt: tuple[int, ...], until: float) -> DecodeStats:
@@ -77,6 +80,7 @@ async def _decode(handle: WorkerHandle, prompt: tuple[int, ...], until: float) -
     loop = asyncio.get_running_loop()
     trips: list[float] = []
     computes: list[float] = []
+    cpus: list[float] = []
     context = prompt
     start = loop.time()
     while loop.time() < until:
@@ -86,10 +90,12 @@ async def _decode(handle: WorkerHandle, prompt: tuple[int, ...], until: float) -
         reply = await _forward(handle, context, len(context))
         trips.append(loop.time() - sent)
         computes.append(reply.ended - reply.started)
+        cpus.append(reply.cpu_s)
     return DecodeStats(
         forwards_per_s=len(trips) / (loop.time() - start),
         round_trip_ms=1e3 * _median(trips),
         compute_ms=1e3 * _median(computes),
+        cpu_ms=1e3 * _median(cpus),
     )
 
 
@@ -287,13 +293,16 @@ def cancellation(
 
 @dataclass(frozen=True)
 class Costs:
-    """Median compute of a target forward by tokens processed (after a cached context), and
-    of a prefill by prompt length, in milliseconds, on one worker."""
+    """Median cost of a forward by tokens processed (after a cached context of `context`
+    tokens), and of a prefill by prompt length, in milliseconds on one worker: wall time and
+    the thread's CPU time (less disturbed by other jobs on a loaded machine)."""
 
     model: str
     context: int
-    by_tokens: dict[int, float]
-    prefill_by_prompt: dict[int, float]
+    by_tokens_ms: dict[int, float]
+    by_tokens_cpu_ms: dict[int, float]
+    prefill_ms: dict[int, float]
+    prefill_cpu_ms: dict[int, float]
     load: str
 
 
@@ -307,30 +316,35 @@ def costs(pair: Path, model: str = "target", context: int = 128, repeats: int = 
     ids = iter(range(1, 1 << 30))
     base = _prompt(context)
 
-    def run(ctx: tuple[int, ...], first: int) -> float:
+    def run(ctx: tuple[int, ...], first: int) -> tuple[float, float]:
         reply = worker.forward(Request("forward", next(ids), ctx, first))
-        return reply.ended - reply.started
+        return reply.ended - reply.started, reply.cpu_s
 
-    by_tokens: dict[int, float] = {}
+    def medians(samples: list[tuple[float, float]]) -> tuple[float, float]:
+        return 1e3 * _median([w for w, _ in samples]), 1e3 * _median([c for _, c in samples])
+
+    wall: dict[int, float] = {}
+    cpu: dict[int, float] = {}
     run(base, len(base))
     for n in (1, 2, 3, 4, 6, 8, 12, 16, 32, 64):
         samples = []
         for r in range(repeats + 2):
             tail = tuple(40 + (r + i) % 50 for i in range(n))
-            seconds = run((*base, *tail), len(base) + 1)
+            timing = run((*base, *tail), len(base) + 1)
             if r >= 2:
-                samples.append(seconds)
-        by_tokens[n] = 1e3 * _median(samples)
-    prefill: dict[int, float] = {}
+                samples.append(timing)
+        wall[n], cpu[n] = medians(samples)
+    prefill_wall: dict[int, float] = {}
+    prefill_cpu: dict[int, float] = {}
     for length in (16, 32, 64, 128, 256, 512):
         samples = []
         for r in range(repeats + 2):
             worker.reset()
-            seconds = run(_prompt(length, r), length)
+            timing = run(_prompt(length, r), length)
             if r >= 2:
-                samples.append(seconds)
-        prefill[length] = 1e3 * _median(samples)
-    return Costs(model, context, by_tokens, prefill, _load())
+                samples.append(timing)
+        prefill_wall[length], prefill_cpu[length] = medians(samples)
+    return Costs(model, context, wall, cpu, prefill_wall, prefill_cpu, _load())
 
 
 @dataclass(frozen=True)
@@ -542,7 +556,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run one experiment and print its JSON."""
     parser = argparse.ArgumentParser(prog="python -m dsi_online.real.experiments")
     parser.add_argument(
-        "experiment", choices=["concurrency", "cancel", "costs", "numerics", "peer", "prefill"]
+        "experiment",
+        choices=["concurrency", "cancel", "costs", "numerics", "peer", "prefill"],
     )
     parser.add_argument("--pair", type=Path, required=True, help="a folder with target/, drafter/")
     parser.add_argument("--workers", choices=WORKERS, default="process")

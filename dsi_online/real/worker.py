@@ -82,8 +82,9 @@ class SharedFlag:
 class WorkerSpec:
     """What a worker loads and how it runs: one model, its dtype, attention implementation
     and torch CPU threads, whether its forwards stop between layers when cancelled, and what
-    a cancelled prefill does: `stop` (the server stays cold) or `finish` (the prompt part runs
-    to its end, in a forward of its own, so the server ends warm)."""
+    a cancelled prefill does: `stop` (it stops like any forward: the server stays cold) or
+    `finish` (a forward that builds the prompt's cache is never stopped: it runs to its end
+    and the server ends warm)."""
 
     model_dir: str
     dtype: str = "float32"
@@ -232,19 +233,14 @@ class ModelWorker:
             self._crop(kept)
         todo = context[kept:]
         cancelled = False
-        protect = self.spec.prefill == "finish" and kept < request.prompt
+        # under `finish`, a forward that (re)builds the prompt's cache runs to its end
+        self._protected = self.spec.prefill == "finish" and kept < request.prompt
         try:
-            if protect:  # the prompt part runs to its end whatever the flag says
-                self._protected = True
-                try:
-                    self._extend(context[kept : request.prompt])
-                finally:
-                    self._protected = False
-            if self.flag.get() >= request.id:
+            if not self._protected and self.flag.get() >= request.id:
                 raise _Stopped
-            self._extend(context[len(self._tokens) :])
+            self._extend(todo)
         except _Stopped:
-            self._crop(request.prompt if protect else kept)
+            self._crop(kept)
             cancelled = True
         tokens = () if cancelled else tuple(self._greedy[request.first - 1 :])
         return Reply(
@@ -267,6 +263,7 @@ class ModelWorker:
         started = time.monotonic()
         self.reset()
         self._current = request.id
+        self._protected = False
         out: list[int] = []
         step = request.context
         while len(out) < request.count:
