@@ -16,7 +16,7 @@ import numpy as np
 from dsi_online.clock import Clock, VirtualEventLoop, check_clock
 from dsi_online.clock import run as run_on_clock
 from dsi_online.errors import require
-from dsi_online.oracle import SimulatedOracle
+from dsi_online.oracle import VOCAB, SimulatedOracle
 from dsi_online.scenario import Scenario
 from dsi_online.schedulers import DSI, SI, Generation, NonSI, RunResult, Scheduler
 from dsi_online.server import ORACLE_KEY, ServerSet
@@ -40,9 +40,14 @@ def schedulers_for(scenario: Scenario) -> dict[str, Scheduler]:
 
 
 def oracle_for(scenario: Scenario, repeat: int) -> SimulatedOracle:
-    """The oracle of one repeat: the same for every algorithm."""
+    """The oracle of one repeat, the same for every algorithm: random coins of rate
+    `acceptance`, or the coins of the scenario's acceptance trace for this repeat."""
     seq = np.random.SeedSequence(scenario.seed, spawn_key=(repeat, ORACLE_KEY))
-    return SimulatedOracle.draw(scenario.tokens, scenario.acceptance, np.random.default_rng(seq))
+    rng = np.random.default_rng(seq)
+    if scenario.trace is None:
+        return SimulatedOracle.draw(scenario.tokens, scenario.acceptance, rng)
+    truth = rng.integers(0, VOCAB, size=scenario.tokens).tolist()
+    return SimulatedOracle(truth, scenario.trace.coins(repeat, scenario.tokens))
 
 
 async def play(scheduler: Scheduler, scenario: Scenario, repeat: int) -> RunResult:

@@ -8,6 +8,7 @@ from typing import Any
 
 from dsi_online.errors import require
 from dsi_online.latency import LatencyModel, LogNormal, ModelLatency
+from dsi_online.trace import AcceptanceTrace
 
 
 def check_int(value: int, name: str, option: str, minimum: int = 1) -> None:
@@ -61,6 +62,8 @@ class Scenario:
     seed: int = 0
     profile: str | None = None
     link: LatencyModel | None = None
+    trace: AcceptanceTrace | None = None
+    """Real accept/reject traces replayed as the coins; `acceptance` must be their rate."""
 
     def __post_init__(self) -> None:
         check_acceptance(self.acceptance)
@@ -69,6 +72,17 @@ class Scenario:
         check_int(self.tokens, "tokens", "--tokens/-S")
         check_int(self.repeats, "repeats", "--repeats/-r")
         check_int(self.seed, "seed", "--seed", minimum=0)
+        if self.trace is not None:
+            require(
+                self.acceptance == self.trace.rate,
+                f"acceptance rate (--acceptance/-a) cannot be given with an acceptance trace, "
+                f"whose rate is {self.trace.rate:.6g}; got {self.acceptance}",
+            )
+            require(
+                self.tokens <= self.trace.shortest,
+                f"tokens (--tokens/-S) must be <= {self.trace.shortest}, the shortest acceptance "
+                f"trace; got {self.tokens}",
+            )
 
     @classmethod
     def from_ms(
@@ -160,4 +174,5 @@ class Scenario:
             "profile": self.profile,
             "comm_ms": 0.0 if self.link is None else _latency_ms(self.link),
             "comm_latency": None if self.link is None else self.link.describe(),
+            "acceptance_trace": None if self.trace is None else self.trace.source,
         }
