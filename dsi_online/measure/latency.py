@@ -20,7 +20,7 @@ from typing import Any
 
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.latency import Empirical, ModelLatency
-from dsi_online.measure.models import LoadedModel, load_model
+from dsi_online.measure.models import LoadedModel, check_memory, load_model
 from dsi_online.measure.runtime import (
     Environment,
     check_device_and_dtype,
@@ -291,6 +291,8 @@ def measure_latency(
     roles: list[tuple[str, str]] = [("--target", request.target)]
     if request.drafter is not None:
         roles.append(("--drafter", request.drafter))
+    for role in roles:  # one model at a time: each must fit alone
+        check_memory([role], device, dtype)
     for option, spec in roles:
         if loading is not None:
             loading(spec)
