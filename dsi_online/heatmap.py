@@ -464,6 +464,10 @@ def read_rows(path: Path) -> list[CellRow]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidParameterError(f"cannot read results {path}: {exc.strerror}") from exc
+    except ValueError as exc:  # UnicodeDecodeError: not a text file
+        raise InvalidParameterError(
+            f"{path} is not a heatmap rows CSV: it is not UTF-8 text ({exc.__class__.__name__})"
+        ) from None
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines.pop()

@@ -78,9 +78,11 @@ def announced() -> bool:
 
 
 @contextmanager
-def handling() -> Iterator[None]:
-    """Install the Ctrl-C handler for the duration (main thread only; elsewhere a no-op) and
-    restore the previous one after, so that in-process callers (tests) keep theirs."""
+def handling(*, restore: bool = True) -> Iterator[None]:
+    """Install the Ctrl-C handler for the duration (main thread only; elsewhere a no-op).
+    After it, restore the previous handler, so that in-process callers (tests) keep theirs;
+    or, with `restore` False (the process is about to exit), ignore Ctrl-C, so that one
+    arriving while the interpreter shuts down cannot kill it with a signal instead of 130."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -90,7 +92,7 @@ def handling() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous if restore else signal.SIG_IGN)
         _state.kept, _state.interrupted, _state.owner_pid = (
             saved.kept,
             saved.interrupted,

@@ -48,23 +48,21 @@ def _silence_stdout() -> None:
 
 
 def _os_error(exc: OSError) -> int:
-    where = f" {exc.filename}" if exc.filename else " stdout" if _on_stdout(exc) else ""
-    if _on_stdout(exc):
-        _silence_stdout()
+    """A file or stream failed where no option names it (commands check the paths they are
+    given before working): most often stdout, full or closed."""
+    if exc.filename is not None:
+        return _error(f"cannot use {exc.filename}: {exc.strerror or exc}")
+    _silence_stdout()
     if exc.errno == errno.EPIPE:
-        return _error("cannot write the output: the reader closed the pipe (broken pipe)")
-    return _error(f"cannot write or read{where}: {exc.strerror or exc}")
-
-
-def _on_stdout(exc: OSError) -> bool:
-    return exc.filename is None and exc.errno in (errno.EPIPE, errno.ENOSPC, errno.EIO, errno.EBADF)
+        return _error("cannot write to stdout: the reader closed the pipe")
+    return _error(f"cannot write to stdout: {exc.strerror or exc}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (0 success, 1 a failed gate such as bench's,
     2 bad input or an unusable file or backend, 130 interrupted); never a traceback for
     anything but a bug."""
-    with interrupts.handling():
+    with interrupts.handling(restore=argv is not None):  # None: the command line itself
         try:
             code = _main(sys.argv[1:] if argv is None else list(argv))
             sys.stdout.flush()

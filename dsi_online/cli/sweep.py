@@ -134,7 +134,7 @@ def sweep(
             help=(
                 "NAME=VALUES, once or twice. NAME: servers, lookahead, acceptance, drafter_ms, "
                 "target_ms, latency_cv, comm_ms. VALUES: 0.5,0.7,0.9 or 1:8 (integers) or "
-                "start:stop:count (decimals)."
+                "start:stop:count (decimals). Required."
             ),
             show_default=False,
             rich_help_panel=SCENARIO,
