@@ -7,7 +7,6 @@ import statistics
 from typing import Annotated
 
 import typer
-from rich import box
 from rich.table import Table
 
 from dsi_online.bench import SUITE_VERSION, machine, run_case, suite, virtual_forwards_per_s
@@ -23,7 +22,7 @@ from dsi_online.cli.common import (
     write_json,
 )
 from dsi_online.errors import require
-from dsi_online.reports.run import number_column
+from dsi_online.reports.run import COMPACT, number_column
 
 
 @app.command()
@@ -77,7 +76,7 @@ def bench(
 
     table = Table(
         title=f"dsi-online bench v{SUITE_VERSION}{' (quick)' if quick else ''}",
-        box=box.SIMPLE_HEAD,
+        **COMPACT,
     )
     table.add_column("case", overflow="fold")
     for column in ("M", "wall s", "ideal s", "overhead", "µs/fwd", "DSI/SI wall", "ideal", "gap"):

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -28,7 +27,7 @@ from dsi_online.cli.common import (
 from dsi_online.cli.profiles import list_profiles
 from dsi_online.errors import InvalidParameterError, ProfileError
 from dsi_online.profile import Profile, load_profile, resolve_profile, user_profiles_dir
-from dsi_online.reports.run import number_column
+from dsi_online.reports.run import COMPACT, number_column
 from dsi_online.stats import Speedup
 from dsi_online.table import TableConfig, TableRow, build_table, to_csv, to_json, total_repeats
 
@@ -74,7 +73,7 @@ def render_table(rows: list[TableRow], config: TableConfig) -> Group:
     inputs = Table(
         title=_title(config),
         caption="a: acceptance rate, (p) from the profile, (u) from --acceptance",
-        box=box.SIMPLE_HEAD,
+        **COMPACT,
     )
     inputs.add_column("profile", overflow="fold")
     for header in (
@@ -94,7 +93,7 @@ def render_table(rows: list[TableRow], config: TableConfig) -> Group:
             "busy: DSI's compute GPU-seconds over non-SI's; held: its reserved GPU-seconds "
             "(latency x GPUs held) over non-SI's."
         ),
-        box=box.SIMPLE_HEAD,
+        **COMPACT,
     )
     results.add_column("profile", overflow="fold")
     for header in (
@@ -134,7 +133,7 @@ def render_table(rows: list[TableRow], config: TableConfig) -> Group:
 
 def render_pairs(rows: list[TableRow]) -> Table:
     """Which target and drafter each profile pairs (names are too long for the main table)."""
-    table = Table(box=box.SIMPLE_HEAD)
+    table = Table(**COMPACT)
     for header in ("profile", "target", "drafter"):
         table.add_column(header, overflow="fold")
     for row in rows:

@@ -17,6 +17,11 @@ from dsi_online.units import UnitsResult
 LABELS = {"nonsi": "non-SI", "si": "SI", "dsi": "DSI"}
 
 
+COMPACT: dict[str, Any] = {"box": box.SIMPLE_HEAD, "padding": (0, 1, 0, 0), "pad_edge": False}
+"""Table settings of every report: a rule under the header, columns two spaces apart, so
+that the tables fit 80 columns."""
+
+
 def number_column(table: Table, header: str) -> None:
     """A right-aligned column of numbers that are never cut: squeezed below their width
     (a very narrow terminal), they fold onto a second line instead of ending in '…'."""
@@ -147,7 +152,7 @@ def _x(s: Speedup | None) -> str:
 def _ci(s: Speedup) -> str:
     if s.ci_low is None or s.ci_high is None:
         return "n/a (one repeat)"
-    return f"[{s.ci_low:.3g}, {s.ci_high:.3g}]"
+    return f"[{s.ci_low:#.3g}, {s.ci_high:#.3g}]"
 
 
 def _mean(values: list[int] | list[float]) -> float:
@@ -169,7 +174,7 @@ def render_table(result: ScenarioResult) -> Group:
             f"95% CI (paired repeats, log scale): DSI/non-SI {_ci(sp.dsi_over_nonsi)}, "
             f"DSI/SI {_ci(sp.dsi_over_si)}, SI/non-SI {_ci(sp.si_over_nonsi)}"
         ),
-        box=box.SIMPLE_HEAD,
+        **COMPACT,
     )
     latency.add_column("algo", no_wrap=True)
     for column in ("latency s", "± std", "tok/s", "/non-SI", "/SI"):
@@ -179,7 +184,7 @@ def render_table(result: ScenarioResult) -> Group:
             "mean per run. busy GPU-s: time the servers computed; reserved GPU-s: latency x "
             "GPUs held (DSI holds its target servers and the drafter for its whole latency)"
         ),
-        box=box.SIMPLE_HEAD,
+        **COMPACT,
     )
     work.add_column("algo", no_wrap=True)
     for column in (
@@ -224,7 +229,7 @@ def render_overhead(result: ScenarioResult) -> Table | None:
         title="wall-clock fidelity: measured against the same runs on the virtual clock",
         caption="overhead: scheduler computation, task switches, cancellation, the loop, "
         "concurrent runs; timer slack (kernel oversleep) is removed from the clock, shown apart",
-        box=box.SIMPLE_HEAD,
+        **COMPACT,
     )
     table.add_column("algo", no_wrap=True)
     for column in ("wall s", "ideal s", "overhead", "µs/fwd", "wake lag µs", "slack s"):
@@ -251,7 +256,7 @@ def compare(s: Speedup, other: str) -> str:
     if s.ci_low is None or s.ci_high is None:
         interval = "one repeat, no confidence interval"
     else:
-        interval = f"95% CI {s.ci_low:.3g}-{s.ci_high:.3g}x"
+        interval = f"95% CI {s.ci_low:#.3g}-{s.ci_high:#.3g}x"
     if ratio == 1 and s.ci_low == s.ci_high == 1:
         return f"exactly as fast as {other}"
     if not s.conclusive:

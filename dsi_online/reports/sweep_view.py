@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rich import box
 from rich.table import Table
 from rich.text import Text
 
 from dsi_online.assumptions import ASSUMPTIONS, notes
-from dsi_online.reports.run import number_column
+from dsi_online.reports.run import COMPACT, number_column
 from dsi_online.runner import ALGORITHMS
 from dsi_online.stats import Speedup
 from dsi_online.sweep import (
@@ -102,9 +101,9 @@ def render_tables(result: SweepResult) -> list[Table]:
         latency = Table(
             title="\n".join(t for t in (_title(result) if index == 0 else "", label) if t),
             caption=_caption(result) if last else None,
-            box=box.SIMPLE_HEAD,
+            **COMPACT,
         )
-        cost = Table(caption=_cost_caption(needed) if last else None, box=box.SIMPLE_HEAD)
+        cost = Table(caption=_cost_caption(needed) if last else None, **COMPACT)
         number_column(latency, first)
         for header in ("non-SI", "SI", "DSI", "DSI/SI", "DSI/nSI", "SI/nSI"):
             number_column(latency, header)
