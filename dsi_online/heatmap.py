@@ -107,14 +107,16 @@ class HeatmapConfig:
         )
         require(
             self.engine in ENGINES,
-            f"engine (--engine) must be one of {ENGINES}; got {self.engine!r}",
+            f"engine (--engine) must be one of {', '.join(ENGINES)}; got {self.engine!r}",
         )
         require(
-            self.clock in CLOCKS, f"clock (--clock) must be one of {CLOCKS}; got {self.clock!r}"
+            self.clock in CLOCKS,
+            f"clock (--clock) must be one of {', '.join(CLOCKS)}; got {self.clock!r}",
         )
         require(
             self.k_search in K_SEARCHES,
-            f"lookahead search (--k-search) must be one of {K_SEARCHES}; got {self.k_search!r}",
+            f"lookahead search (--k-search) must be one of {', '.join(K_SEARCHES)}; "
+            f"got {self.k_search!r}",
         )
         require(
             self.engine == "async" or self.k_search == "all",
@@ -554,7 +556,10 @@ def run_heatmap(
         isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1,
         f"workers (--workers) must be an integer >= 1; got {workers}",
     )
-    require(backend in BACKENDS, f"backend (--backend) must be one of {BACKENDS}; got {backend!r}")
+    require(
+        backend in BACKENDS,
+        f"backend (--backend) must be one of {', '.join(BACKENDS)}; got {backend!r}",
+    )
     require(
         ray_address is None or backend == "ray",
         "ray address (--ray-address) needs --backend ray",

@@ -660,7 +660,10 @@ def _check_execution(
         isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1,
         f"workers (--workers) must be an integer >= 1; got {workers}",
     )
-    require(backend in BACKENDS, f"backend (--backend) must be one of {BACKENDS}; got {backend!r}")
+    require(
+        backend in BACKENDS,
+        f"backend (--backend) must be one of {', '.join(BACKENDS)}; got {backend!r}",
+    )
     require(
         ray_address is None or backend == "ray", "ray address (--ray-address) needs --backend ray"
     )

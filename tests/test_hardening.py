@@ -33,13 +33,15 @@ SMALL_HEATMAP += ["--workers", "1", "--no-png"]
 
 
 def one_error(capsys: pytest.CaptureFixture[str], args: list[str]) -> str:
-    """Run the CLI, which must fail with exit code 2 and one `error:` line; that line."""
+    """Run the CLI, which must fail with exit code 2 and one `error:` line, the last on
+    stderr (the size of the work may come before it); that line."""
     assert main(args) == 2
     captured = capsys.readouterr()
     lines = captured.err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
-    assert "Traceback" not in captured.err and "('" not in lines[0]  # no Python tuples
-    return lines[0]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], captured.err
+    assert "Traceback" not in captured.err and "('" not in errors[0]  # no Python tuples
+    return errors[0]
 
 
 # --- tracebacks that became one line ------------------------------------------------------
@@ -523,3 +525,37 @@ def test_resume_takes_settings_from_the_folder_and_names_a_difference(
     capsys.readouterr()
     line = one_error(capsys, ["sweep", "--resume", "--out", str(sweep), "--vary", "servers=1:3"])
     assert "--vary" in line
+
+
+def test_a_ray_cluster_that_dies_mid_run_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stand-in for ray whose cluster fails at the first result: one `error:` line, exit 2,
+    the folder kept for --resume."""
+    import types
+
+    class RayError(Exception):
+        pass
+
+    class RayTaskError(RayError):
+        pass
+
+    class Remote:
+        def remote(self, *args: object) -> object:
+            return object()
+
+    fake = types.SimpleNamespace(
+        is_initialized=lambda: False,
+        init=lambda **kwargs: None,
+        shutdown=lambda: None,
+        remote=lambda func: Remote(),
+        put=lambda value: value,
+        wait=lambda pending, num_returns: (pending[:1], pending[1:]),
+        get=lambda ref: (_ for _ in ()).throw(RayError("node died\nlog line 2")),
+        exceptions=types.SimpleNamespace(RayError=RayError, RayTaskError=RayTaskError),
+    )
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    out = tmp_path / "h"
+    line = one_error(capsys, [*SMALL_HEATMAP, "--backend", "ray", "--out", str(out)])
+    assert "Ray cluster failed during the run: node died" in line
+    assert (out / "run.json").is_file()

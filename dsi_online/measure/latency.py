@@ -53,7 +53,8 @@ class LatencyRequest:
     def __post_init__(self) -> None:
         require(
             len(self.prompt_tokens) > 0 and all(n >= 1 for n in self.prompt_tokens),
-            f"prompt lengths (--prompt-tokens) must be integers >= 1; got {self.prompt_tokens}",
+            "prompt lengths (--prompt-tokens) must be integers >= 1; got "
+            + ",".join(str(n) for n in self.prompt_tokens),
         )
         require(self.samples >= 2, f"samples (--samples) must be >= 2; got {self.samples}")
         require(self.warmup >= 0, f"warm-up forwards (--warmup) must be >= 0; got {self.warmup}")
