@@ -18,6 +18,14 @@ from dsi_online.errors import require
 
 _BATCH = 512
 
+MIN_MS = 1e-3
+"""Shortest latency, ms (one microsecond): the clocks count whole nanoseconds, and below a
+microsecond that rounding would distort the draws (at zero, a forward takes no time)."""
+MAX_MS = 3_600_000.0
+"""Longest mean latency, ms (one hour a forward)."""
+MAX_CV = 100.0
+"""Largest coefficient of variation of a lognormal latency (its sigma stays below 3.04)."""
+
 
 class LatencyModel(Protocol):
     """A distribution of forward-pass latencies in seconds."""
@@ -38,8 +46,8 @@ class LatencyModel(Protocol):
 
 def _check_latency(value: float, what: str) -> None:
     require(
-        math.isfinite(value) and value > 0,
-        f"{what} must be a finite number > 0 (seconds); got {value}",
+        math.isfinite(value) and MIN_MS / 1e3 <= value <= MAX_MS / 1e3,
+        f"{what} must be within [{MIN_MS / 1e3:g}, {MAX_MS / 1e3:g}] seconds; got {value}",
     )
 
 
@@ -77,8 +85,8 @@ class LogNormal:
     def __post_init__(self) -> None:
         _check_latency(self.mean_s, "lognormal mean")
         require(
-            math.isfinite(self.cv) and self.cv > 0,
-            f"latency coefficient of variation must be a finite number > 0; got {self.cv}",
+            math.isfinite(self.cv) and 0 < self.cv <= MAX_CV,
+            f"latency coefficient of variation must be within (0, {MAX_CV:g}]; got {self.cv}",
         )
 
     @property

@@ -26,6 +26,12 @@ ALGORITHMS = ("nonsi", "si", "dsi")
 Progress = Callable[[int], None]
 
 
+def gpus_held(algorithm: str, servers: int) -> int:
+    """GPUs an algorithm holds for its whole latency: non-SI its target server, SI a target
+    and a drafter server, DSI its `servers` target servers and a drafter server."""
+    return {"nonsi": 1, "si": 2, "dsi": servers + 1}[algorithm]
+
+
 class LeakedTasksError(RuntimeError):
     """A run left tasks pending on the event loop: a scheduler failed to clean up."""
 
@@ -194,6 +200,16 @@ class ScenarioResult:
             lag_s=sum(r.lag_s for r in runs),
             timer_slack_s=sum(r.timer_slack_s for r in runs),
         )
+
+    def gpus(self, name: str) -> int:
+        """GPUs algorithm `name` holds for its whole latency (see gpus_held)."""
+        return gpus_held(name, self.scenario.servers)
+
+    def reserved_s(self, name: str) -> list[float]:
+        """Reserved GPU-seconds of algorithm `name` per repeat: its latency times the GPUs it
+        holds, busy or not (busy_s counts only the time they compute)."""
+        gpus = self.gpus(name)
+        return [latency * gpus for latency in self.algorithms[name].latency_s]
 
     @property
     def speedups(self) -> Speedups:

@@ -7,15 +7,32 @@ from dataclasses import dataclass
 from typing import Any
 
 from dsi_online.errors import require
-from dsi_online.latency import LatencyModel, LogNormal, ModelLatency
+from dsi_online.latency import MAX_CV, MAX_MS, MIN_MS, LatencyModel, LogNormal, ModelLatency
 from dsi_online.trace import AcceptanceTrace
 
+MAX_TOKENS = 1_000_000
+"""Most tokens a run generates: the oracle draws them all up front (and real outputs are
+far shorter)."""
+MAX_REPEATS = 100_000
+"""Most repeats of a scenario: every repeat's results are kept in memory."""
+MAX_SERVERS = 1_000_000
+"""Most target servers of DSI: servers are made on demand, so the bound only keeps the
+numbers sane; a run uses as many as its jobs overlap."""
+MAX_LOOKAHEAD = 1_000
+"""Largest lookahead k: a chunk of drafts longer than this gains nothing measurable."""
 
-def check_int(value: int, name: str, option: str, minimum: int = 1) -> None:
-    """Raise InvalidParameterError unless `value` is an integer >= minimum."""
+
+def check_int(
+    value: int, name: str, option: str, minimum: int = 1, maximum: int | None = None
+) -> None:
+    """Raise InvalidParameterError unless `value` is an integer within [minimum, maximum]."""
+    allowed = f">= {minimum}" if maximum is None else f"within [{minimum}, {maximum}]"
     require(
-        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
-        f"{name} ({option}) must be an integer >= {minimum}; got {value}",
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value >= minimum
+        and (maximum is None or value <= maximum),
+        f"{name} ({option}) must be an integer {allowed}; got {value}",
     )
 
 
@@ -28,19 +45,32 @@ def check_acceptance(value: float, option: str = "--acceptance/-a") -> None:
 
 
 def check_ms(value: float, name: str, option: str) -> None:
-    """Raise InvalidParameterError unless `value` is a finite latency > 0."""
+    """Raise InvalidParameterError unless `value` is a latency within [MIN_MS, MAX_MS] ms
+    (the clocks count whole nanoseconds: shorter latencies would round away)."""
     require(
-        isinstance(value, int | float) and math.isfinite(value) and value > 0,
-        f"{name} ({option}) must be a finite number of milliseconds > 0; got {value}",
+        isinstance(value, int | float) and math.isfinite(value) and MIN_MS <= value <= MAX_MS,
+        f"{name} ({option}) must be a number of milliseconds within [{MIN_MS:g}, {MAX_MS:g}]; "
+        f"got {value}",
     )
 
 
 def check_cv(value: float) -> None:
-    """Raise InvalidParameterError unless the coefficient of variation is finite and >= 0."""
+    """Raise InvalidParameterError unless the coefficient of variation is within [0, MAX_CV]."""
     require(
-        isinstance(value, int | float) and math.isfinite(value) and value >= 0,
-        f"latency coefficient of variation (--latency-cv) must be a finite number >= 0; "
-        f"got {value}",
+        isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= MAX_CV,
+        f"latency coefficient of variation (--latency-cv) must be a number within "
+        f"[0, {MAX_CV:g}]; got {value}",
+    )
+
+
+def check_comm_ms(value: float) -> None:
+    """Raise InvalidParameterError unless the communication delay is 0 or a valid latency."""
+    require(
+        isinstance(value, int | float)
+        and math.isfinite(value)
+        and (value == 0 or MIN_MS <= value <= MAX_MS),
+        f"communication delay (--comm-ms) must be 0 or a number of milliseconds within "
+        f"[{MIN_MS:g}, {MAX_MS:g}]; got {value}",
     )
 
 
@@ -67,10 +97,10 @@ class Scenario:
 
     def __post_init__(self) -> None:
         check_acceptance(self.acceptance)
-        check_int(self.lookahead, "lookahead", "--lookahead/-k")
-        check_int(self.servers, "target servers", "--servers/-n")
-        check_int(self.tokens, "tokens", "--tokens/-S")
-        check_int(self.repeats, "repeats", "--repeats/-r")
+        check_int(self.lookahead, "lookahead", "--lookahead/-k", maximum=MAX_LOOKAHEAD)
+        check_int(self.servers, "target servers", "--servers/-n", maximum=MAX_SERVERS)
+        check_int(self.tokens, "tokens", "--tokens/-S", maximum=MAX_TOKENS)
+        check_int(self.repeats, "repeats", "--repeats/-r", maximum=MAX_REPEATS)
         check_int(self.seed, "seed", "--seed", minimum=0)
         if self.trace is not None:
             require(
@@ -111,11 +141,7 @@ class Scenario:
         if drafter_ttft_ms is not None:
             check_ms(drafter_ttft_ms, "drafter TTFT", "--drafter-ttft-ms")
         check_cv(latency_cv)
-        require(
-            isinstance(comm_ms, int | float) and math.isfinite(comm_ms) and comm_ms >= 0,
-            f"communication delay (--comm-ms) must be a finite number of milliseconds >= 0; "
-            f"got {comm_ms}",
-        )
+        check_comm_ms(comm_ms)
 
         def model(tpot_ms: float, ttft_ms: float | None) -> ModelLatency:
             ttft_s = None if ttft_ms is None else ttft_ms / 1e3

@@ -85,7 +85,8 @@ class UnitsResult:
     def latencies(self, algorithm: str) -> FloatArray:
         """The per-repeat latencies of "nonsi", "si" or "dsi"."""
         require(
-            algorithm in ALGORITHMS, f"algorithm must be one of {ALGORITHMS}; got {algorithm!r}"
+            algorithm in ALGORITHMS,
+            f"algorithm must be one of {', '.join(ALGORITHMS)}; got {algorithm!r}",
         )
         values: FloatArray = getattr(self, algorithm)
         return values
@@ -156,7 +157,8 @@ class UnitsBatch:
     def latencies(self, algorithm: str) -> FloatArray:
         """The (cells, repeats) latencies of "nonsi", "si" or "dsi"."""
         require(
-            algorithm in ALGORITHMS, f"algorithm must be one of {ALGORITHMS}; got {algorithm!r}"
+            algorithm in ALGORITHMS,
+            f"algorithm must be one of {', '.join(ALGORITHMS)}; got {algorithm!r}",
         )
         values: FloatArray = getattr(self, algorithm)
         return values
