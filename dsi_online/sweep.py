@@ -76,7 +76,8 @@ class Parameter:
         kind = "an integer" if self.integer else "a number"
         low = f"> {self.minimum:g}" if self.open_minimum else f">= {self.minimum:g}"
         if self.maximum is not None:
-            return f"{kind} within [{self.minimum:g}, {self.maximum:g}]"
+            high = str(int(self.maximum)) if self.integer else f"{self.maximum:g}"
+            return f"{kind} within [{self.minimum:g}, {high}]"
         return f"{kind} {low}"
 
     def allows(self, value: float) -> bool:
