@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from dsi_online.errors import require
@@ -41,6 +42,26 @@ def check_cv(value: float) -> None:
         f"latency coefficient of variation (--latency-cv) must be a finite number >= 0; "
         f"got {value}",
     )
+
+
+_RESOLUTION = 10**9
+
+
+def exact(value: float) -> Fraction:
+    """`value` as the nearest fraction with a denominator of at most 10^9: a latency in
+    seconds given to the nanosecond (the virtual clock's grid), or a grid ratio such as 1/3,
+    is exact, so float noise (0.01 / 0.1 = 0.09999999999999999) cannot move a ceiling."""
+    return Fraction(value).limit_denominator(_RESOLUTION)
+
+
+def servers_needed(c: float | Fraction, lookahead: int) -> int:
+    """Target servers DSI needs so that no verification waits for one: ceil(1 / (k c)), where
+    c = drafter latency / target latency, in exact arithmetic (a float c goes through
+    `exact`). In floats, 100 ms and 10 ms at k = 5 give c = 0.09999999999999999 and
+    ceil(2.0000000000000004) = 3, though a target forward lasts exactly two chunks of
+    drafts and 2 servers suffice."""
+    ratio = c if isinstance(c, Fraction) else exact(c)
+    return math.ceil(1 / (lookahead * ratio))
 
 
 def _latency_ms(model: LatencyModel) -> float:
@@ -128,8 +149,10 @@ class Scenario:
 
     @property
     def servers_needed(self) -> int:
-        """Target servers DSI needs to never wait for one: ceil(1 / (k c))."""
-        return math.ceil(1 / (self.lookahead * self.c) - 1e-12)
+        """Target servers DSI needs to never wait for one: ceil(1 / (k c)), c computed
+        exactly from the two mean latencies (see `servers_needed`)."""
+        ratio = exact(self.drafter.tpot.mean) / exact(self.target.tpot.mean)
+        return servers_needed(ratio, self.lookahead)
 
     def to_dict(self) -> dict[str, Any]:
         """Every parameter, resolved, as plain JSON values."""

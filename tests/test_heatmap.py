@@ -6,6 +6,7 @@ import importlib
 import math
 import os
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +33,12 @@ TINY = HeatmapConfig(ndim=3, max_lookahead=4, tokens=60, repeats=3, seed=1)
 
 
 def brute_force_count(ndim: int, max_k: int, servers: int) -> int:
-    """The paper's params.py, spelled out: clip c and a, drop duplicates and short-staffed cells."""
-    grid = np.linspace(0, 1, ndim + 1)
-    cs = {max(float(c), 0.01) for c in grid}
-    a_count = len({min(max(float(a), 0.01), 0.99) for a in grid})
+    """The paper's params.py, spelled out: clip c and a, drop duplicates and short-staffed
+    cells; c = j / ndim (floored at 1/100) in exact fractions, as servers_needed means it."""
+    cs = {max(Fraction(j, ndim), Fraction(1, 100)) for j in range(ndim + 1)}
+    a_count = len({min(max(float(a), 0.01), 0.99) for a in np.linspace(0, 1, ndim + 1)})
     return a_count * sum(
-        1 for c in cs for k in range(1, max_k + 1) if math.ceil(1.0 / (k * c)) <= servers
+        1 for c in cs for k in range(1, max_k + 1) if math.ceil(1 / (k * c)) <= servers
     )
 
 
@@ -46,14 +47,14 @@ def test_paper_grid_has_8463_cells() -> None:
 
 
 @pytest.mark.parametrize(
-    ("ndim", "max_k", "servers"), [(2, 20, 7), (3, 4, 7), (5, 10, 2), (100, 3, 7)]
+    ("ndim", "max_k", "servers"), [(2, 20, 7), (3, 4, 7), (5, 10, 2), (35, 5, 1), (100, 3, 7)]
 )
 def test_cell_count_small_grids(ndim: int, max_k: int, servers: int) -> None:
     config = HeatmapConfig(ndim=ndim, max_lookahead=max_k, servers=servers)
     cells = config.cells()
     assert len(cells) == brute_force_count(ndim, max_k, servers)
     assert len({hm.cell_key(cell) for cell in cells}) == len(cells)
-    assert all(math.ceil(1.0 / (cell.k * cell.c)) <= servers for cell in cells)
+    assert all(hm.servers_needed(cell.c, cell.k) <= servers for cell in cells)
 
 
 def test_grid_clips_c_and_a() -> None:
