@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -30,6 +30,10 @@ from dsi_online.results import write_atomic
 from dsi_online.units import UnitsCell
 
 TINY = HeatmapConfig(ndim=3, max_lookahead=4, tokens=60, repeats=3, seed=1)
+TINY_ASYNC = HeatmapConfig(ndim=4, max_lookahead=3, tokens=30, repeats=2, seed=1, engine="async")
+"""Constant latencies with 1/c an integer (c = 0.25, 0.5, 1): drafts and jobs finish at the
+same instants, and cells share an event loop, so ties must be broken by rule to pass."""
+BOTH = pytest.mark.parametrize("config", [TINY, TINY_ASYNC], ids=["units", "async"])
 
 
 def brute_force_count(ndim: int, max_k: int, servers: int) -> int:
@@ -115,29 +119,30 @@ def counting(calls: list[int], stop_after: int | None = None) -> Callable[..., l
     return compute
 
 
+@BOTH
 def test_resume_computes_only_the_missing_cells(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: HeatmapConfig
 ) -> None:
-    reference = run_heatmap(TINY, tmp_path / "reference", workers=1)
+    reference = run_heatmap(config, tmp_path / "reference", workers=1)
     out = tmp_path / "run"
     calls: list[int] = []
     monkeypatch.setattr(hm, "compute_cells", counting(calls, stop_after=2))
     with pytest.raises(Interrupt):
-        run_heatmap(TINY, out, workers=1)
+        run_heatmap(config, out, workers=1)
     saved = sum(calls)
-    assert 0 < saved < len(TINY.cells())
+    assert 0 < saved < len(config.cells())
     assert not (out / ROWS_FILE).exists() and not (out / BEST_FILE).exists()
     assert len(read_rows(out / JOURNAL_FILE)) == saved
 
     calls.clear()
     monkeypatch.setattr(hm, "compute_cells", counting(calls))
-    resumed = run_heatmap(TINY, out, resume=True, workers=1)
-    assert sum(calls) == len(TINY.cells()) - saved
-    assert (resumed.reused, resumed.computed) == (saved, len(TINY.cells()) - saved)
+    resumed = run_heatmap(config, out, resume=True, workers=1)
+    assert sum(calls) == len(config.cells()) - saved
+    assert (resumed.reused, resumed.computed) == (saved, len(config.cells()) - saved)
     assert files(out) == files(reference.out_dir)
 
     calls.clear()
-    again = run_heatmap(TINY, out, resume=True, workers=1)  # finished: nothing to do
+    again = run_heatmap(config, out, resume=True, workers=1)  # finished: nothing to do
     assert calls == [] and again.computed == 0 and files(out) == files(reference.out_dir)
 
 
@@ -184,16 +189,28 @@ def test_atomic_write_leaves_the_old_file_when_interrupted(
     assert target.read_text() == "old\n"
 
 
-def test_workers_one_and_two_give_identical_files(tmp_path: Path) -> None:
-    one = run_heatmap(TINY, tmp_path / "one", workers=1)
-    two = run_heatmap(TINY, tmp_path / "two", workers=2)
+@BOTH
+def test_workers_one_and_two_give_identical_files(tmp_path: Path, config: HeatmapConfig) -> None:
+    one = run_heatmap(config, tmp_path / "one", workers=1)
+    two = run_heatmap(config, tmp_path / "two", workers=2)
     assert files(one.out_dir) == files(two.out_dir)
 
 
-def test_ray_backend_gives_identical_files(tmp_path: Path) -> None:
-    pytest.importorskip("ray", reason="the [ray] extra is not installed")
-    local = run_heatmap(TINY, tmp_path / "local", workers=1)
-    ray = run_heatmap(TINY, tmp_path / "ray", workers=2, backend="ray")
+@pytest.fixture(scope="module")
+def ray_instance() -> Iterator[None]:
+    """One local Ray instance for the module's Ray tests (starting one takes seconds)."""
+    ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@BOTH
+def test_ray_backend_gives_identical_files(
+    tmp_path: Path, config: HeatmapConfig, ray_instance: None
+) -> None:
+    local = run_heatmap(config, tmp_path / "local", workers=1)
+    ray = run_heatmap(config, tmp_path / "ray", workers=2, backend="ray")
     assert files(local.out_dir) == files(ray.out_dir)
 
 
