@@ -8,7 +8,13 @@ from fractions import Fraction
 from typing import Any
 
 from dsi_online.errors import require
-from dsi_online.latency import LatencyModel, LogNormal, ModelLatency
+from dsi_online.latency import (
+    LatencyModel,
+    LogNormal,
+    ModelLatency,
+    check_correlation,
+    correlatable,
+)
 
 
 def check_int(value: int, name: str, option: str, minimum: int = 1) -> None:
@@ -82,6 +88,7 @@ class Scenario:
     seed: int = 0
     profile: str | None = None
     link: LatencyModel | None = None
+    latency_correlation: float = 0.0
 
     def __post_init__(self) -> None:
         check_acceptance(self.acceptance)
@@ -90,6 +97,14 @@ class Scenario:
         check_int(self.tokens, "tokens", "--tokens/-S")
         check_int(self.repeats, "repeats", "--repeats/-r")
         check_int(self.seed, "seed", "--seed", minimum=0)
+        check_correlation(self.latency_correlation)
+        require(
+            self.latency_correlation == 0
+            or (correlatable(self.target.ttft) and correlatable(self.target.tpot)),
+            "latency correlation (--latency-correlation) needs lognormal or constant target "
+            "latencies (--latency-cv); this scenario's are "
+            f"{self.target.tpot.describe()}",
+        )
 
     @classmethod
     def from_ms(
@@ -107,10 +122,13 @@ class Scenario:
         target_ttft_ms: float | None = None,
         drafter_ttft_ms: float | None = None,
         comm_ms: float = 0.0,
+        latency_correlation: float = 0.0,
     ) -> Scenario:
         """A scenario from latencies in milliseconds; cv 0 means constant latencies.
         `comm_ms` is the delay of each message between the drafter's host and a target
-        server (0: none), drawn like the forwards."""
+        server (0: none), drawn like the forwards. `latency_correlation` in [0, 1]
+        correlates the target servers' draws by decoding step (0: independent; see
+        `dsi_online.latency.CorrelatedStream`)."""
         check_ms(target_ms, "target latency", "--target-ms")
         check_ms(drafter_ms, "drafter latency", "--drafter-ms")
         if target_ttft_ms is not None:
@@ -140,6 +158,7 @@ class Scenario:
             repeats=repeats,
             seed=seed,
             link=None if comm_ms == 0 else model(comm_ms, None).tpot,
+            latency_correlation=latency_correlation,
         )
 
     @property
@@ -173,6 +192,7 @@ class Scenario:
                 "tpot": self.drafter.tpot.describe(),
             },
             "latency_cv": latency_cv,
+            "latency_correlation": self.latency_correlation,
             "c": self.c,
             "acceptance": self.acceptance,
             "lookahead": self.lookahead,

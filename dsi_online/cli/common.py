@@ -50,6 +50,13 @@ LatencyCv = Annotated[
     float | None,
     typer.Option(help="Coefficient of variation of lognormal latencies; 0 = constant."),
 ]
+LatencyCorrelation = Annotated[
+    float,
+    typer.Option(
+        help="Correlation in [0, 1] of the target servers' draws by decoding step "
+        "(0 = independent).",
+    ),
+]
 ProfileName = Annotated[str | None, typer.Option(help="A profile: shipped name or TOML path.")]
 CommMs = Annotated[
     float, typer.Option(help="Delay of each drafter<->target message, ms (0 = none).")

@@ -14,6 +14,7 @@ from dsi_online.cli.common import (
     DrafterMs,
     DrafterTtftMs,
     JsonPath,
+    LatencyCorrelation,
     LatencyCv,
     Lookahead,
     ProfileName,
@@ -72,6 +73,7 @@ def build_scenario(
     latency_cv: float | None,
     profile: str | None,
     comm_ms: float = 0.0,
+    latency_correlation: float = 0.0,
 ) -> Scenario:
     """Resolve the run options (and a profile) into a validated Scenario."""
     if profile is None:
@@ -88,6 +90,7 @@ def build_scenario(
             seed=seed,
             latency_cv=0.0 if latency_cv is None else latency_cv,
             comm_ms=comm_ms,
+            latency_correlation=latency_correlation,
         )
     _conflicts(
         profile,
@@ -117,6 +120,7 @@ def build_scenario(
         seed=seed,
         profile=loaded.name,
         link=None if comm_ms == 0 else Constant(comm_ms / 1e3),
+        latency_correlation=latency_correlation,
     )
 
 
@@ -165,6 +169,7 @@ def run(
     latency_cv: LatencyCv = None,
     profile: ProfileName = None,
     comm_ms: CommMs = 0.0,
+    latency_correlation: LatencyCorrelation = 0.0,
     concurrency: Annotated[int, typer.Option(help="Repeats played at once in one event loop.")] = 1,
     engine: Annotated[
         str,
@@ -194,6 +199,7 @@ def run(
         latency_cv=latency_cv,
         profile=profile,
         comm_ms=comm_ms,
+        latency_correlation=latency_correlation,
     )
     require(engine in ENGINES, f"engine (--engine) must be one of async, units; got {engine!r}")
     if engine == "units":

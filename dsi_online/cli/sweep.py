@@ -19,6 +19,7 @@ from dsi_online.cli.common import (
     DrafterMs,
     DrafterTtftMs,
     JsonPath,
+    LatencyCorrelation,
     LatencyCv,
     Lookahead,
     OutDir,
@@ -75,8 +76,8 @@ def sweep(
             "--vary",
             help=(
                 "NAME=VALUES, once or twice. NAME: servers, lookahead, acceptance, drafter_ms, "
-                "target_ms, latency_cv, comm_ms. VALUES: 0.5,0.7,0.9 or 1:8 (integers) or "
-                "start:stop:count (decimals)."
+                "target_ms, latency_cv, comm_ms, latency_correlation. VALUES: 0.5,0.7,0.9 or "
+                "1:8 (integers) or start:stop:count (decimals)."
             ),
             show_default=False,
         ),
@@ -100,6 +101,7 @@ def sweep(
     latency_cv: LatencyCv = None,
     profile: ProfileName = None,
     comm_ms: CommMs = 0.0,
+    latency_correlation: LatencyCorrelation = 0.0,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -133,6 +135,7 @@ def sweep(
         latency_cv=latency_cv,
         profile=profile,
         comm_ms=comm_ms,
+        latency_correlation=latency_correlation,
     )
     latency = None
     if profile is None:
