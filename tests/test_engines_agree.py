@@ -12,6 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dsi_online import engines_compare
+from dsi_online.engines_compare import compare, report
 from dsi_online.runner import ScenarioResult, oracle_for, run_scenario
 from dsi_online.scenario import Scenario, servers_needed
 from dsi_online.units import UnitsResult, simulate_scenario
@@ -93,3 +95,17 @@ def test_with_the_servers_it_needs_dsi_is_not_slower_on_average(c: float, a: flo
     docs/engines.md's grid, not everywhere (short outputs; see there)."""
     events, units = paired(round(c * TARGET_US), a, k, None, 300, 20, seed=5)
     assert events.algorithms["dsi"].mean_s <= seconds(units, "dsi").mean()
+
+
+def test_the_comparison_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m dsi_online.engines_compare` (docs/engines.md): a table and a summary;
+    bad input is one line and exit code 2."""
+    scenario = Scenario.from_ms(
+        target_ms=10, drafter_ms=1, acceptance=0.8, lookahead=5, servers=2, tokens=50, repeats=3
+    )
+    text = report([compare(scenario)])
+    assert "| 0.1 | 0.8 | 5 | 2 |" in text and "slower on average in 0 of 1" in text
+    assert engines_compare.main(["--tokens", "0"]) == 2
+    assert engines_compare.main(["--extra-servers", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--tokens" in err[0] and "--extra-servers" in err[1]
