@@ -7,7 +7,7 @@ nanoseconds). Tokens are not modelled, only whether each draft is correct: per M
 a draft for position p (0-based) made on a correct prefix is correct iff the repeat's coin
 for p says so, and a draft on an incorrect prefix is never correct.
 
-Where MODEL.md leaves a detail open, the choice is written beside the code:
+Where MODEL.md leaves a detail open, this reference chooses (and the schedulers agree):
 - a commit that reaches the position the drafter is drafting (no draft exists there yet)
   makes the draft in flight useless: drafting restarts from the new committed prefix, and
   the every-k grid is counted from that restart;
@@ -82,6 +82,8 @@ def reference_si(coins: Sequence[bool], lat: Latencies, k: int, tokens: int) -> 
 
 @dataclass
 class _Job:
+    """A verification job: a snapshot of the committed length and the drafts beyond it."""
+
     start: int  # committed length at launch
     drafts: tuple[bool, ...]  # correctness of the drafts in its snapshot
     server: int = -1
@@ -96,6 +98,8 @@ class _Job:
 
 @dataclass
 class _DSI:
+    """The state of one DSI run; each event handler applies MODEL.md's rules at once."""
+
     coins: Sequence[bool]
     lat: Latencies
     k: int
