@@ -25,6 +25,10 @@ of either algorithm accepts `min(size, draws[i])` drafts (see `chunk_draws`).
 
 The loop runs over chunk indices only; each step updates every unfinished
 (cell, repeat, algorithm) lane at once with numpy.
+
+`simulate_units_on_coins` prices the same model on given per-position coins instead (the
+asyncio engine's oracles'), one repeat at a time, so the two engines compare repeat by
+repeat on the same coins (docs/engines.md).
 """
 
 from __future__ import annotations
