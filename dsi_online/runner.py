@@ -65,6 +65,7 @@ async def play(scheduler: Scheduler, scenario: Scenario, repeat: int) -> RunResu
         scenario.seed,
         repeat,
         scenario.link,
+        scenario.latency_correlation,
     )
     gen = Generation(tokens=scenario.tokens, servers=servers)
     loop = asyncio.get_running_loop()

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from dsi_online.errors import require
-from dsi_online.latency import MAX_CV, MAX_MS, MIN_MS, LatencyModel, LogNormal, ModelLatency
+from dsi_online.latency import (
+    MAX_CV,
+    MAX_MS,
+    MIN_MS,
+    LatencyModel,
+    LogNormal,
+    ModelLatency,
+    check_correlation,
+    correlatable,
+)
 from dsi_online.trace import AcceptanceTrace
 
 MAX_TOKENS = 1_000_000
@@ -74,6 +84,26 @@ def check_comm_ms(value: float) -> None:
     )
 
 
+_RESOLUTION = 10**9
+
+
+def exact(value: float) -> Fraction:
+    """`value` as the nearest fraction with a denominator of at most 10^9: a latency in
+    seconds given to the nanosecond (the virtual clock's grid), or a grid ratio such as 1/3,
+    is exact, so float noise (0.01 / 0.1 = 0.09999999999999999) cannot move a ceiling."""
+    return Fraction(value).limit_denominator(_RESOLUTION)
+
+
+def servers_needed(c: float | Fraction, lookahead: int) -> int:
+    """Target servers DSI needs so that no verification waits for one: ceil(1 / (k c)), where
+    c = drafter latency / target latency, in exact arithmetic (a float c goes through
+    `exact`). In floats, 100 ms and 10 ms at k = 5 give c = 0.09999999999999999 and
+    ceil(2.0000000000000004) = 3, though a target forward lasts exactly two chunks of
+    drafts and 2 servers suffice."""
+    ratio = c if isinstance(c, Fraction) else exact(c)
+    return math.ceil(1 / (lookahead * ratio))
+
+
 def _latency_ms(model: LatencyModel) -> float:
     return model.mean * 1e3
 
@@ -92,6 +122,7 @@ class Scenario:
     seed: int = 0
     profile: str | None = None
     link: LatencyModel | None = None
+    latency_correlation: float = 0.0
     trace: AcceptanceTrace | None = None
     """Real accept/reject traces replayed as the coins; `acceptance` must be their rate."""
 
@@ -102,6 +133,14 @@ class Scenario:
         check_int(self.tokens, "tokens", "--tokens/-S", maximum=MAX_TOKENS)
         check_int(self.repeats, "repeats", "--repeats/-r", maximum=MAX_REPEATS)
         check_int(self.seed, "seed", "--seed", minimum=0)
+        check_correlation(self.latency_correlation)
+        require(
+            self.latency_correlation == 0
+            or (correlatable(self.target.ttft) and correlatable(self.target.tpot)),
+            "latency correlation (--latency-correlation) needs lognormal or constant target "
+            "latencies (--latency-cv); this scenario's are "
+            f"{self.target.tpot.describe()}",
+        )
         if self.trace is not None:
             require(
                 self.acceptance == self.trace.rate,
@@ -130,10 +169,13 @@ class Scenario:
         target_ttft_ms: float | None = None,
         drafter_ttft_ms: float | None = None,
         comm_ms: float = 0.0,
+        latency_correlation: float = 0.0,
     ) -> Scenario:
         """A scenario from latencies in milliseconds; cv 0 means constant latencies.
         `comm_ms` is the delay of each message between the drafter's host and a target
-        server (0: none), drawn like the forwards."""
+        server (0: none), drawn like the forwards. `latency_correlation` in [0, 1]
+        correlates the target servers' draws by decoding step (0: independent; see
+        `dsi_online.latency.CorrelatedStream`)."""
         check_ms(target_ms, "target latency", "--target-ms")
         check_ms(drafter_ms, "drafter latency", "--drafter-ms")
         if target_ttft_ms is not None:
@@ -159,6 +201,7 @@ class Scenario:
             repeats=repeats,
             seed=seed,
             link=None if comm_ms == 0 else model(comm_ms, None).tpot,
+            latency_correlation=latency_correlation,
         )
 
     @property
@@ -168,8 +211,10 @@ class Scenario:
 
     @property
     def servers_needed(self) -> int:
-        """Target servers DSI needs to never wait for one: ceil(1 / (k c))."""
-        return math.ceil(1 / (self.lookahead * self.c) - 1e-12)
+        """Target servers DSI needs to never wait for one: ceil(1 / (k c)), c computed
+        exactly from the two mean latencies (see `servers_needed`)."""
+        ratio = exact(self.drafter.tpot.mean) / exact(self.target.tpot.mean)
+        return servers_needed(ratio, self.lookahead)
 
     def to_dict(self) -> dict[str, Any]:
         """Every parameter, resolved, as plain JSON values."""
@@ -190,6 +235,7 @@ class Scenario:
                 "tpot": self.drafter.tpot.describe(),
             },
             "latency_cv": latency_cv,
+            "latency_correlation": self.latency_correlation,
             "c": self.c,
             "acceptance": self.acceptance,
             "lookahead": self.lookahead,

@@ -98,6 +98,7 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("target_ms", integer=False, minimum=0, open_minimum=True),
         Parameter("latency_cv", integer=False, minimum=0),
         Parameter("comm_ms", integer=False, minimum=0),
+        Parameter("latency_correlation", integer=False, minimum=0, maximum=1),
     )
 }
 LATENCY_PARAMETERS = ("drafter_ms", "target_ms", "latency_cv", "comm_ms")
@@ -194,6 +195,7 @@ class LatencySettings:
             repeats=like.repeats,
             seed=like.seed,
             comm_ms=self.comm_ms,
+            latency_correlation=like.latency_correlation,
         )
 
 

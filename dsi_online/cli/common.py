@@ -131,6 +131,14 @@ ProfileName = Annotated[
         rich_help_panel=SCENARIO,
     ),
 ]
+LatencyCorrelation = Annotated[
+    float,
+    typer.Option(
+        help="Correlation in [0, 1] of the target servers' draws by decoding step "
+        "(0 = independent).",
+        rich_help_panel=SCENARIO,
+    ),
+]
 CommMs = Annotated[
     float,
     typer.Option(

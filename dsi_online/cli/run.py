@@ -16,6 +16,7 @@ from dsi_online.cli.common import (
     DrafterMs,
     DrafterTtftMs,
     JsonPath,
+    LatencyCorrelation,
     LatencyCv,
     Lookahead,
     ProfileName,
@@ -77,6 +78,7 @@ def build_scenario(
     latency_cv: float | None,
     profile: str | None,
     comm_ms: float = 0.0,
+    latency_correlation: float = 0.0,
 ) -> Scenario:
     """Resolve the run options (and a profile) into a validated Scenario."""
     if profile is None:
@@ -93,6 +95,7 @@ def build_scenario(
             seed=seed,
             latency_cv=0.0 if latency_cv is None else latency_cv,
             comm_ms=comm_ms,
+            latency_correlation=latency_correlation,
         )
     _conflicts(
         profile,
@@ -122,6 +125,7 @@ def build_scenario(
         seed=seed,
         profile=loaded.name,
         link=None if comm_ms == 0 else Constant(comm_ms / 1e3),
+        latency_correlation=latency_correlation,
     )
 
 
@@ -167,6 +171,7 @@ def run(
     latency_cv: LatencyCv = None,
     profile: ProfileName = None,
     comm_ms: CommMs = 0.0,
+    latency_correlation: LatencyCorrelation = 0.0,
     clock: Annotated[
         ClockChoice,
         typer.Option(help="wall (real time) or virtual (instant).", rich_help_panel=EXECUTION),
@@ -202,6 +207,7 @@ def run(
         latency_cv=latency_cv,
         profile=profile,
         comm_ms=comm_ms,
+        latency_correlation=latency_correlation,
     )
     if engine == "units":
         document = units_to_json(scenario, simulate_scenario(scenario))

@@ -23,6 +23,7 @@ from dsi_online.cli.common import (
     DrafterMs,
     DrafterTtftMs,
     JsonPath,
+    LatencyCorrelation,
     LatencyCv,
     Lookahead,
     OutDir,
@@ -133,8 +134,8 @@ def sweep(
             "--vary",
             help=(
                 "NAME=VALUES, once or twice. NAME: servers, lookahead, acceptance, drafter_ms, "
-                "target_ms, latency_cv, comm_ms. VALUES: 0.5,0.7,0.9 or 1:8 (integers) or "
-                "start:stop:count (decimals). Required."
+                "target_ms, latency_cv, comm_ms, latency_correlation. VALUES: 0.5,0.7,0.9 or "
+                "1:8 (integers) or start:stop:count (decimals). Required."
             ),
             show_default=False,
             rich_help_panel=SCENARIO,
@@ -173,6 +174,7 @@ def sweep(
     latency_cv: LatencyCv = None,
     profile: ProfileName = None,
     comm_ms: CommMs = 0.0,
+    latency_correlation: LatencyCorrelation = 0.0,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -204,6 +206,7 @@ def sweep(
         "latency_cv": latency_cv,
         "profile": profile,
         "comm_ms": comm_ms,
+        "latency_correlation": latency_correlation,
         "clock": clock,
         "concurrency": concurrency,
     }
