@@ -7,17 +7,51 @@ clock (instant, exact, reproducible)::
     result = run_scenario(Scenario.from_ms(target_ms=30, drafter_ms=3, acceptance=0.8,
                                            lookahead=5, servers=7, tokens=500, repeats=10))
     print(result.speedups.dsi_over_si.value)
+
+The names below are imported on first use (PEP 562), so that importing a submodule, as the
+`dsi-online` command does first thing, costs nothing: the command installs its Ctrl-C
+handler before numpy and scipy load.
 """
 
-from dsi_online.errors import DSIOnlineError, InvalidParameterError, ProfileError
-from dsi_online.latency import Constant, Empirical, LogNormal, ModelLatency
-from dsi_online.oracle import SimulatedOracle, TokenOracle
-from dsi_online.profile import Profile, load_profile, resolve_profile
-from dsi_online.runner import ScenarioResult, run_many, run_scenario
-from dsi_online.scenario import Scenario
-from dsi_online.schedulers import DSI, SI, Generation, NonSI, RunResult
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dsi_online.errors import DSIOnlineError, InvalidParameterError, ProfileError
+    from dsi_online.latency import Constant, Empirical, LogNormal, ModelLatency
+    from dsi_online.oracle import SimulatedOracle, TokenOracle
+    from dsi_online.profile import Profile, load_profile, resolve_profile
+    from dsi_online.runner import ScenarioResult, run_many, run_scenario
+    from dsi_online.scenario import Scenario
+    from dsi_online.schedulers import DSI, SI, Generation, NonSI, RunResult
 
 __version__ = "0.1.0"
+
+_HOMES = {
+    "DSIOnlineError": "errors",
+    "InvalidParameterError": "errors",
+    "ProfileError": "errors",
+    "Constant": "latency",
+    "Empirical": "latency",
+    "LogNormal": "latency",
+    "ModelLatency": "latency",
+    "SimulatedOracle": "oracle",
+    "TokenOracle": "oracle",
+    "Profile": "profile",
+    "load_profile": "profile",
+    "resolve_profile": "profile",
+    "ScenarioResult": "runner",
+    "run_many": "runner",
+    "run_scenario": "runner",
+    "Scenario": "scenario",
+    "DSI": "schedulers",
+    "SI": "schedulers",
+    "Generation": "schedulers",
+    "NonSI": "schedulers",
+    "RunResult": "schedulers",
+}
 
 __all__ = [
     "DSI",
@@ -42,3 +76,17 @@ __all__ = [
     "run_many",
     "run_scenario",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'dsi_online' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"dsi_online.{home}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

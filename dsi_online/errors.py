@@ -21,3 +21,8 @@ def require(condition: bool, message: str) -> None:
     """Raise InvalidParameterError(message) unless condition holds."""
     if not condition:
         raise InvalidParameterError(message)
+
+
+class BackendError(DSIOnlineError):
+    """A backend (a Ray cluster) cannot be reached or failed during a run; work already
+    journaled is kept."""

@@ -23,8 +23,10 @@ from typing import Any, Literal, TextIO
 import numpy as np
 
 from dsi_online.errors import InvalidParameterError, require
+from dsi_online.latency import MAX_MS, MIN_MS
 from dsi_online.parallel import BACKENDS, Backend, run_chunks
 from dsi_online.results import complete_lines, prepare_out_dir, write_atomic
+from dsi_online.scenario import MAX_REPEATS, MAX_SERVERS, MAX_TOKENS
 from dsi_online.units import (
     ALGORITHMS,
     UnitsCell,
@@ -49,8 +51,16 @@ CONFIG_FILE = "run.json"
 MAX_CHUNK = {"units": 1200, "async": 16}
 """Most cells one task computes per engine (bounds memory and the wait on an interrupt)."""
 
+MAX_NDIM = 200
+"""Finest grid: 201 x 201 (c, a) points, 100 times the paper's 441."""
+MAX_GRID_LOOKAHEAD = 100
+"""Largest lookahead k a grid tries (the paper's: 20)."""
+MAX_CELLS = 1_000_000
+"""Most (c, a, k) cells in one heatmap (the paper's grid: 8,463)."""
+
 Progress = Callable[[int, int], None]
-"""progress(cells done, cells in the grid), called as results arrive."""
+"""progress(cells done, cells in the grid), called first before any work starts, then as
+results arrive."""
 
 
 @dataclass(frozen=True)
@@ -71,20 +81,24 @@ class HeatmapConfig:
     k_search: str = "all"
 
     def __post_init__(self) -> None:
-        ints = (
-            ("ndim", "--ndim", self.ndim, 2),
-            ("min_lookahead", "--min-lookahead", self.min_lookahead, 1),
-            ("max_lookahead", "--max-lookahead", self.max_lookahead, 1),
-            ("servers", "--servers", self.servers, 1),
-            ("tokens", "--tokens", self.tokens, 1),
-            ("repeats", "--repeats", self.repeats, 1),
-            ("seed", "--seed", self.seed, 0),
-            ("concurrency", "--concurrency", self.concurrency, 1),
+        ints: tuple[tuple[str, str, int, int, int | None], ...] = (
+            ("ndim", "--ndim", self.ndim, 2, MAX_NDIM),
+            ("min_lookahead", "--min-lookahead", self.min_lookahead, 1, MAX_GRID_LOOKAHEAD),
+            ("max_lookahead", "--max-lookahead", self.max_lookahead, 1, MAX_GRID_LOOKAHEAD),
+            ("servers", "--servers", self.servers, 1, MAX_SERVERS),
+            ("tokens", "--tokens", self.tokens, 1, MAX_TOKENS),
+            ("repeats", "--repeats", self.repeats, 1, MAX_REPEATS),
+            ("seed", "--seed", self.seed, 0, None),
+            ("concurrency", "--concurrency", self.concurrency, 1, MAX_REPEATS),
         )
-        for name, option, value, low in ints:
+        for name, option, value, low, high in ints:
+            allowed = f">= {low}" if high is None else f"within [{low}, {high}]"
             require(
-                isinstance(value, int) and not isinstance(value, bool) and value >= low,
-                f"{name} ({option}) must be an integer >= {low}; got {value}",
+                isinstance(value, int)
+                and not isinstance(value, bool)
+                and value >= low
+                and (high is None or value <= high),
+                f"{name} ({option}) must be an integer {allowed}; got {value}",
             )
         require(
             self.min_lookahead <= self.max_lookahead,
@@ -93,14 +107,16 @@ class HeatmapConfig:
         )
         require(
             self.engine in ENGINES,
-            f"engine (--engine) must be one of {ENGINES}; got {self.engine!r}",
+            f"engine (--engine) must be one of {', '.join(ENGINES)}; got {self.engine!r}",
         )
         require(
-            self.clock in CLOCKS, f"clock (--clock) must be one of {CLOCKS}; got {self.clock!r}"
+            self.clock in CLOCKS,
+            f"clock (--clock) must be one of {', '.join(CLOCKS)}; got {self.clock!r}",
         )
         require(
             self.k_search in K_SEARCHES,
-            f"lookahead search (--k-search) must be one of {K_SEARCHES}; got {self.k_search!r}",
+            f"lookahead search (--k-search) must be one of {', '.join(K_SEARCHES)}; "
+            f"got {self.k_search!r}",
         )
         require(
             self.engine == "async" or self.k_search == "all",
@@ -110,12 +126,21 @@ class HeatmapConfig:
             self.engine == "async" or self.clock == "virtual",
             "clock (--clock) applies to --engine async only; the units engine counts time units",
         )
+        fastest = MIN_MS / C_MIN  # the fastest drafter, c = C_MIN, must stay >= MIN_MS
         require(
             isinstance(self.target_ms, int | float)
             and math.isfinite(self.target_ms)
-            and self.target_ms > 0,
-            f"target latency (--target-ms) must be a finite number of milliseconds > 0; "
+            and fastest <= self.target_ms <= MAX_MS,
+            f"target latency (--target-ms) must be a number of milliseconds within "
+            f"[{fastest:g}, {MAX_MS:g}] (the drafter's, c x target, is at least {MIN_MS:g}); "
             f"got {self.target_ms}",
+        )
+        size = (len(self.c_values()) * len(self.a_values())) * len(self.lookaheads())
+        require(
+            size <= MAX_CELLS,
+            f"the grid (--ndim {self.ndim}, lookaheads {self.min_lookahead}.."
+            f"{self.max_lookahead}) has up to {size:,} (c, a, k) cells; a heatmap has at most "
+            f"{MAX_CELLS:,}",
         )
 
     @property
@@ -441,6 +466,10 @@ def read_rows(path: Path) -> list[CellRow]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidParameterError(f"cannot read results {path}: {exc.strerror}") from exc
+    except ValueError as exc:  # UnicodeDecodeError: not a text file
+        raise InvalidParameterError(
+            f"{path} is not a heatmap rows CSV: it is not UTF-8 text ({exc.__class__.__name__})"
+        ) from None
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines.pop()
@@ -527,7 +556,10 @@ def run_heatmap(
         isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1,
         f"workers (--workers) must be an integer >= 1; got {workers}",
     )
-    require(backend in BACKENDS, f"backend (--backend) must be one of {BACKENDS}; got {backend!r}")
+    require(
+        backend in BACKENDS,
+        f"backend (--backend) must be one of {', '.join(BACKENDS)}; got {backend!r}",
+    )
     require(
         ray_address is None or backend == "ray",
         "ray address (--ray-address) needs --backend ray",
@@ -543,6 +575,9 @@ def run_heatmap(
         reused = sum(cell_key(cell) in journal.rows for cell in cells)
         todo = [cell for cell in cells if cell_key(cell) not in journal.rows]
         chunks = _chunks(todo, workers, config)
+        done = reused
+        if progress is not None:
+            progress(done, len(cells))
         batches = run_chunks(
             functools.partial(compute_cells, config=config),
             chunks,
@@ -552,9 +587,6 @@ def run_heatmap(
             stack=stack,
             command="heatmap",
         )
-        done = reused
-        if progress is not None:
-            progress(done, len(cells))
         for batch in batches:
             journal.add(batch)
             done += len(batch)

@@ -18,6 +18,14 @@ from dsi_online.errors import require
 
 _BATCH = 512
 
+MIN_MS = 1e-3
+"""Shortest latency, ms (one microsecond): the clocks count whole nanoseconds, and below a
+microsecond that rounding would distort the draws (at zero, a forward takes no time)."""
+MAX_MS = 3_600_000.0
+"""Longest mean latency, ms (one hour a forward)."""
+MAX_CV = 100.0
+"""Largest coefficient of variation of a lognormal latency (its sigma stays below 3.04)."""
+
 
 class LatencyModel(Protocol):
     """A distribution of forward-pass latencies in seconds."""
@@ -38,8 +46,8 @@ class LatencyModel(Protocol):
 
 def _check_latency(value: float, what: str) -> None:
     require(
-        math.isfinite(value) and value > 0,
-        f"{what} must be a finite number > 0 (seconds); got {value}",
+        math.isfinite(value) and MIN_MS / 1e3 <= value <= MAX_MS / 1e3,
+        f"{what} must be within [{MIN_MS / 1e3:g}, {MAX_MS / 1e3:g}] seconds; got {value}",
     )
 
 
@@ -77,8 +85,8 @@ class LogNormal:
     def __post_init__(self) -> None:
         _check_latency(self.mean_s, "lognormal mean")
         require(
-            math.isfinite(self.cv) and self.cv > 0,
-            f"latency coefficient of variation must be a finite number > 0; got {self.cv}",
+            math.isfinite(self.cv) and 0 < self.cv <= MAX_CV,
+            f"latency coefficient of variation must be within (0, {MAX_CV:g}]; got {self.cv}",
         )
 
     @property
@@ -164,14 +172,86 @@ class LatencyStream:
     def _refill(self) -> None:
         self._buffer = self.model.tpot.sample(self.rng, _BATCH)[::-1].tolist()
 
-    def next(self) -> float:
-        """The latency of this server's next forward pass, in seconds."""
+    def next(self, prefix: Sequence[int] = ()) -> float:
+        """The latency of this server's next forward pass (over `prefix`, which independent
+        draws ignore), in seconds."""
         if self._ttft is not None:
             ttft, self._ttft = self._ttft, None
             return ttft
         if not self._buffer:
             self._refill()
         return self._buffer.pop()
+
+
+def check_correlation(value: float) -> None:
+    """Raise InvalidParameterError unless 0 <= value <= 1."""
+    require(
+        isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= 1,
+        f"latency correlation (--latency-correlation) must be within [0, 1]; got {value}",
+    )
+
+
+def correlatable(model: LatencyModel) -> bool:
+    """Whether correlated draws can keep `model` as their marginal: lognormal or constant."""
+    return isinstance(model, LogNormal | Constant)
+
+
+def _log_params(model: LatencyModel) -> tuple[float, float]:
+    """(mu, sigma) of log(latency): lognormal(mean, cv), or a constant (sigma 0)."""
+    if isinstance(model, LogNormal):
+        sigma2 = math.log1p(model.cv**2)
+        return math.log(model.mean_s) - sigma2 / 2, math.sqrt(sigma2)
+    if isinstance(model, Constant):
+        return math.log(model.value), 0.0
+    raise TypeError(f"correlated draws need lognormal or constant latencies; got {model}")
+
+
+class StepDraws:
+    """One standard normal per decoding step (a prefix length), drawn in order from one
+    generator, whatever order the steps are asked for in: the factor every target server of
+    a repeat shares."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+        self._values: list[float] = []
+
+    def at(self, step: int) -> float:
+        """The shared draw of `step`."""
+        while step >= len(self._values):
+            self._values.extend(self._rng.standard_normal(_BATCH).tolist())
+        return self._values[step]
+
+
+class CorrelatedStream:
+    """One target server's draws, correlated with the other target servers' by decoding step.
+
+    A forward over a prefix of length v takes exp(mu + sigma (sqrt(rho) Z_v + sqrt(1 - rho)
+    E)): Z_v is the step's draw, shared by every target server (and every algorithm) of the
+    repeat, E the server's own. Each draw is lognormal with the model's mean and CV (its
+    first forward the TTFT model's, later ones the TPOT model's); rho is the correlation of
+    the logs of two servers' forwards from the same prefix; at rho = 1 they are equal.
+    """
+
+    def __init__(
+        self, model: ModelLatency, rng: np.random.Generator, steps: StepDraws, rho: float
+    ) -> None:
+        check_correlation(rho)
+        self._phases = (_log_params(model.ttft), _log_params(model.tpot))
+        self._rng = rng
+        self._steps = steps
+        self._shared = math.sqrt(rho)
+        self._own = math.sqrt(1 - rho)
+        self._warm = False
+        self._buffer: list[float] = []
+
+    def next(self, prefix: Sequence[int] = ()) -> float:
+        """The latency of this server's next forward pass over `prefix`, in seconds."""
+        mu, sigma = self._phases[self._warm]
+        self._warm = True
+        if not self._buffer:
+            self._buffer = self._rng.standard_normal(_BATCH).tolist()
+        z = self._shared * self._steps.at(len(prefix)) + self._own * self._buffer.pop()
+        return math.exp(mu + sigma * z)
 
 
 def empirical_ms(samples_ms: Sequence[float]) -> Empirical:

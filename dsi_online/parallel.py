@@ -1,31 +1,41 @@
 """Independent chunks of work, run in this process, on a local process pool, or as Ray
-tasks; results come back as each chunk finishes. Used by the heatmap and the sweep."""
+tasks; results come back as each chunk finishes. Used by the heatmap and the sweep.
+
+On an interrupt or an error the pool is terminated at once, never waited for: the chunks
+that have come back are the caller's to keep (see `dsi_online.interrupts`). Workers run
+`interrupts.worker_init`, so they leave Ctrl-C to the parent and die with it.
+"""
 
 from __future__ import annotations
 
 import importlib
 import multiprocessing
-import signal
+import re
+import socket
 import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import ExitStack
+from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from dsi_online.errors import MissingExtraError
+from dsi_online.errors import BackendError, InvalidParameterError, MissingExtraError
+from dsi_online.interrupts import worker_init
 
 Backend = Literal["process", "ray"]
 BACKENDS: tuple[Backend, ...] = ("process", "ray")
 
+RAY_CONNECT_TIMEOUT_S = 5.0
+"""How long a Ray address may take to accept a connection before it counts as unreachable."""
+RAY_ADDRESS_FORMS = "auto, HOST:PORT or ray://HOST:PORT"
+
 Chunk = TypeVar("Chunk")
 Result = TypeVar("Result")
 
-
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the parent, which stops handing out work and keeps what it has."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+_HOST_PORT = re.compile(
+    r"^(?:ray://)?(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$"
+)
 
 
 def _pool_context(preload: str) -> multiprocessing.context.BaseContext:
@@ -44,28 +54,58 @@ def _pool_context(preload: str) -> multiprocessing.context.BaseContext:
 def _process_pool(
     func: Callable[[Chunk], Result], chunks: Sequence[Chunk], workers: int, stack: ExitStack
 ) -> Iterator[Result]:
-    """Start the workers and hand them every chunk now; `stack` shuts the pool down."""
-    pool = ProcessPoolExecutor(
-        max_workers=min(workers, len(chunks)),
-        mp_context=_pool_context(getattr(func, "func", func).__module__),
-        initializer=_ignore_sigint,
-    )
-    stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+    """Start the workers and hand them the chunks; `stack` closes the pool when the caller's
+    block ends: joined after success, terminated at once after an interrupt or an error."""
+    context = _pool_context(getattr(func, "func", func).__module__)
     with warnings.catch_warnings():
         # Python 3.12+ warns when forking a process with threads; numpy's BLAS keeps one
         # (fork-safe through pthread_atfork) and the workers only run numpy code.
         warnings.filterwarnings(
             "ignore", r".*use of fork\(\) may lead to deadlocks", DeprecationWarning
         )
-        pending: set[Future[Result]] = {pool.submit(func, chunk) for chunk in chunks}
-    return _as_completed(pending)
+        pool = context.Pool(processes=min(workers, len(chunks)), initializer=worker_init)
+
+    def close(
+        kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if kind is None:
+            pool.close()
+        else:
+            pool.terminate()
+        pool.join()
+        return False
+
+    stack.push(close)
+    return pool.imap_unordered(func, chunks)
 
 
-def _as_completed(pending: set[Future[Result]]) -> Iterator[Result]:
-    while pending:
-        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-        for future in finished:
-            yield future.result()
+def check_ray_address(address: str) -> None:
+    """Refuse, in one line, a Ray address that is malformed, needs an extra that is missing,
+    or does not accept a connection within RAY_CONNECT_TIMEOUT_S (ray.init would hang)."""
+    if address == "auto":
+        return
+    match = _HOST_PORT.match(address)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise InvalidParameterError(
+            f"ray address (--ray-address) must be {RAY_ADDRESS_FORMS}; got {address!r}"
+        )
+    if address.startswith("ray://"):
+        try:
+            importlib.import_module("grpc")
+        except ImportError:
+            raise MissingExtraError(
+                "ray address (--ray-address) ray://... uses the Ray client, which needs "
+                "pip install 'ray[client]'; or give the cluster's HOST:PORT"
+            ) from None
+    host = match["host"].strip("[]")
+    try:
+        socket.create_connection((host, int(match["port"])), RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        why = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        raise BackendError(
+            f"ray address (--ray-address) {address}: no Ray cluster answers there ({why} "
+            f"after at most {RAY_CONNECT_TIMEOUT_S:g} s)"
+        ) from None
 
 
 def _apply(func: Callable[[Chunk], Result], chunk: Chunk) -> Result:
@@ -80,19 +120,32 @@ def _ray_tasks(
     workers: int,
     command: str,
 ) -> Iterator[Result]:
-    """Chunks as Ray tasks: on `ray_address`'s cluster, or a local instance of `workers` CPUs."""
+    """Chunks as Ray tasks: on `ray_address`'s cluster, or a local instance of `workers` CPUs.
+    A cluster that cannot be reached or fails mid-run raises BackendError (one line)."""
     try:
         ray: Any = importlib.import_module("ray")
     except ImportError as exc:
         raise MissingExtraError(
             f"dsi-online {command} --backend ray needs ray: pip install 'dsi-online[ray]'"
         ) from exc
+    if ray_address is not None:
+        check_ray_address(ray_address)
     started_here = not ray.is_initialized()
     if started_here:
         local_cpus = None if ray_address else workers
-        ray.init(
-            address=ray_address, num_cpus=local_cpus, include_dashboard=False, log_to_driver=False
-        )
+        try:
+            ray.init(
+                address=ray_address,
+                num_cpus=local_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level="ERROR",
+            )
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = f"at {ray_address}" if ray_address else "locally"
+            raise BackendError(
+                f"cannot start or reach a Ray cluster {where}: {_first_line(exc)}"
+            ) from None
     try:
         remote = ray.remote(_apply)
         func_ref = ray.put(func)
@@ -100,11 +153,23 @@ def _ray_tasks(
         while pending:
             finished, pending = ray.wait(pending, num_returns=1)
             for ref in finished:
-                result: Result = ray.get(ref)
+                try:
+                    result: Result = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    raise exc.as_instanceof_cause() from None
+                except ray.exceptions.RayError as exc:
+                    raise BackendError(
+                        f"the Ray cluster failed during the run: {_first_line(exc)}"
+                    ) from None
                 yield result
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else exc.__class__.__name__
 
 
 def run_chunks(

@@ -224,18 +224,39 @@ def user_profiles() -> list[Path]:
     return sorted(directory.glob("*.toml")) if directory.is_dir() else []
 
 
+def readable_profiles() -> list[tuple[str, Profile]]:
+    """Every profile that loads, as (origin, profile): the user's ("user") first, then the
+    shipped ones ("shipped"); files that do not load are left out (`dsi-online profiles`
+    reports them)."""
+    found: list[tuple[str, Profile]] = []
+    for origin, paths in (("user", user_profiles()), ("shipped", shipped_profiles())):
+        for path in paths:
+            try:
+                found.append((origin, load_profile(path)))
+            except ProfileError:
+                continue
+    return found
+
+
 def resolve_profile(name_or_path: str) -> Profile:
-    """Load a profile by name (the user's directory first, then shipped ones) or by path."""
-    for path in (*user_profiles(), *shipped_profiles()):
-        if path.stem == name_or_path:
-            return load_profile(path)
+    """Load a profile by the name `dsi-online profiles` lists (its `name` field), else by its
+    file's stem, among the user's profiles first, then the shipped ones; else as a path."""
+    found = readable_profiles()
+    for group in ("user", "shipped"):
+        mine = [profile for origin, profile in found if origin == group]
+        for profile in mine:
+            if profile.name == name_or_path:
+                return profile
+        for profile in mine:
+            if profile.path is not None and profile.path.stem == name_or_path:
+                return profile
+    candidates = [profile for _, profile in found]
     path = Path(name_or_path)
     if path.suffix != ".toml" and not path.exists():
-        names = ", ".join(p.stem for p in shipped_profiles()) or "none"
-        mine = ", ".join(p.stem for p in user_profiles()) or "none"
+        names = ", ".join(dict.fromkeys(p.name for p in candidates)) or "none"
         raise ProfileError(
-            f"profile {name_or_path}: no such file, nor a shipped profile (shipped: {names}), "
-            f"nor one in {user_profiles_dir()} (yours: {mine})"
+            f"profile {name_or_path}: no such file, nor a profile of that name (readable "
+            f"profiles: {names}; yours live in {user_profiles_dir()})"
         )
     return load_profile(path)
 

@@ -16,7 +16,7 @@ import numpy as np
 from dsi_online.clock import Clock, VirtualEventLoop, check_clock
 from dsi_online.clock import run as run_on_clock
 from dsi_online.errors import require
-from dsi_online.oracle import SimulatedOracle
+from dsi_online.oracle import VOCAB, SimulatedOracle
 from dsi_online.scenario import Scenario
 from dsi_online.schedulers import DSI, SI, Generation, NonSI, RunResult, Scheduler
 from dsi_online.server import ORACLE_KEY, ServerSet
@@ -24,6 +24,12 @@ from dsi_online.stats import Speedup, Summary
 
 ALGORITHMS = ("nonsi", "si", "dsi")
 Progress = Callable[[int], None]
+
+
+def gpus_held(algorithm: str, servers: int) -> int:
+    """GPUs an algorithm holds for its whole latency: non-SI its target server, SI a target
+    and a drafter server, DSI its `servers` target servers and a drafter server."""
+    return {"nonsi": 1, "si": 2, "dsi": servers + 1}[algorithm]
 
 
 class LeakedTasksError(RuntimeError):
@@ -40,9 +46,14 @@ def schedulers_for(scenario: Scenario) -> dict[str, Scheduler]:
 
 
 def oracle_for(scenario: Scenario, repeat: int) -> SimulatedOracle:
-    """The oracle of one repeat: the same for every algorithm."""
+    """The oracle of one repeat, the same for every algorithm: random coins of rate
+    `acceptance`, or the coins of the scenario's acceptance trace for this repeat."""
     seq = np.random.SeedSequence(scenario.seed, spawn_key=(repeat, ORACLE_KEY))
-    return SimulatedOracle.draw(scenario.tokens, scenario.acceptance, np.random.default_rng(seq))
+    rng = np.random.default_rng(seq)
+    if scenario.trace is None:
+        return SimulatedOracle.draw(scenario.tokens, scenario.acceptance, rng)
+    truth = rng.integers(0, VOCAB, size=scenario.tokens).tolist()
+    return SimulatedOracle(truth, scenario.trace.coins(repeat, scenario.tokens))
 
 
 async def play(scheduler: Scheduler, scenario: Scenario, repeat: int) -> RunResult:
@@ -54,6 +65,7 @@ async def play(scheduler: Scheduler, scenario: Scenario, repeat: int) -> RunResu
         scenario.seed,
         repeat,
         scenario.link,
+        scenario.latency_correlation,
     )
     gen = Generation(tokens=scenario.tokens, servers=servers)
     loop = asyncio.get_running_loop()
@@ -189,6 +201,16 @@ class ScenarioResult:
             lag_s=sum(r.lag_s for r in runs),
             timer_slack_s=sum(r.timer_slack_s for r in runs),
         )
+
+    def gpus(self, name: str) -> int:
+        """GPUs algorithm `name` holds for its whole latency (see gpus_held)."""
+        return gpus_held(name, self.scenario.servers)
+
+    def reserved_s(self, name: str) -> list[float]:
+        """Reserved GPU-seconds of algorithm `name` per repeat: its latency times the GPUs it
+        holds, busy or not (busy_s counts only the time they compute)."""
+        gpus = self.gpus(name)
+        return [latency * gpus for latency in self.algorithms[name].latency_s]
 
     @property
     def speedups(self) -> Speedups:

@@ -12,13 +12,20 @@ from typing import Literal, Protocol
 import numpy as np
 
 from dsi_online.clock import RANK_DEFAULT, RANK_DRAFT, call_ranked
-from dsi_online.latency import LatencyModel, LatencyStream, ModelLatency
+from dsi_online.latency import (
+    CorrelatedStream,
+    LatencyModel,
+    LatencyStream,
+    ModelLatency,
+    StepDraws,
+)
 from dsi_online.oracle import TokenOracle
 
 Role = Literal["target", "drafter"]
 _ROLE_KEY = {"target": 0, "drafter": 1}
 ORACLE_KEY = 2
 _LINK_KEY = 3
+_STEP_KEY = 4
 
 
 def whole_ns(seconds: float) -> float:
@@ -155,7 +162,13 @@ class SimulatedServer(Account):
     (MODEL.md's same-instant rule); the virtual clock orders its timers by that rank.
     """
 
-    def __init__(self, name: str, role: Role, stream: LatencyStream, oracle: TokenOracle) -> None:
+    def __init__(
+        self,
+        name: str,
+        role: Role,
+        stream: LatencyStream | CorrelatedStream,
+        oracle: TokenOracle,
+    ) -> None:
         super().__init__(name, role)
         self._stream = stream
         self._oracle = oracle
@@ -169,7 +182,7 @@ class SimulatedServer(Account):
     async def forward(self, prefix: Sequence[int], drafts: Sequence[int]) -> list[int]:
         """Sleep for the next latency draw on the running loop's clock; return the tokens."""
         tokens = self._tokens(prefix, drafts)
-        duration = self._stream.next()
+        duration = self._stream.next(prefix)
         loop = asyncio.get_running_loop()
         self.forwards += 1
         self.in_flight = True
@@ -204,7 +217,9 @@ class Link:
 class ServerSet:
     """The simulated servers of one run, made on demand; server i of a role always draws
     from the stream seeded by (seed, repeat, role, i), so algorithms share latency draws.
-    So does the link to target server i. Every server answers from the repeat's oracle."""
+    So does the link to target server i. Every server answers from the repeat's oracle.
+    With `correlation` > 0 the target servers' draws share a factor per decoding step,
+    seeded by (seed, repeat) (see CorrelatedStream); 0 keeps them independent."""
 
     def __init__(
         self,
@@ -214,12 +229,15 @@ class ServerSet:
         seed: int,
         repeat: int,
         link: LatencyModel | None = None,
+        correlation: float = 0.0,
     ) -> None:
         self._models = {"target": target, "drafter": drafter}
         self._oracle = oracle
         self._link = link
         self._seed = seed
         self._repeat = repeat
+        self._correlation = correlation
+        self._steps: StepDraws | None = None
         self._servers: dict[tuple[Role, int], SimulatedServer] = {}
         self._links: dict[int, Link] = {}
 
@@ -230,7 +248,14 @@ class ServerSet:
     def _get(self, role: Role, index: int) -> SimulatedServer:
         key = (role, index)
         if key not in self._servers:
-            stream = LatencyStream(self._models[role], self._rng(_ROLE_KEY[role], index))
+            rng = self._rng(_ROLE_KEY[role], index)
+            stream: LatencyStream | CorrelatedStream
+            if role == "target" and self._correlation > 0:
+                if self._steps is None:
+                    self._steps = StepDraws(self._rng(_STEP_KEY, 0))
+                stream = CorrelatedStream(self._models[role], rng, self._steps, self._correlation)
+            else:
+                stream = LatencyStream(self._models[role], rng)
             self._servers[key] = SimulatedServer(f"{role}-{index}", role, stream, self._oracle)
         return self._servers[key]
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import stdtrit
 
+CONFIDENCE = 0.95
+
 
 @dataclass(frozen=True)
 class Summary:
@@ -28,7 +30,14 @@ class Summary:
 @dataclass(frozen=True)
 class Speedup:
     """mean(baseline) / mean(candidate) with a 95% confidence interval from paired repeats
-    (delta method; None with a single repeat)."""
+    (None with a single repeat).
+
+    The interval is built on the log scale: log(ratio) has the delta-method standard error
+    sd(x_i / mean(x) - y_i / mean(y)) / sqrt(n), with a t quantile of n - 1 degrees of
+    freedom, and the bounds are exponentiated. A ratio's interval is then always positive
+    and asymmetric the way skewed latencies (lognormal with a large cv) make it, where the
+    linear delta method gave negative lower bounds.
+    """
 
     value: float
     ci_low: float | None
@@ -42,6 +51,14 @@ class Speedup:
         n = len(x)
         if n < 2:
             return cls(ratio, None, None)
-        se = float((x - ratio * y).std(ddof=1) / math.sqrt(n) / y.mean())
-        half = float(stdtrit(n - 1, 0.975)) * se
-        return cls(ratio, ratio - half, ratio + half)
+        se = float((x / x.mean() - y / y.mean()).std(ddof=1) / math.sqrt(n))
+        half = float(stdtrit(n - 1, (1 + CONFIDENCE) / 2)) * se
+        return cls(ratio, ratio * math.exp(-half), ratio * math.exp(half))
+
+    @property
+    def conclusive(self) -> bool:
+        """Whether the interval excludes 1: the candidate is faster, or slower, at 95%.
+        False with a single repeat (no interval)."""
+        if self.ci_low is None or self.ci_high is None:
+            return False
+        return self.ci_low > 1 or self.ci_high < 1

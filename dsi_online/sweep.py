@@ -30,9 +30,9 @@ from scipy.special import stdtrit
 from dsi_online.clock import Clock
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.parallel import BACKENDS, Backend, run_chunks
-from dsi_online.results import complete_lines, prepare_out_dir, write_atomic
-from dsi_online.runner import ALGORITHMS, Speedups, run_many
-from dsi_online.scenario import Scenario
+from dsi_online.results import OPTIONS, complete_lines, prepare_out_dir, write_atomic
+from dsi_online.runner import ALGORITHMS, Speedups, gpus_held, run_many
+from dsi_online.scenario import MAX_LOOKAHEAD, MAX_SERVERS, Scenario
 from dsi_online.stats import Speedup, Summary
 
 AxisValue = int | float
@@ -47,6 +47,8 @@ CONFIDENCE = 0.95
 """Confidence of the paired intervals of the marginal gains."""
 MAX_CHUNK = 8
 """Most cells one task computes (bounds the wait for results and for an interrupt)."""
+MAX_CELLS = 10_000
+"""Most cells in one sweep (each is a full comparison of the three algorithms)."""
 
 Progress = Callable[[int, int], None]
 """progress(cells done, cells in the sweep), called as results arrive."""
@@ -74,7 +76,8 @@ class Parameter:
         kind = "an integer" if self.integer else "a number"
         low = f"> {self.minimum:g}" if self.open_minimum else f">= {self.minimum:g}"
         if self.maximum is not None:
-            return f"{kind} within [{self.minimum:g}, {self.maximum:g}]"
+            high = str(int(self.maximum)) if self.integer else f"{self.maximum:g}"
+            return f"{kind} within [{self.minimum:g}, {high}]"
         return f"{kind} {low}"
 
     def allows(self, value: float) -> bool:
@@ -88,13 +91,14 @@ class Parameter:
 PARAMETERS: dict[str, Parameter] = {
     p.name: p
     for p in (
-        Parameter("servers", integer=True, minimum=1),
-        Parameter("lookahead", integer=True, minimum=1),
+        Parameter("servers", integer=True, minimum=1, maximum=MAX_SERVERS),
+        Parameter("lookahead", integer=True, minimum=1, maximum=MAX_LOOKAHEAD),
         Parameter("acceptance", integer=False, minimum=0, maximum=1),
         Parameter("drafter_ms", integer=False, minimum=0, open_minimum=True),
         Parameter("target_ms", integer=False, minimum=0, open_minimum=True),
         Parameter("latency_cv", integer=False, minimum=0),
         Parameter("comm_ms", integer=False, minimum=0),
+        Parameter("latency_correlation", integer=False, minimum=0, maximum=1),
     )
 }
 LATENCY_PARAMETERS = ("drafter_ms", "target_ms", "latency_cv", "comm_ms")
@@ -130,13 +134,19 @@ def _range(parts: list[str], parameter: Parameter, spec: str) -> list[AxisValue]
         start, stop = (int(_number(p, parameter, spec)) for p in parts)
         if stop < start:
             raise _bad_spec(spec, f"the range {start}:{stop} is empty")
+        if stop - start + 1 > MAX_CELLS:
+            raise _bad_spec(
+                spec, f"{stop - start + 1:,} values; a sweep has at most {MAX_CELLS:,} cells"
+            )
         return list(range(start, stop + 1))
     if len(parts) != 3:
         raise _bad_spec(spec, f"{parameter.name} takes start:stop:count (a count of values)")
     low, high = (_number(p, parameter, spec) for p in parts[:2])
     count = parts[2]
-    if not count.isdigit() or int(count) < 2:
-        raise _bad_spec(spec, f"the count must be an integer >= 2; got {count!r}")
+    if not count.isdigit() or not 2 <= int(count) <= MAX_CELLS:
+        raise _bad_spec(
+            spec, f"the count must be an integer within [2, {MAX_CELLS}] (cells); got {count!r}"
+        )
     return [float(v) for v in np.linspace(low, high, int(count))]
 
 
@@ -185,6 +195,7 @@ class LatencySettings:
             repeats=like.repeats,
             seed=like.seed,
             comm_ms=self.comm_ms,
+            latency_correlation=like.latency_correlation,
         )
 
 
@@ -216,6 +227,12 @@ class SweepConfig:
         require(
             isinstance(self.concurrency, int) and self.concurrency >= 1,
             f"concurrency (--concurrency) must be an integer >= 1; got {self.concurrency}",
+        )
+        size = math.prod(len(axis.values) for axis in self.axes)
+        require(
+            size <= MAX_CELLS,
+            f"--vary makes {size:,} cells ({' x '.join(str(len(a.values)) for a in self.axes)}); "
+            f"a sweep has at most {MAX_CELLS:,}",
         )
         for name in names:
             if name in LATENCY_PARAMETERS:
@@ -279,6 +296,7 @@ class CellRuns:
     servers_needed: int
     lossless: bool
     algorithms: dict[str, AlgorithmRuns]
+    servers: int
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON values (one journal line)."""
@@ -288,6 +306,7 @@ class CellRuns:
             "c": self.c,
             "servers_needed": self.servers_needed,
             "lossless": self.lossless,
+            "servers": self.servers,
             "algorithms": {
                 name: {"latency_s": list(r.latency_s), "busy_s": list(r.busy_s)}
                 for name, r in self.algorithms.items()
@@ -310,6 +329,7 @@ class CellRuns:
                 )
                 for name in ALGORITHMS
             },
+            servers=int(doc["servers"]),
         )
 
 
@@ -337,6 +357,7 @@ def compute_chunk(chunk: CellChunk) -> list[CellRuns]:
                 name: AlgorithmRuns(tuple(s.latency_s), tuple(s.busy_s))
                 for name, s in result.algorithms.items()
             },
+            servers=cell.scenario.servers,
         )
         for cell, result in zip(chunk.cells, results, strict=True)
     ]
@@ -404,9 +425,16 @@ class SweepRow:
         return Summary.of(self.runs.algorithms[algorithm].latency_s)
 
     def gpu_s_per_token(self, algorithm: str) -> float:
-        """An algorithm's GPU-seconds (busy time of all its servers) per generated token."""
+        """An algorithm's busy GPU-seconds (compute time of all its servers) per token."""
         busy = self.runs.algorithms[algorithm].busy_s
         return sum(busy) / len(busy) / self.runs.tokens
+
+    def reserved_gpu_s_per_token(self, algorithm: str) -> float:
+        """An algorithm's reserved GPU-seconds per token: its latency times the GPUs it
+        holds for all of it (runner.gpus_held), busy or not."""
+        latency = self.runs.algorithms[algorithm].latency_s
+        gpus = gpus_held(algorithm, self.runs.servers)
+        return sum(latency) / len(latency) * gpus / self.runs.tokens
 
     @property
     def speedups(self) -> Speedups:
@@ -421,14 +449,19 @@ class SweepRow:
 
 @dataclass(frozen=True)
 class Knee:
-    """Where more target servers stop helping DSI, for one value of the other axis."""
+    """Where more target servers stop helping DSI, for one value of the other axis.
+
+    `servers` is the fewest servers whose DSI latency is within NEAR_BEST of the best's at
+    95% confidence (paired repeats). The knee is `conclusive` when every smaller count is
+    significantly more than NEAR_BEST slower than the best; otherwise fewer servers may be
+    enough too, and only more repeats can tell (always so with one repeat)."""
 
     group: tuple[AxisValue, ...]
     servers: int
     dsi_s: float
     best_servers: int
     best_s: float
-    reason: str
+    conclusive: bool
 
 
 @dataclass(frozen=True)
@@ -440,18 +473,22 @@ class SweepResult:
     knees: list[Knee]
 
 
-def _knee(rows: Sequence[CellRuns]) -> tuple[int, str]:
-    """Index of the smallest server count whose mean DSI latency is within NEAR_BEST of the
-    best, or not significantly above the best's by the paired repeats; and why."""
+def _knee(rows: Sequence[CellRuns]) -> tuple[int, bool]:
+    """The knee of a servers group (see Knee): its index, and whether it is conclusive."""
     dsi = [r.algorithms["dsi"].latency_s for r in rows]
     means = [float(np.mean(x)) for x in dsi]
     best = int(np.argmin(means))
-    for i in range(len(rows)):
-        if means[i] <= (1 + NEAR_BEST) * means[best]:
-            return i, f"within {NEAR_BEST:.0%} of the best"
-        if PairedDifference.of(dsi[i], dsi[best]).significant is False:
-            return i, f"not significantly slower than the best ({CONFIDENCE:.0%} paired)"
-    raise AssertionError("the best cell is within NEAR_BEST of itself")
+    tolerance = NEAR_BEST * means[best]
+    differences = [PairedDifference.of(x, dsi[best]) for x in dsi]
+    if differences[0].ci_high is None:  # one repeat: no interval
+        return best, False
+    knee = next(
+        i
+        for i, d in enumerate(differences)
+        if i == best or (d.ci_high is not None and d.ci_high <= tolerance)
+    )
+    conclusive = all(d.ci_low is not None and d.ci_low > tolerance for d in differences[:knee])
+    return knee, conclusive
 
 
 def analyse(config: SweepConfig, runs: Sequence[CellRuns]) -> SweepResult:
@@ -476,7 +513,7 @@ def analyse(config: SweepConfig, runs: Sequence[CellRuns]) -> SweepResult:
                 by_values[before].algorithms["dsi"].latency_s,
                 by_values[after].algorithms["dsi"].latency_s,
             )
-        index, reason = _knee(cells)
+        index, conclusive = _knee(cells)
         means = [float(np.mean(c.algorithms["dsi"].latency_s)) for c in cells]
         best = int(np.argmin(means))
         knees[members[index]] = Knee(
@@ -485,9 +522,9 @@ def analyse(config: SweepConfig, runs: Sequence[CellRuns]) -> SweepResult:
             dsi_s=means[index],
             best_servers=int(members[best][axis]),
             best_s=means[best],
-            reason=reason,
+            conclusive=conclusive,
         )
-    rows = [SweepRow(by_values[v], gains[v], v in knees) for v in order]
+    rows = [SweepRow(by_values[v], gains[v], v in knees and knees[v].conclusive) for v in order]
     return SweepResult(config, rows, list(knees.values()))
 
 
@@ -502,6 +539,7 @@ ROW_COLUMNS = (
         for part in ("", "_ci_low", "_ci_high")
     ),
     *(f"{a}_gpu_s_per_token" for a in ALGORITHMS),
+    *(f"{a}_reserved_gpu_s_per_token" for a in ALGORITHMS),
     "c",
     "dsi_servers_needed",
     "dsi_gain_s",
@@ -511,8 +549,9 @@ ROW_COLUMNS = (
     "dsi_stops_helping",
     "lossless",
 )
-"""sweep.csv's columns after the varied parameters (latencies in seconds; gains vs the
-previous server count; CIs 95%, empty with one repeat)."""
+"""sweep.csv's columns after the varied parameters (latencies in seconds; busy and reserved
+GPU-seconds per token; gains vs the previous server count; CIs 95%, empty with one repeat;
+dsi_stops_helping marks a conclusive knee only)."""
 
 
 def csv_columns(config: SweepConfig) -> tuple[str, ...]:
@@ -533,6 +572,7 @@ def _record(row: SweepRow) -> list[object]:
             for v in (s.value, s.ci_low, s.ci_high)
         ),
         *(row.gpu_s_per_token(a) for a in ALGORITHMS),
+        *(row.reserved_gpu_s_per_token(a) for a in ALGORITHMS),
         row.runs.c,
         row.runs.servers_needed,
         None if gain is None else gain.mean,
@@ -623,7 +663,10 @@ def _check_execution(
         isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1,
         f"workers (--workers) must be an integer >= 1; got {workers}",
     )
-    require(backend in BACKENDS, f"backend (--backend) must be one of {BACKENDS}; got {backend!r}")
+    require(
+        backend in BACKENDS,
+        f"backend (--backend) must be one of {', '.join(BACKENDS)}; got {backend!r}",
+    )
     require(
         ray_address is None or backend == "ray", "ray address (--ray-address) needs --backend ray"
     )
@@ -644,12 +687,15 @@ def run_sweep(
     backend: Backend = "process",
     ray_address: str | None = None,
     progress: Progress | None = None,
+    options: dict[str, Any] | None = None,
 ) -> SweepRun:
-    """Simulate every cell not yet journaled in `out_dir`, writing sweep.csv as cells arrive."""
+    """Simulate every cell not yet journaled in `out_dir`, writing sweep.csv as cells arrive.
+    `options` (the command line's) are saved in sweep.json for `--resume` to reuse."""
     if workers is None:
         workers = 1 if config.clock == "wall" else (os.cpu_count() or 1)
     _check_execution(config, workers, backend, ray_address)
-    prepare_out_dir(out_dir, config.to_dict(), CONFIG_FILE, "sweep", resume)
+    settings = config.to_dict() | ({} if options is None else {OPTIONS: options})
+    prepare_out_dir(out_dir, settings, CONFIG_FILE, "sweep", resume)
     cells = config.cells()
     start = time.perf_counter()
     journal = _Journal(out_dir / JOURNAL_FILE)

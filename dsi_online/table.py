@@ -17,14 +17,24 @@ from typing import Any
 
 import numpy as np
 
+from dsi_online.assumptions import ASSUMPTIONS
 from dsi_online.errors import InvalidParameterError
 from dsi_online.profile import Profile
-from dsi_online.runner import Progress, ScenarioResult, run_many
-from dsi_online.scenario import Scenario, check_acceptance, check_int
+from dsi_online.runner import Progress, ScenarioResult, gpus_held, run_many
+from dsi_online.scenario import (
+    MAX_REPEATS,
+    MAX_SERVERS,
+    MAX_TOKENS,
+    Scenario,
+    check_acceptance,
+    check_int,
+)
 from dsi_online.stats import Speedup
 
 ACCEPTANCE_FROM_PROFILE = "profile"
 ACCEPTANCE_FROM_USER = "user"
+MAX_TABLE_LOOKAHEAD = 100
+"""Largest lookahead the table's search tries (every k is a scenario per profile)."""
 
 
 @dataclass(frozen=True)
@@ -41,11 +51,13 @@ class TableConfig:
     def __post_init__(self) -> None:
         if self.acceptance is not None:
             check_acceptance(self.acceptance)
-        check_int(self.tokens, "tokens", "--tokens/-S")
-        check_int(self.repeats, "repeats", "--repeats/-r")
+        check_int(self.tokens, "tokens", "--tokens/-S", maximum=MAX_TOKENS)
+        check_int(self.repeats, "repeats", "--repeats/-r", maximum=MAX_REPEATS)
         check_int(self.seed, "seed", "--seed", minimum=0)
-        check_int(self.max_lookahead, "maximum lookahead", "--max-lookahead")
-        check_int(self.max_servers, "maximum target servers", "--max-servers")
+        check_int(
+            self.max_lookahead, "maximum lookahead", "--max-lookahead", maximum=MAX_TABLE_LOOKAHEAD
+        )
+        check_int(self.max_servers, "maximum target servers", "--max-servers", maximum=MAX_SERVERS)
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,8 @@ class TableRow:
     """One profile's line of the table: the pair, its settings, best lookaheads and speedups.
 
     si_over_nonsi uses SI's best k, dsi_over_nonsi DSI's best k, and dsi_over_si compares DSI at
-    its best k with SI at its best k. gpu_seconds_dsi_over_nonsi is at DSI's best k.
+    its best k with SI at its best k. gpu_seconds_dsi_over_nonsi (busy GPU-seconds) and
+    reserved_gpu_seconds_dsi_over_nonsi (latency x GPUs held) are at DSI's best k.
     """
 
     profile: str
@@ -122,6 +135,7 @@ class TableRow:
     dsi_over_nonsi: Speedup
     dsi_over_si: Speedup
     gpu_seconds_dsi_over_nonsi: float
+    reserved_gpu_seconds_dsi_over_nonsi: float
     lossless: bool
     tokens: int
     repeats: int
@@ -192,6 +206,9 @@ def summarise(plan: ProfilePlan, results: Sequence[ScenarioResult]) -> TableRow:
         dsi_over_nonsi=dsi_cell.speedups.dsi_over_nonsi,
         dsi_over_si=Speedup.paired(si.latency_s, dsi.latency_s),
         gpu_seconds_dsi_over_nonsi=float(np.mean(dsi.busy_s) / np.mean(nonsi.busy_s)),
+        reserved_gpu_seconds_dsi_over_nonsi=dsi.mean_s
+        * gpus_held("dsi", dsi_cell.scenario.servers)
+        / (nonsi.mean_s * gpus_held("nonsi", 1)),
         lossless=all(r.lossless for r in results),
         tokens=dsi_cell.scenario.tokens,
         repeats=dsi_cell.scenario.repeats,
@@ -237,6 +254,7 @@ def to_csv(rows: Sequence[TableRow]) -> str:
     return buffer.getvalue()
 
 
-def to_json(rows: Sequence[TableRow]) -> list[dict[str, Any]]:
-    """The JSON document of the table: a list of row objects with the CSV's columns."""
-    return [row.record() for row in rows]
+def to_json(rows: Sequence[TableRow]) -> dict[str, Any]:
+    """The JSON document of the table: row objects with the CSV's columns, and the model's
+    assumptions that flatter DSI."""
+    return {"rows": [row.record() for row in rows], "assumptions": list(ASSUMPTIONS)}

@@ -25,6 +25,10 @@ of either algorithm accepts `min(size, draws[i])` drafts (see `chunk_draws`).
 
 The loop runs over chunk indices only; each step updates every unfinished
 (cell, repeat, algorithm) lane at once with numpy.
+
+`simulate_units_on_coins` prices the same model on given per-position coins instead (the
+asyncio engine's oracles'), one repeat at a time, so the two engines compare repeat by
+repeat on the same coins (docs/engines.md).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import numpy.typing as npt
 
 from dsi_online.errors import require
 from dsi_online.scenario import Scenario
+from dsi_online.scenario import servers_needed as exact_servers_needed
 
 ALGORITHMS = ("nonsi", "si", "dsi")
 """The algorithms every result reports, in this order."""
@@ -85,7 +90,8 @@ class UnitsResult:
     def latencies(self, algorithm: str) -> FloatArray:
         """The per-repeat latencies of "nonsi", "si" or "dsi"."""
         require(
-            algorithm in ALGORITHMS, f"algorithm must be one of {ALGORITHMS}; got {algorithm!r}"
+            algorithm in ALGORITHMS,
+            f"algorithm must be one of {', '.join(ALGORITHMS)}; got {algorithm!r}",
         )
         values: FloatArray = getattr(self, algorithm)
         return values
@@ -156,7 +162,8 @@ class UnitsBatch:
     def latencies(self, algorithm: str) -> FloatArray:
         """The (cells, repeats) latencies of "nonsi", "si" or "dsi"."""
         require(
-            algorithm in ALGORITHMS, f"algorithm must be one of {ALGORITHMS}; got {algorithm!r}"
+            algorithm in ALGORITHMS,
+            f"algorithm must be one of {', '.join(ALGORITHMS)}; got {algorithm!r}",
         )
         values: FloatArray = getattr(self, algorithm)
         return values
@@ -402,15 +409,74 @@ def _simulate_batch(
     return si_out.reshape(len(cells), repeats), dsi_out.reshape(len(cells), repeats)
 
 
+def leading_runs(coins: Sequence[bool]) -> list[int]:
+    """`runs[p]`: how many coins from position p on are true before the first false one, so a
+    chunk of `size` drafts starting at p accepts `min(size, runs[p])` of them."""
+    runs = [0] * (len(coins) + 1)
+    for p in range(len(coins) - 1, -1, -1):
+        runs[p] = runs[p + 1] + 1 if coins[p] else 0
+    return runs[:-1]
+
+
+def _si_on_runs(runs: Sequence[int], c: float, k: int, tokens: int) -> float:
+    """SI of the time-unit model, each chunk priced on the coins at its positions."""
+    cost, done = 0.0, 0
+    while done < tokens:
+        size = min(k, tokens - 1 - done)
+        cost += size * c + 1.0
+        done += min(size, runs[done]) + 1
+    return cost
+
+
+def _dsi_on_runs(runs: Sequence[int], c: float, k: int, tokens: int) -> float:
+    """DSI of the time-unit model (see `_dsi_step`), each chunk priced on its coins."""
+    cost, done = 0.0, 0
+    while done < tokens:
+        new, spec = 0, 0.0
+        while True:
+            size = min(k, tokens - 1 - done - new)
+            accepted = min(size, runs[done + new])
+            new += accepted
+            spec += size * c
+            if accepted < max(size, 1):
+                break
+        cost += min(spec + 1.0, float(new + 1))
+        done += new + 1
+    return cost
+
+
+def simulate_units_on_coins(
+    c: float, a: float, k: int, coins: Sequence[Sequence[bool]], seed: int = 0
+) -> UnitsResult:
+    """The time-unit model priced on given per-position coins (one sequence of S coins per
+    repeat, e.g. the asyncio engine's oracles'): a chunk accepts its leading drafts whose
+    coins are true, at most its size. The engines then compare per repeat on the same
+    coins (a paired comparison). `a` and `seed` only label the result."""
+    require(len(coins) > 0, "coins: at least one repeat is needed")
+    tokens = len(coins[0])
+    validate_run(tokens, len(coins), seed)
+    require(all(len(row) == tokens for row in coins), "coins: every repeat needs S coins")
+    cell = UnitsCell(c, a, k)
+    runs = [leading_runs(row) for row in coins]
+    si = np.array([_si_on_runs(r, c, k, tokens) for r in runs])
+    dsi = np.array([_dsi_on_runs(r, c, k, tokens) for r in runs])
+    return UnitsResult(cell, tokens, seed, np.full(len(coins), float(tokens)), si, dsi)
+
+
 def servers_needed(c: float, k: int) -> int:
-    """Target servers DSI needs so that no verification waits: ceil(1 / (k c)), as the paper."""
+    """Target servers DSI needs so that no verification waits: ceil(1 / (k c)), computed
+    exactly (`dsi_online.scenario.servers_needed`, the one definition)."""
     validate_cell(c, 0.0, k)
-    return math.ceil(1.0 / (max(1, k) * c))
+    return exact_servers_needed(c, int(k))
 
 
-def simulate_scenario(scenario: Scenario) -> UnitsResult:
+def simulate_scenario(
+    scenario: Scenario, coins: Sequence[Sequence[bool]] | None = None
+) -> UnitsResult:
     """A Scenario under the time-unit model, which assumes what the scenario must then say:
-    constant latencies, TTFT = TPOT, no communication delay, and DSI with enough servers."""
+    constant latencies, TTFT = TPOT, no communication delay, and DSI with enough servers.
+    With `coins` (one sequence per repeat), chunks are priced on them instead of on the
+    model's own Geometric draws (see `simulate_units_on_coins`)."""
     target, drafter = scenario.target, scenario.drafter
     require(
         target.is_constant and drafter.is_constant,
@@ -432,6 +498,14 @@ def simulate_scenario(scenario: Scenario) -> UnitsResult:
         f"--engine units models DSI with enough servers: --servers/-n must be >= "
         f"ceil(1/(k c)) = {scenario.servers_needed}; got {scenario.servers}",
     )
+    if coins is not None:
+        require(
+            len(coins) == scenario.repeats and all(len(r) == scenario.tokens for r in coins),
+            "coins: one sequence of --tokens coins per repeat is needed",
+        )
+        return simulate_units_on_coins(
+            scenario.c, scenario.acceptance, scenario.lookahead, coins, scenario.seed
+        )
     return simulate_units(
         scenario.c,
         scenario.acceptance,

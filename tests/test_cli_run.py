@@ -151,6 +151,12 @@ def test_wall_clock_agrees_with_virtual(capsys: pytest.CaptureFixture[str]) -> N
         (["--clock", "sundial"], "--clock"),
         (["--latency-cv", "-0.5"], "--latency-cv"),
         (["--comm-ms", "-1"], "--comm-ms"),
+        (["--latency-correlation", "1.5"], "--latency-correlation"),
+        (["--latency-correlation", "nan"], "--latency-correlation"),
+        (
+            ["--profile", "tiny-llama-cpu", "-a", "0.5", "--latency-correlation", "0.5"],
+            "--latency-cv",
+        ),
         (["--concurrency", "0"], "--concurrency"),
         (["--tokens", "many"], "--tokens"),
         (["--profile", "/nonexistent/profile.toml"], "profile"),

@@ -1,65 +1,111 @@
-"""The time-unit engine against the asyncio engine on the virtual clock (constant latencies,
-TTFT = TPOT, enough servers): SI must agree within statistical error; DSI's gap is bounded."""
+"""The time-unit engine against the asyncio engine on the virtual clock, on the same coins
+(constant latencies, TTFT = TPOT), repeat by repeat: SI is the same algorithm in both and
+must agree exactly; the time-unit model's DSI is a conservative bound (docs/engines.md)."""
 
 from __future__ import annotations
 
-import math
+from dataclasses import replace
+from fractions import Fraction
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsi_online.runner import run_scenario
-from dsi_online.scenario import Scenario
-from dsi_online.units import simulate_scenario
+from dsi_online import engines_compare
+from dsi_online.engines_compare import compare, report
+from dsi_online.runner import ScenarioResult, oracle_for, run_scenario
+from dsi_online.scenario import Scenario, servers_needed
+from dsi_online.units import UnitsResult, simulate_scenario
 
-Z = 4.0
+TARGET_US = 10_000
+RELATIVE = 1e-12  # latencies are whole microseconds, so only the model's float sums round
 
 
-def both(c: float, a: float, k: int, seed: int, tokens: int = 200, repeats: int = 40):  # type: ignore[no-untyped-def]
+def paired(
+    drafter_us: int, a: float, k: int, servers: int | None, tokens: int, repeats: int, seed: int
+) -> tuple[ScenarioResult, UnitsResult]:
+    """Both engines on one scenario and the same coins; servers None: ceil(1/(k c))."""
     scenario = Scenario.from_ms(
-        target_ms=10,
-        drafter_ms=10 * c,
+        target_ms=TARGET_US / 1e3,
+        drafter_ms=drafter_us / 1e3,
         acceptance=a,
         lookahead=k,
-        servers=1,
+        servers=1 if servers is None else servers,
         tokens=tokens,
         repeats=repeats,
         seed=seed,
     )
-    scenario = Scenario.from_ms(
-        target_ms=10,
-        drafter_ms=10 * c,
-        acceptance=a,
-        lookahead=k,
-        servers=scenario.servers_needed,
-        tokens=tokens,
-        repeats=repeats,
-        seed=seed,
-    )
-    return run_scenario(scenario), simulate_scenario(scenario)
+    if servers is None:
+        scenario = replace(scenario, servers=scenario.servers_needed)
+    coins = [oracle_for(scenario, r).coins for r in range(repeats)]
+    return run_scenario(scenario), simulate_scenario(scenario, coins)
 
 
-@settings(max_examples=10)
-@given(st.floats(0.05, 1.0), st.floats(0.0, 0.95), st.integers(1, 8), st.integers(0, 2**31))
-def test_si_means_agree(c: float, a: float, k: int, seed: int) -> None:
-    events, units = both(c, a, k, seed)
-    si = events.algorithms["si"]
-    units_s = units.mean("si") * 0.010
-    se = math.hypot(si.sem_s, units.sem("si") * 0.010)
-    # The virtual clock keeps each deadline on a whole nanosecond: up to 1 ns per forward.
-    grid = 1e-9 * max(si.target_forwards) + 1e-9 * max(si.drafter_forwards)
-    assert abs(si.mean_s - units_s) <= Z * se + grid, (si.mean_s, units_s, se)
+def seconds(units: UnitsResult, name: str) -> np.ndarray:
+    return units.latencies(name) * (TARGET_US / 1e6)
+
+
+@settings(max_examples=15)
+@given(
+    st.integers(100, TARGET_US),
+    st.floats(0.0, 1.0),
+    st.integers(1, 10),
+    st.integers(1, 120),
+    st.integers(0, 2**32 - 1),
+)
+def test_si_is_the_same_in_both_engines_repeat_by_repeat(
+    drafter_us: int, a: float, k: int, tokens: int, seed: int
+) -> None:
+    events, units = paired(drafter_us, a, k, None, tokens, 5, seed)
+    si = np.array(events.algorithms["si"].latency_s)
+    assert np.allclose(si, seconds(units, "si"), rtol=RELATIVE, atol=0)
+    nonsi = np.array(events.algorithms["nonsi"].latency_s)
+    assert np.allclose(nonsi, seconds(units, "nonsi"), rtol=RELATIVE, atol=0)
+
+
+@settings(max_examples=25)
+@given(
+    st.integers(500, TARGET_US),
+    st.floats(0.0, 1.0) | st.sampled_from([0.95, 1.0]),
+    st.integers(1, 10),
+    st.integers(1, 80),
+    st.integers(0, 2**32 - 1),
+)
+def test_with_servers_to_spare_dsi_is_never_slower_than_the_time_unit_model(
+    drafter_us: int, a: float, k: int, tokens: int, seed: int
+) -> None:
+    """No job waits for a server (checked): then on every repeat the event-driven DSI is at
+    least as fast as the time-unit model, which verifies whole chunks only."""
+    servers = 2 * tokens + servers_needed(Fraction(drafter_us, TARGET_US), k)
+    events, units = paired(drafter_us, a, k, servers, tokens, 3, seed)
+    dsi = events.algorithms["dsi"]
+    assert max(dsi.max_queue_wait_s) == 0
+    bound = seconds(units, "dsi") * (1 + RELATIVE)
+    assert np.all(np.array(dsi.latency_s) <= bound), (dsi.latency_s, bound)
 
 
 @pytest.mark.parametrize(
     ("c", "a", "k"),
     [(0.1, 0.8, 5), (0.1, 0.95, 5), (0.05, 0.95, 3), (0.3, 0.6, 1), (0.6, 0.8, 5), (0.5, 0.75, 2)],
 )
-def test_dsi_gap_between_the_engines_is_bounded(c: float, a: float, k: int) -> None:
-    """The event-driven DSI differs from the time-unit model by design (docs/engines.md):
-    measured over 48 scenarios the gap ran from -11.9% to +6.2%; a gap beyond 15% either way
-    would mean one engine broke."""
-    events, units = both(c, a, k, seed=11)
-    units_s = units.mean("dsi") * 0.010
-    assert abs(events.algorithms["dsi"].mean_s / units_s - 1) <= 0.15
+def test_with_the_servers_it_needs_dsi_is_not_slower_on_average(c: float, a: float, k: int) -> None:
+    """MODEL.md: the time-unit model bounds the event-driven DSI's mean from above (paired,
+    same coins). With ceil(1/(k c)) servers that holds on the long outputs of
+    docs/engines.md's grid, not everywhere (short outputs; see there)."""
+    events, units = paired(round(c * TARGET_US), a, k, None, 300, 20, seed=5)
+    assert events.algorithms["dsi"].mean_s <= seconds(units, "dsi").mean()
+
+
+def test_the_comparison_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m dsi_online.engines_compare` (docs/engines.md): a table and a summary;
+    bad input is one line and exit code 2."""
+    scenario = Scenario.from_ms(
+        target_ms=10, drafter_ms=1, acceptance=0.8, lookahead=5, servers=2, tokens=50, repeats=3
+    )
+    text = report([compare(scenario)])
+    assert "| 0.1 | 0.8 | 5 | 2 |" in text and "slower on average in 0 of 1" in text
+    assert engines_compare.main(["--tokens", "0"]) == 2
+    assert engines_compare.main(["--extra-servers", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--tokens" in err[0] and "--extra-servers" in err[1]

@@ -63,6 +63,7 @@ def test_parse_forms() -> None:
         "drafter_ms=1:2:1",
         "lookahead=2,2",
         "comm_ms=-1",
+        "latency_correlation=0,1.5",
     ],
 )
 def test_bad_specs_are_one_line_exit_2(spec: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -187,3 +188,12 @@ def test_ray_backend_gives_identical_csv(tmp_path: Path) -> None:
     local = run_sweep(cfg, tmp_path / "local", workers=1)
     ray = run_sweep(cfg, tmp_path / "ray", workers=2, backend="ray")
     assert ray.csv_path.read_text() == local.csv_path.read_text()
+
+
+def test_latency_correlation_is_an_axis_and_survives_latency_axes() -> None:
+    varied = config("latency_correlation=0,1", "latency_cv=0.5,1")
+    assert [c.scenario.latency_correlation for c in varied.cells()] == [0, 0, 1, 1]
+    correlated = SweepConfig(
+        (parse_axis("latency_cv=0.5,1"),), base(latency_correlation=1.0), BASE_MS
+    )
+    assert all(c.scenario.latency_correlation == 1.0 for c in correlated.cells())

@@ -10,12 +10,15 @@ import pytest
 
 from dsi_online.analytic import si_expected_latency, si_time_per_token
 from dsi_online.errors import InvalidParameterError
+from dsi_online.scenario import Scenario
 from dsi_online.units import (
     UnitsCell,
     chunk_draws,
+    leading_runs,
     servers_needed,
     simulate_units,
     simulate_units_batch,
+    simulate_units_on_coins,
 )
 
 Z = 4.0  # tolerance in standard errors: a false alarm about once in 16,000 checks
@@ -204,3 +207,48 @@ def test_servers_needed_is_the_papers_ceiling() -> None:
     assert servers_needed(0.01, 15) == 7
     assert servers_needed(0.01, 14) == 8
     assert servers_needed(1.0, 1) == 1
+
+
+def test_servers_needed_has_one_exact_definition() -> None:
+    """100 ms and 10 ms at k = 5: a target forward lasts exactly two chunks, so 2 servers.
+    The float 1 / (k * (0.01 / 0.1)) is 2.0000000000000004, whose ceiling said 3."""
+    scenario = Scenario.from_ms(
+        target_ms=100, drafter_ms=10, acceptance=0.5, lookahead=5, servers=1, tokens=10
+    )
+    assert scenario.servers_needed == servers_needed(scenario.c, 5) == 2
+    assert math.ceil(1 / (5 * scenario.c)) == 3  # the float formula this replaces
+    # Grid values whose floats sit just off the ratio they stand for: 7/35 and 1/49.
+    assert servers_needed(float(np.linspace(0, 1, 36)[7]), 5) == 1
+    assert servers_needed(float(np.linspace(0, 1, 50)[1]), 1) == 49
+    assert servers_needed(1 / 3, 1) == 3
+    assert servers_needed(0.2558, 5) == 1
+
+
+def test_leading_runs_counts_true_coins_up_to_the_first_false() -> None:
+    assert leading_runs([True, True, False, True]) == [2, 1, 0, 1]
+    assert leading_runs([]) == []
+
+
+@pytest.mark.parametrize("a", [0.0, 1.0])
+def test_coins_path_equals_the_draws_path_when_nothing_is_random(a: float) -> None:
+    c, k, tokens = 0.2, 3, 50
+    coins = [[bool(a)] * tokens] * 3
+    on_coins = simulate_units_on_coins(c, a, k, coins)
+    drawn = simulate_units(c, a, k, tokens, repeats=3, seed=1)
+    for name in ("nonsi", "si", "dsi"):
+        assert on_coins.latencies(name).tolist() == drawn.latencies(name).tolist()
+
+
+@pytest.mark.parametrize(("c", "a", "k"), [(0.1, 0.9, 5), (0.3, 0.6, 3)])
+def test_coins_path_has_the_models_distribution(c: float, a: float, k: int) -> None:
+    """Chunks read disjoint coins, so `min(size, run of true coins)` has the law of the
+    model's fresh draws: SI's mean matches its exact expectation, DSI's the draws path."""
+    tokens, repeats = 300, 200
+    rng = np.random.default_rng(6)
+    coins = (rng.random((repeats, tokens)) < a).tolist()
+    on_coins = simulate_units_on_coins(c, a, k, coins)
+    exact = si_expected_latency(c, a, k, tokens)
+    assert abs(on_coins.mean("si") - exact) <= Z * on_coins.sem("si")
+    drawn = simulate_units(c, a, k, tokens, repeats, seed=6)
+    gap = on_coins.mean("dsi") - drawn.mean("dsi")
+    assert abs(gap) <= Z * math.hypot(on_coins.sem("dsi"), drawn.sem("dsi"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Annotated
 
@@ -10,44 +11,76 @@ from rich.table import Table
 
 from dsi_online.bench import SUITE_VERSION, machine, run_case, suite, virtual_forwards_per_s
 from dsi_online.cli.app import app
-from dsi_online.cli.common import advance, output_console, progress_bar, write_json
+from dsi_online.cli.common import (
+    EXECUTION,
+    JsonPath,
+    advance,
+    check_output,
+    keeping,
+    output_console,
+    progress_bar,
+    write_json,
+)
 from dsi_online.errors import require
+from dsi_online.reports.run import COMPACT, number_column
 
 
 @app.command()
 def bench(
-    quick: Annotated[bool, typer.Option(help="A subset that runs in under a minute.")] = False,
-    json_path: Annotated[
-        str | None, typer.Option("--json", help="Write the JSON document here ('-' = stdout).")
-    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(help="A subset that runs in under a minute.", rich_help_panel=EXECUTION),
+    ] = False,
+    json_path: JsonPath = None,
     fail_above_pct: Annotated[
         float | None,
-        typer.Option(help="Exit 1 if any case's overhead exceeds this percentage (for CI)."),
+        typer.Option(
+            help="Exit 1 if any case's overhead exceeds this percentage (for CI) "
+            "\\[default: no gate].",
+            show_default=False,
+            rich_help_panel=EXECUTION,
+        ),
     ] = None,
     min_forwards_per_s: Annotated[
         float | None,
-        typer.Option(help="Exit 1 if the virtual clock simulates fewer forwards per CPU-s."),
+        typer.Option(
+            help="Exit 1 if the virtual clock simulates fewer forwards per CPU-s "
+            "\\[default: no gate].",
+            show_default=False,
+            rich_help_panel=EXECUTION,
+        ),
     ] = None,
 ) -> None:
     """Play a fixed suite on the wall clock and measure its overhead against the ideal."""
     if fail_above_pct is not None:
-        require(fail_above_pct > 0, f"--fail-above-pct must be > 0; got {fail_above_pct}")
+        require(
+            math.isfinite(fail_above_pct) and fail_above_pct > 0,
+            f"--fail-above-pct must be a finite number > 0; got {fail_above_pct}",
+        )
     if min_forwards_per_s is not None:
         require(
-            min_forwards_per_s > 0, f"--min-forwards-per-s must be > 0; got {min_forwards_per_s}"
+            math.isfinite(min_forwards_per_s) and min_forwards_per_s > 0,
+            f"--min-forwards-per-s must be a finite number > 0; got {min_forwards_per_s}",
         )
+    check_output(json_path, "--json")
     cases = suite(quick)
     total = sum(case.scenario.repeats for case in cases)
     results = []
-    with progress_bar(f"bench v{SUITE_VERSION}: repeats", total) as bar:
+    with (
+        keeping("nothing is kept (bench reports at the end)"),
+        progress_bar(f"bench v{SUITE_VERSION}: repeats", total) as bar,
+    ):
         for case in cases:
             results.append(run_case(case, lambda n: advance(bar, n)))
     fps = virtual_forwards_per_s()
 
-    table = Table(title=f"dsi-online bench v{SUITE_VERSION}{' (quick)' if quick else ''}")
-    table.add_column("case", no_wrap=True)
+    table = Table(
+        title=f"dsi-online bench v{SUITE_VERSION}{' (quick)' if quick else ''}",
+        **COMPACT,
+    )
+    table.add_column("case", overflow="fold")
     for column in ("M", "wall s", "ideal s", "overhead", "µs/fwd", "DSI/SI wall", "ideal", "gap"):
-        table.add_column(column, justify="right")
+        number_column(table, column)
     for r in results:
         table.add_row(
             r.case.name,

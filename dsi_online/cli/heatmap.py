@@ -5,37 +5,50 @@ The closing line (cells, seconds, cells/s) is the engine's benchmark.
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, cast
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console, RenderableType
 from rich.progress import Progress
+from rich.text import Text
 
+from dsi_online.assumptions import notes
 from dsi_online.cli.app import app
 from dsi_online.cli.common import (
+    EXECUTION,
+    OUTPUT,
+    SCENARIO,
     BackendOption,
+    ClockChoice,
     OutDir,
     Png,
     RayAddress,
     Resume,
+    Workers,
+    announce,
+    check_out_dir,
     default_out,
+    keeping,
+    make_console,
     progress_bar,
-    stderr,
+    resumed_options,
+    set_progress,
     want_png,
 )
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.heatmap import (
+    CONFIG_FILE,
     CellBest,
-    ClockName,
-    Engine,
     HeatmapConfig,
     load_rows,
     run_heatmap,
 )
-from dsi_online.parallel import BACKENDS, Backend
+from dsi_online.parallel import check_ray_address
 from dsi_online.reports.heatmap_view import render_heatmap
+from dsi_online.results import read_settings
 
 SPEEDUPS_PNG = "heatmap.png"
 LOOKAHEAD_PNG = "best-lookahead.png"
@@ -55,117 +68,181 @@ def _draw_pngs(best: list[CellBest], out_dir: Path, subtitle: str, console: Cons
             f"out (--out) {out_dir} cannot be written: {exc.strerror or exc}"
         ) from exc
     for path in paths:
-        console.print(f"wrote {path}")
+        console.print(Text(f"wrote {path}"))
 
 
 def _view(best: list[CellBest], console: Console) -> RenderableType:
-    return render_heatmap(best, console.width, console.color_system is not None)
+    return render_heatmap(best, console.width)
 
 
 def _redraw(load: Path, out: Path | None, png: bool | None, console: Console) -> None:
     require(load.is_file(), f"load (--load) {load} is not a file")
     draw = want_png(png, "heatmap")
+    if draw:
+        check_out_dir(out or load.parent)
     rows, best = load_rows(load)
     console.print(_view(best, console))
-    console.print(f"re-drew {len(rows)} rows ({len(best)} (c, a) cells) from {load}")
+    console.print(Text(f"re-drew {len(rows)} rows ({len(best)} (c, a) cells) from {load}"))
     if draw:
         _draw_pngs(best, out or load.parent, f"from {load.name}", console)
 
 
+def _config(
+    ctx: typer.Context, options: dict[str, Any], out: Path | None, resume: bool
+) -> HeatmapConfig:
+    """The grid's settings: the options given, or with --resume the ones saved in --out."""
+    if not resume:
+        return HeatmapConfig(**options)
+    require(out is not None, "--resume needs --out DIR, the folder of the run")
+    assert out is not None
+    saved = read_settings(out, CONFIG_FILE, "heatmap run")
+    require(
+        set(saved) == set(options),
+        f"out (--out) {out / CONFIG_FILE} does not hold a heatmap run's settings",
+    )
+    return HeatmapConfig(**resumed_options(ctx, saved, out))
+
+
 @app.command()
 def heatmap(
+    ctx: typer.Context,
     ndim: Annotated[
-        int, typer.Option(help="Grid resolution: c and a in linspace(0, 1, ndim+1).")
+        int,
+        typer.Option(
+            help="Grid resolution: c and a in linspace(0, 1, ndim+1); at most 200.",
+            rich_help_panel=SCENARIO,
+        ),
     ] = 20,
-    tokens: Annotated[int, typer.Option("--tokens", "-S", help="Tokens per run.")] = 1000,
-    repeats: Annotated[int, typer.Option("--repeats", "-r", help="Repeats per cell.")] = 5,
+    tokens: Annotated[
+        int, typer.Option("--tokens", "-S", help="Tokens per run.", rich_help_panel=SCENARIO)
+    ] = 1000,
+    repeats: Annotated[
+        int, typer.Option("--repeats", "-r", help="Repeats per cell.", rich_help_panel=SCENARIO)
+    ] = 5,
     servers: Annotated[
-        int, typer.Option("--servers", "-n", help="DSI's target servers; cells needing more drop.")
+        int,
+        typer.Option(
+            "--servers",
+            "-n",
+            help="DSI's target servers; cells needing more drop.",
+            rich_help_panel=SCENARIO,
+        ),
     ] = 7,
-    min_lookahead: Annotated[int, typer.Option(help="Smallest lookahead k tried.")] = 1,
-    max_lookahead: Annotated[int, typer.Option(help="Largest lookahead k tried.")] = 20,
-    seed: Annotated[int, typer.Option(help="Base seed; each cell derives its own.")] = 0,
+    min_lookahead: Annotated[
+        int, typer.Option(help="Smallest lookahead k tried.", rich_help_panel=SCENARIO)
+    ] = 1,
+    max_lookahead: Annotated[
+        int,
+        typer.Option(help="Largest lookahead k tried; at most 100.", rich_help_panel=SCENARIO),
+    ] = 20,
+    seed: Annotated[
+        int, typer.Option(help="Base seed; each cell derives its own.", rich_help_panel=SCENARIO)
+    ] = 0,
     engine: Annotated[
-        str, typer.Option(help="units (time-unit model, fast) or async (event loop).")
+        Literal["units", "async"],
+        typer.Option(
+            help="units (time-unit model, fast) or async (event loop).",
+            rich_help_panel=EXECUTION,
+        ),
     ] = "units",
-    clock: Annotated[str, typer.Option(help="virtual or wall (--engine async only).")] = "virtual",
+    clock: Annotated[
+        ClockChoice,
+        typer.Option(help="virtual or wall (--engine async only).", rich_help_panel=EXECUTION),
+    ] = "virtual",
     target_ms: Annotated[
-        float, typer.Option(help="Target latency, ms (--engine async; drafter = c x target).")
+        float,
+        typer.Option(
+            help="Target latency, ms (--engine async; drafter = c x target).",
+            rich_help_panel=SCENARIO,
+        ),
     ] = 10.0,
     concurrency: Annotated[
-        int, typer.Option(help="Repeats played at once in a worker's event loop (--engine async).")
+        int,
+        typer.Option(
+            help="Repeats played at once in a worker's event loop (--engine async).",
+            rich_help_panel=EXECUTION,
+        ),
     ] = 64,
     k_search: Annotated[
-        str,
+        Literal["all", "units"],
         typer.Option(
             help="all: every k on the grid; units: only each cell's best k for SI and DSI "
-            "under the units engine (--engine async; hundreds of cells instead of thousands)."
+            "under the units engine (--engine async; hundreds of cells instead of thousands).",
+            rich_help_panel=EXECUTION,
         ),
     ] = "all",
-    workers: Annotated[
-        int | None, typer.Option(help="Worker processes (default: all cores).", show_default=False)
-    ] = None,
+    workers: Workers = None,
     backend: BackendOption = "process",
     ray_address: RayAddress = None,
     out: OutDir = None,
     resume: Resume = False,
     load: Annotated[
-        Path | None, typer.Option(help="Re-draw a stored heatmap.csv without recomputing.")
+        Path | None,
+        typer.Option(
+            help="Re-draw a stored heatmap.csv without recomputing \\[default: none].",
+            show_default=False,
+            rich_help_panel=OUTPUT,
+        ),
     ] = None,
     png: Png = None,
 ) -> None:
     """Speedups of SI and DSI over the (c, a) grid at each cell's best lookahead (Figure 1)."""
-    console = Console()
+    console = make_console()
     if load is not None:
         require(not resume, "--load re-draws stored results; it cannot be combined with --resume")
         _redraw(load, out, png, console)
         return
-    config = HeatmapConfig(
-        ndim=ndim,
-        min_lookahead=min_lookahead,
-        max_lookahead=max_lookahead,
-        servers=servers,
-        tokens=tokens,
-        repeats=repeats,
-        seed=seed,
-        engine=cast(Engine, engine),
-        clock=cast(ClockName, clock),
-        target_ms=target_ms,
-        concurrency=concurrency,
-        k_search=k_search,
-    )
-    require(backend in BACKENDS, f"backend (--backend) must be one of {BACKENDS}; got {backend!r}")
-    require(not resume or out is not None, "--resume needs --out DIR, the folder of the run")
+    options = {
+        "ndim": ndim,
+        "min_lookahead": min_lookahead,
+        "max_lookahead": max_lookahead,
+        "servers": servers,
+        "tokens": tokens,
+        "repeats": repeats,
+        "seed": seed,
+        "engine": engine,
+        "clock": clock,
+        "target_ms": target_ms,
+        "concurrency": concurrency,
+        "k_search": k_search,
+    }
+    config = _config(ctx, options, out, resume)
+    if ray_address is not None and backend == "ray":
+        check_ray_address(ray_address)  # before any work: an unreachable cluster would hang
     draw = want_png(png, "heatmap")
     out_dir = out or default_out("heatmap")
-    try:
-        with ExitStack() as stack:
-            bars: list[Progress] = []
+    count = workers or os.cpu_count() or 1
+    kept = (
+        f"finished cells are kept in {out_dir}; continue with dsi-online heatmap --resume "
+        f"--out {out_dir}"
+    )
+    with ExitStack() as stack:
+        bars: list[Progress] = []
 
-            def report(done: int, cells: int) -> None:
-                """Open the bar on the first report, so that bad settings print no bar."""
-                if not bars:
-                    bars.append(stack.enter_context(progress_bar(f"heatmap ({engine})", cells)))
-                bars[0].update(bars[0].task_ids[0], completed=done)
+        def report(done: int, cells: int) -> None:
+            """Say the size of the work and open the bar at once, before any cell runs."""
+            if not bars:
+                announce(
+                    f"heatmap: {cells:,} (c, a, k) cells ({done:,} already done), "
+                    f"{config.repeats} repeats x {config.tokens} tokens each, "
+                    f"{config.engine} engine, {count} worker(s), backend {backend}"
+                )
+                stack.enter_context(keeping(kept))
+                bars.append(stack.enter_context(progress_bar(f"heatmap ({engine})", cells)))
+            set_progress(bars[0], done)
 
-            result = run_heatmap(
-                config,
-                out_dir,
-                resume=resume,
-                workers=workers,
-                backend=cast(Backend, backend),
-                ray_address=ray_address,
-                progress=report,
-            )
-    except KeyboardInterrupt:
-        stderr.print(
-            f"interrupted: finished cells are kept in {out_dir}; continue with "
-            f"dsi-online heatmap --resume --out {out_dir} (and the same settings)"
+        result = run_heatmap(
+            config,
+            out_dir,
+            resume=resume,
+            workers=workers,
+            backend=backend,
+            ray_address=ray_address,
+            progress=report,
         )
-        raise
     console.print(_view(result.best, console))
-    console.print(f"wrote {result.rows_path} ({len(result.rows)} rows)")
-    console.print(f"wrote {result.best_path} ({len(result.best)} (c, a) cells)")
+    console.print(Text(f"wrote {result.rows_path} ({len(result.rows)} rows)"))
+    console.print(Text(f"wrote {result.best_path} ({len(result.best)} (c, a) cells)"))
     if draw:
         subtitle = (
             f"{config.engine} engine, S={config.tokens}, {config.repeats} repeats, "
@@ -174,7 +251,10 @@ def heatmap(
         _draw_pngs(result.best, out_dir, subtitle, console)
     rate = result.computed / result.elapsed_s if result.elapsed_s > 0 else float("inf")
     console.print(
-        f"computed {result.computed} of {len(result.rows)} cells in {result.elapsed_s:.2f} s "
-        f"({rate:.0f} cells/s; {result.reused} reused) with the {config.engine} engine, "
-        f"backend {backend}, {result.workers} worker(s)"
+        Text(
+            f"computed {result.computed} of {len(result.rows)} cells in {result.elapsed_s:.2f} s "
+            f"({rate:.0f} cells/s; {result.reused} reused) with the {config.engine} engine, "
+            f"backend {backend}, {result.workers} worker(s)"
+        )
     )
+    console.print(Text(" ".join(notes(variable_latency=False, comm_delay=False))))

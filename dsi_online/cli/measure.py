@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from dsi_online.cli.app import app
-from dsi_online.cli.common import advance, output_console, progress_bar, write_json
+from dsi_online.cli.common import (
+    EXECUTION,
+    OUTPUT,
+    SCENARIO,
+    JsonPath,
+    advance,
+    check_output,
+    keeping,
+    output_console,
+    progress_bar,
+    stderr,
+    write_json,
+    write_text,
+)
 from dsi_online.errors import InvalidParameterError
 from dsi_online.measure.acceptance import (
     AcceptanceRequest,
@@ -32,19 +45,36 @@ app.add_typer(measure_app, name="measure")
 
 Target = Annotated[
     str,
-    typer.Option(help="Target: a preset (e.g. vicuna-13b), a checkpoint directory or hub name."),
+    typer.Option(
+        help="Target: a preset (e.g. vicuna-13b), a checkpoint directory or hub name.",
+        rich_help_panel=SCENARIO,
+    ),
 ]
-Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
+Device = Annotated[
+    Literal["auto", "cpu", "cuda"],
+    typer.Option(help="auto (CUDA when present), cpu or cuda.", rich_help_panel=EXECUTION),
+]
 Dtype = Annotated[
-    str | None,
-    typer.Option(help="float16, bfloat16 or float32 \\[default: float16 on CUDA, else float32]."),
+    Literal["float16", "bfloat16", "float32"] | None,
+    typer.Option(
+        help="\\[default: float16 on CUDA, else float32].",
+        show_default=False,
+        rich_help_panel=EXECUTION,
+    ),
 ]
-Seed = Annotated[int, typer.Option(help="Seed of presets' random weights and random prompts.")]
+Seed = Annotated[
+    int,
+    typer.Option(
+        help="Seed of presets' random weights and random prompts.", rich_help_panel=SCENARIO
+    ),
+]
 AllowDownload = Annotated[
-    bool, typer.Option("--allow-download", help="Let hub names download (else local cache only).")
-]
-JsonPath = Annotated[
-    str | None, typer.Option("--json", help="Write the JSON document here ('-' = stdout).")
+    bool,
+    typer.Option(
+        "--allow-download",
+        help="Let hub names download (else local cache only).",
+        rich_help_panel=EXECUTION,
+    ),
 ]
 _DRAFTER_HELP = "Drafter: a preset (e.g. vicuna-68m), a checkpoint directory or hub name."
 
@@ -56,10 +86,29 @@ def _ms(seconds: float) -> str:
 @measure_app.command("latency")
 def latency(
     target: Target,
-    drafter: Annotated[str | None, typer.Option(help=_DRAFTER_HELP)] = None,
-    out: Annotated[Path | None, typer.Option(help="Write the pair's profile (TOML) here.")] = None,
+    drafter: Annotated[
+        str | None,
+        typer.Option(
+            help=f"{_DRAFTER_HELP} \\[default: none].",
+            show_default=False,
+            rich_help_panel=SCENARIO,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the pair's profile (TOML) here \\[default: none].",
+            show_default=False,
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
     name: Annotated[
-        str | None, typer.Option(help="The profile's name \\[default: the stem of --out].")
+        str | None,
+        typer.Option(
+            help="The profile's name \\[default: the stem of --out].",
+            show_default=False,
+            rich_help_panel=OUTPUT,
+        ),
     ] = None,
     prompt_tokens: Annotated[
         list[str] | None,
@@ -67,10 +116,16 @@ def latency(
             metavar="N[,N...]",
             help="Prompt lengths for TTFT; the first is the profile's TTFT and the context "
             "decoding starts from \\[default: 128].",
+            show_default=False,
+            rich_help_panel=SCENARIO,
         ),
     ] = None,
-    samples: Annotated[int, typer.Option(help="Timed forwards per phase.")] = 100,
-    warmup: Annotated[int, typer.Option(help="Untimed forwards before them.")] = 10,
+    samples: Annotated[
+        int, typer.Option(help="Timed forwards per phase.", rich_help_panel=SCENARIO)
+    ] = 100,
+    warmup: Annotated[
+        int, typer.Option(help="Untimed forwards before them.", rich_help_panel=SCENARIO)
+    ] = 10,
     device: Device = "auto",
     dtype: Dtype = None,
     seed: Seed = 0,
@@ -93,8 +148,13 @@ def latency(
         raise InvalidParameterError(
             "a profile holds a target/drafter pair: give --drafter with --out"
         )
+    check_output(None if out is None else str(out), "--out")
+    check_output(json_path, "--json")
     models = 1 if drafter is None else 2
-    with progress_bar("loading", models * request.forwards_per_model()) as bar:
+    with (
+        keeping("nothing is kept (the profile is written at the end)"),
+        progress_bar("loading", models * request.forwards_per_model()) as bar,
+    ):
         result = measure_latency(
             request,
             advance=lambda n: advance(bar, n),
@@ -117,7 +177,7 @@ def latency(
         console.print(Text(f"c = drafter TPOT / target TPOT = {result.c:.4g}"))
     if out is not None:
         profile = result.to_profile(name or out.stem)
-        out.write_text(profile_to_toml(profile), encoding="utf-8")
+        write_text(profile_to_toml(profile), str(out), "--out")
         console.print(Text(f"wrote profile {profile.name!r} to {out}"))
     if json_path is not None:
         write_json(result.to_json(), json_path)
@@ -126,20 +186,35 @@ def latency(
 @measure_app.command("acceptance")
 def acceptance(
     target: Target,
-    drafter: Annotated[str, typer.Option(help=_DRAFTER_HELP)],
-    prompts: Annotated[Path, typer.Option(help="A text file: one prompt per line.")],
+    drafter: Annotated[str, typer.Option(help=_DRAFTER_HELP, rich_help_panel=SCENARIO)],
+    prompts: Annotated[
+        Path, typer.Option(help="A text file: one prompt per line.", rich_help_panel=SCENARIO)
+    ],
     max_new_tokens: Annotated[
-        int, typer.Option(help="Tokens the target generates per prompt.")
+        int,
+        typer.Option(help="Tokens the target generates per prompt.", rich_help_panel=SCENARIO),
     ] = 128,
     lookahead: Annotated[
-        int, typer.Option("--lookahead", "-k", help="Window of the acceptance by draft position.")
+        int,
+        typer.Option(
+            "--lookahead",
+            "-k",
+            help="Window of the acceptance by draft position.",
+            rich_help_panel=SCENARIO,
+        ),
     ] = 5,
     profile: Annotated[
         Path | None,
-        typer.Option(help="Write \\[acceptance] into this profile, keeping the rest of it."),
+        typer.Option(
+            help="Write \\[acceptance] into this profile, keeping the rest of it "
+            "\\[default: none].",
+            show_default=False,
+            rich_help_panel=OUTPUT,
+        ),
     ] = None,
     bootstrap: Annotated[
-        int, typer.Option(help="Cluster-bootstrap resamples of the 95% CI.")
+        int,
+        typer.Option(help="Cluster-bootstrap resamples of the 95% CI.", rich_help_panel=EXECUTION),
     ] = 2000,
     device: Device = "auto",
     dtype: Dtype = None,
@@ -162,8 +237,20 @@ def acceptance(
     )
     if profile is not None:
         load_profile(profile)  # a bad profile fails now, not after the measurement
-    with progress_bar("prompts", len(read_prompts(prompts))) as bar:
+        check_output(str(profile), "--profile")
+    check_output(json_path, "--json")
+    with (
+        keeping("nothing is kept (the rate is written at the end)"),
+        progress_bar("prompts", len(read_prompts(prompts))) as bar,
+    ):
         result = measure_acceptance(request, advance=lambda n: advance(bar, n))
+    if result.random_weights:
+        stderr.print(
+            "warning: a random-weight architecture preset took part, so this acceptance rate "
+            "says nothing about real models (presets are for latency); measure real "
+            "checkpoints, or give -a yourself",
+            markup=False,
+        )
     measured = result.acceptance_profile()
     est = result.estimate
     console = output_console(json_path)

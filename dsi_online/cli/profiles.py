@@ -10,12 +10,13 @@ from rich.table import Table
 from rich.text import Text
 
 from dsi_online.cli.app import app
-from dsi_online.cli.common import output_console, write_json
+from dsi_online.cli.common import JsonPath, check_output, output_console, write_json
 from dsi_online.errors import ProfileError
 from dsi_online.latency import ModelLatency
 from dsi_online.profile import (
     Profile,
     load_profile,
+    readable_profiles,
     resolve_profile,
     shipped_profiles,
     user_profiles,
@@ -29,10 +30,6 @@ profiles_app = typer.Typer(
     ),
 )
 app.add_typer(profiles_app, name="profiles")
-
-JsonPath = Annotated[
-    str | None, typer.Option("--json", help="Write the JSON document here ('-' = stdout).")
-]
 
 
 @dataclass(frozen=True)
@@ -75,14 +72,12 @@ class ProfileEntry:
 
 def list_profiles() -> list[ProfileEntry]:
     """Every readable profile, the user's first; unreadable ones are reported on stderr."""
-    entries: list[ProfileEntry] = []
-    for origin, paths in (("user", user_profiles()), ("shipped", shipped_profiles())):
-        for path in paths:
-            try:
-                entries.append(ProfileEntry.of(load_profile(path), origin))
-            except ProfileError as exc:
-                typer.echo(f"warning: skipped {exc}", err=True)
-    return entries
+    for path in (*user_profiles(), *shipped_profiles()):
+        try:
+            load_profile(path)
+        except ProfileError as exc:
+            typer.echo(f"warning: skipped {' '.join(str(exc).split())}", err=True)
+    return [ProfileEntry.of(profile, origin) for origin, profile in readable_profiles()]
 
 
 @profiles_app.callback(invoke_without_command=True)
@@ -90,10 +85,11 @@ def profiles(ctx: typer.Context, json_path: JsonPath = None) -> None:
     """List the profiles (yours, then the shipped ones) with their provenance."""
     if ctx.invoked_subcommand is not None:
         return
+    check_output(json_path, "--json")
     entries = list_profiles()
     table = Table(title=Text(f"Profiles (yours live in {user_profiles_dir()})"))
     for column in ("name", "origin", "target / drafter", "c", "acceptance", "hardware", "date"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for e in entries:
         acceptance = "-" if e.acceptance is None else f"{e.acceptance:.3g}"
         cells = (e.name, e.origin, f"{e.target} / {e.drafter}", f"{e.c:.3g}", acceptance)
@@ -122,6 +118,7 @@ def show(
     json_path: JsonPath = None,
 ) -> None:
     """Print one profile: its models' latencies, its acceptance rate and provenance."""
+    check_output(json_path, "--json")
     profile = resolve_profile(name)
     entry = ProfileEntry.of(profile, _origin(profile))
     rows = [
@@ -149,8 +146,8 @@ def show(
     if prov.notes:
         rows.append(("notes", prov.notes))
     table = Table(title=Text(f"Profile {profile.name}"), show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value")
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
     for field, value in rows:
         table.add_row(field, Text(value))
     output_console(json_path).print(table)

@@ -2,32 +2,38 @@
 
 from __future__ import annotations
 
-import math
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from dsi_online.cli.app import app
 from dsi_online.cli.common import (
+    EXECUTION,
     Acceptance,
+    ClockChoice,
     CommMs,
+    Concurrency,
     DrafterMs,
     DrafterTtftMs,
     JsonPath,
+    LatencyCorrelation,
     LatencyCv,
     Lookahead,
     ProfileName,
+    Seed,
     Servers,
     TargetMs,
     TargetTtftMs,
     Tokens,
     advance,
+    check_output,
+    keeping,
     output_console,
     progress_bar,
     write_json,
 )
 from dsi_online.clock import check_clock
-from dsi_online.errors import InvalidParameterError, require
+from dsi_online.errors import InvalidParameterError
 from dsi_online.latency import Constant
 from dsi_online.profile import resolve_profile
 from dsi_online.reports.run import (
@@ -39,13 +45,13 @@ from dsi_online.reports.run import (
     verdict,
 )
 from dsi_online.runner import run_scenario
-from dsi_online.scenario import Scenario, check_acceptance, check_cv, check_ms
+from dsi_online.scenario import Scenario, check_acceptance, check_comm_ms, check_cv, check_ms
 from dsi_online.units import simulate_scenario
 
 DEFAULT_TARGET_MS = 30.0
 DEFAULT_DRAFTER_MS = 3.0
 DEFAULT_ACCEPTANCE = 0.8
-ENGINES = ("async", "units")
+EngineChoice = Literal["async", "units"]
 
 
 def _conflicts(profile: str, options: dict[str, float | None]) -> None:
@@ -72,6 +78,7 @@ def build_scenario(
     latency_cv: float | None,
     profile: str | None,
     comm_ms: float = 0.0,
+    latency_correlation: float = 0.0,
 ) -> Scenario:
     """Resolve the run options (and a profile) into a validated Scenario."""
     if profile is None:
@@ -88,6 +95,7 @@ def build_scenario(
             seed=seed,
             latency_cv=0.0 if latency_cv is None else latency_cv,
             comm_ms=comm_ms,
+            latency_correlation=latency_correlation,
         )
     _conflicts(
         profile,
@@ -117,6 +125,7 @@ def build_scenario(
         seed=seed,
         profile=loaded.name,
         link=None if comm_ms == 0 else Constant(comm_ms / 1e3),
+        latency_correlation=latency_correlation,
     )
 
 
@@ -142,11 +151,7 @@ def _validate_floats(
         check_acceptance(acceptance)
     if latency_cv is not None:
         check_cv(latency_cv)
-    require(
-        math.isfinite(comm_ms) and comm_ms >= 0,
-        f"communication delay (--comm-ms) must be a finite number of milliseconds >= 0; "
-        f"got {comm_ms}",
-    )
+    check_comm_ms(comm_ms)
 
 
 @app.command()
@@ -159,24 +164,32 @@ def run(
     lookahead: Lookahead = 5,
     servers: Servers = 7,
     tokens: Tokens = 100,
-    repeats: Annotated[int, typer.Option("--repeats", "-r", help="Repeats (seeds).")] = 3,
-    seed: Annotated[int, typer.Option(help="Base seed of coins and latency draws.")] = 0,
-    clock: Annotated[str, typer.Option(help="wall (real time) or virtual (instant).")] = "wall",
+    repeats: Annotated[
+        int, typer.Option("--repeats", "-r", help="Repeats (seeds).", rich_help_panel=EXECUTION)
+    ] = 3,
+    seed: Seed = 0,
     latency_cv: LatencyCv = None,
     profile: ProfileName = None,
     comm_ms: CommMs = 0.0,
-    concurrency: Annotated[int, typer.Option(help="Repeats played at once in one event loop.")] = 1,
+    latency_correlation: LatencyCorrelation = 0.0,
+    clock: Annotated[
+        ClockChoice,
+        typer.Option(help="wall (real time) or virtual (instant).", rich_help_panel=EXECUTION),
+    ] = "wall",
+    concurrency: Concurrency = 1,
     engine: Annotated[
-        str,
+        EngineChoice,
         typer.Option(
             help="async (the schedulers on an event loop) or units (the paper's time-unit "
-            "model: constant latencies, TTFT = TPOT, enough servers; --clock is ignored)."
+            "model: constant latencies, TTFT = TPOT, enough servers; --clock is ignored).",
+            rich_help_panel=EXECUTION,
         ),
     ] = "async",
     json_path: JsonPath = None,
 ) -> None:
     """Play non-SI, SI and DSI on one scenario and report their wall-time speedups."""
     checked_clock = check_clock(clock)
+    check_output(json_path, "--json")
     _validate_floats(
         target_ms, target_ttft_ms, drafter_ms, drafter_ttft_ms, acceptance, latency_cv, comm_ms
     )
@@ -194,15 +207,18 @@ def run(
         latency_cv=latency_cv,
         profile=profile,
         comm_ms=comm_ms,
+        latency_correlation=latency_correlation,
     )
-    require(engine in ENGINES, f"engine (--engine) must be one of async, units; got {engine!r}")
     if engine == "units":
         document = units_to_json(scenario, simulate_scenario(scenario))
         output_console(json_path).print(render_units_table(document))
         if json_path is not None:
             write_json(document, json_path)
         return
-    with progress_bar(f"{checked_clock} clock: repeats", scenario.repeats) as bar:
+    with (
+        keeping("nothing is kept (run writes its results at the end)"),
+        progress_bar(f"{checked_clock} clock: repeats", scenario.repeats) as bar,
+    ):
         result = run_scenario(
             scenario, checked_clock, concurrency, progress=lambda n: advance(bar, n)
         )

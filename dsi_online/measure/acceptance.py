@@ -34,7 +34,7 @@ import numpy as np
 
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.measure.latency import Advance
-from dsi_online.measure.models import LoadedModel, load_model
+from dsi_online.measure.models import LoadedModel, check_memory, load_model
 from dsi_online.measure.runtime import (
     Environment,
     check_device_and_dtype,
@@ -44,6 +44,7 @@ from dsi_online.measure.runtime import (
     torch_module,
 )
 from dsi_online.profile import AcceptanceProfile, Profile, load_profile, profile_to_toml
+from dsi_online.results import write_output
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,7 @@ class AcceptanceResult:
     target: str
     drafter: str
     estimate: AcceptanceEstimate
+    random_weights: bool  # a preset took part: the rate says nothing about real models
 
     def to_json(self) -> dict[str, Any]:
         """The whole measurement as plain JSON values, with its command line."""
@@ -216,11 +218,16 @@ class AcceptanceResult:
             if est.ci95 is not None
             else "no CI (one prompt)"
         )
+        caveat = (
+            "; RANDOM-WEIGHT PRESETS: this rate says nothing about real models"
+            if self.random_weights
+            else ""
+        )
         source = (
             f"{self.request.command_line()} ({self.environment.date}): greedy matches at "
             f"{est.positions} positions of {est.prompts} prompts, pooled; {interval}; "
             f"by_position: draft i of a {self.request.lookahead}-draft window given drafts "
-            f"1..i-1 accepted"
+            f"1..i-1 accepted{caveat}"
         )
         return AcceptanceProfile(
             rate=est.rate,
@@ -254,11 +261,12 @@ def measure_acceptance(
     device = resolve_device(request.device)
     dtype = resolve_dtype(request.dtype, device)
     environment = Environment.detect(device, dtype)
+    check_memory([("--target", request.target), ("--drafter", request.drafter)], device, dtype)
     target: LoadedModel = _load(request, request.target, "--target", device, dtype)
     drafter: LoadedModel = _load(request, request.drafter, "--drafter", device, dtype)
-    if drafter.vocab_size < target.vocab_size:
+    if drafter.vocab_size != target.vocab_size:
         raise InvalidParameterError(
-            f"the drafter's vocabulary ({drafter.vocab_size} tokens) is smaller than the "
+            f"the drafter's vocabulary ({drafter.vocab_size} tokens) differs from the "
             f"target's ({target.vocab_size}): target and drafter must share a tokenizer"
         )
     room = min(target.max_positions, drafter.max_positions)
@@ -286,6 +294,7 @@ def measure_acceptance(
         if advance is not None:
             advance(1)
     labels = (target.label, drafter.label)
+    random_weights = target.preset is not None or drafter.preset is not None
     del target, drafter
     free_memory()
     return AcceptanceResult(
@@ -294,11 +303,13 @@ def measure_acceptance(
         target=labels[0],
         drafter=labels[1],
         estimate=estimate_acceptance(matches, request.lookahead, request.bootstrap, request.seed),
+        random_weights=random_weights,
     )
 
 
 def write_acceptance(path: Path, acceptance: AcceptanceProfile) -> Profile:
-    """Put `acceptance` into the profile at `path`, keeping its latency part and provenance."""
+    """Put `acceptance` into the profile at `path` (atomically), keeping its latency part
+    and provenance."""
     profile = dataclasses.replace(load_profile(path), acceptance=acceptance)
-    path.write_text(profile_to_toml(profile), encoding="utf-8")
+    write_output(path, profile_to_toml(profile))
     return profile

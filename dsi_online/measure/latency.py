@@ -20,7 +20,7 @@ from typing import Any
 
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.latency import Empirical, ModelLatency
-from dsi_online.measure.models import LoadedModel, load_model
+from dsi_online.measure.models import LoadedModel, check_memory, load_model
 from dsi_online.measure.runtime import (
     Environment,
     check_device_and_dtype,
@@ -53,7 +53,8 @@ class LatencyRequest:
     def __post_init__(self) -> None:
         require(
             len(self.prompt_tokens) > 0 and all(n >= 1 for n in self.prompt_tokens),
-            f"prompt lengths (--prompt-tokens) must be integers >= 1; got {self.prompt_tokens}",
+            "prompt lengths (--prompt-tokens) must be integers >= 1; got "
+            + ",".join(str(n) for n in self.prompt_tokens),
         )
         require(self.samples >= 2, f"samples (--samples) must be >= 2; got {self.samples}")
         require(self.warmup >= 0, f"warm-up forwards (--warmup) must be >= 0; got {self.warmup}")
@@ -291,6 +292,8 @@ def measure_latency(
     roles: list[tuple[str, str]] = [("--target", request.target)]
     if request.drafter is not None:
         roles.append(("--drafter", request.drafter))
+    for role in roles:  # one model at a time: each must fit alone
+        check_memory([role], device, dtype)
     for option, spec in roles:
         if loading is not None:
             loading(spec)

@@ -8,7 +8,7 @@ from typing import Any
 
 from dsi_online.errors import InvalidParameterError
 from dsi_online.measure.presets import PRESETS, Preset
-from dsi_online.measure.runtime import torch_module, transformers_module
+from dsi_online.measure.runtime import check_fits, torch_module, transformers_module
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,36 @@ def build_preset(preset: Preset, *, device: str, dtype: str, seed: int) -> Loade
     )
 
 
+def looks_like_path(spec: str) -> bool:
+    """Whether `spec` names a local path rather than a hub name ('org/name' or 'name'):
+    absolute, starting with '.' or '~', or with more than one '/'."""
+    return (
+        Path(spec).is_absolute()
+        or spec.startswith((".", "~"))
+        or spec.count("/") > 1
+        or "\\" in spec
+    )
+
+
+def check_memory(specs: list[tuple[str, str]], device: str, dtype: str) -> None:
+    """Refuse presets that together cannot fit in `device`'s free memory (estimated from
+    their shapes, before anything is built); checkpoints are not estimated."""
+    presets = [
+        (option, spec, PRESETS[spec].parameters) for option, spec in specs if spec in PRESETS
+    ]
+    if presets:
+        check_fits(presets, device, dtype)
+
+
 def load_checkpoint(
     spec: str, *, option: str, device: str, dtype: str, allow_download: bool
 ) -> LoadedModel:
     """Load a checkpoint directory or hub name (the local cache only, unless allowed)."""
+    if looks_like_path(spec) and not Path(spec).expanduser().is_dir():
+        raise InvalidParameterError(
+            f"{option} {spec}: no such directory (a checkpoint is a directory with a "
+            f"config.json; or name a preset: {', '.join(PRESETS)})"
+        )
     torch = torch_module()
     transformers = transformers_module()
     local_only = not allow_download

@@ -63,6 +63,19 @@ class Preset:
         return {"vocab_size": self.vocab_size, **shape, **dict(self.extra)}
 
     @property
+    def parameters(self) -> int:
+        """How many parameters the model has (embeddings, attention, MLP; norms and biases
+        left out, under 0.1%), from its shapes: what its weights take in memory."""
+        head_dim = self.hidden_size // self.heads
+        attention = 2 * self.hidden_size**2 + 2 * self.hidden_size * head_dim * self.kv_heads
+        gated = self.model_type != "gpt_bigcode"  # llama and phi3: gate, up and down
+        mlp = (3 if gated else 2) * self.hidden_size * self.intermediate_size
+        tied = dict(self.extra).get("tie_word_embeddings", self.model_type == "gpt_bigcode")
+        embeddings = self.vocab_size * self.hidden_size * (1 if tied else 2)
+        positions = self.max_positions * self.hidden_size if not gated else 0
+        return embeddings + positions + self.layers * (attention + mlp)
+
+    @property
     def label(self) -> str:
         """The name a profile records: the model it stands for, and that it is a preset."""
         if self.model == "none":

@@ -76,6 +76,54 @@ def resolve_dtype(dtype: str | None, device: str) -> str:
     return dtype
 
 
+DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
+MEMORY_OVERHEAD = 1.2
+"""Memory a model needs beyond its weights (activations, KV cache, allocator slack), as a
+factor of the weights' size."""
+
+
+def available_memory(device: str) -> int | None:
+    """Bytes free for a new model on `device`: free GPU memory on CUDA; on the CPU, Linux's
+    MemAvailable (else the free physical pages). None when unknown."""
+    if device == "cuda":
+        free, _total = torch_module().cuda.mem_get_info()
+        return int(free)
+    try:
+        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
+            key, _, value = line.partition(":")
+            if key == "MemAvailable":
+                return int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_fits(models: list[tuple[str, str, int]], device: str, dtype: str) -> None:
+    """Refuse, before building anything, models that cannot fit in `device`'s free memory
+    together: `models` holds (option, name, parameters) for each model loaded at once."""
+    available = available_memory(device)
+    if available is None:
+        return
+    weights = sum(parameters for _, _, parameters in models) * DTYPE_BYTES[dtype]
+    needed = weights * MEMORY_OVERHEAD
+    if needed <= available:
+        return
+    what = " and ".join(f"{option} {name}" for option, name, _ in models)
+    hints = []
+    if device == "cpu":
+        hints.append("a GPU (--device cuda)")
+    if DTYPE_BYTES[dtype] > 2:
+        hints.append("--dtype bfloat16 or float16 (half the memory)")
+    hint = f": use {' or '.join(hints)}" if hints else ""
+    raise InvalidParameterError(
+        f"{what} need about {needed / 1e9:.1f} GB in {dtype} ({weights / 1e9:.1f} GB of weights) "
+        f"and {device} has {available / 1e9:.1f} GB free{hint}"
+    )
+
+
 def synchronize(device: str) -> None:
     """Wait for the device's queued work, so that a host clock reading means what it says."""
     if device == "cuda":

@@ -28,15 +28,20 @@ class Band:
 
 
 SPEEDUP_BANDS = (
-    Band(float("-inf"), 1.0, "#f81894", "<1 slower"),
-    Band(1.0, 1.25, "#440154", "1-1.25"),
-    Band(1.25, 1.5, "#3b528b", "1.25-1.5"),
-    Band(1.5, 2.0, "#21918c", "1.5-2"),
-    Band(2.0, 3.0, "#5ec962", "2-3"),
-    Band(3.0, 5.0, "#b5de2b", "3-5"),
-    Band(5.0, float("inf"), "#fde725", ">=5"),
+    Band(float("-inf"), 0.8, "#c51b7d", "<0.8"),
+    Band(0.8, 0.995, "#f1b6da", "0.8-1"),
+    Band(0.995, 1.005, "#f7f7f7", "1.00"),
+    Band(1.005, 1.1, "#d9f0d3", "1-1.1"),
+    Band(1.1, 1.25, "#a6dba0", "1.1-1.25"),
+    Band(1.25, 1.5, "#5aae61", "1.25-1.5"),
+    Band(1.5, 2.0, "#1b7837", "1.5-2"),
+    Band(2.0, 3.0, "#21918c", "2-3"),
+    Band(3.0, 5.0, "#3b528b", "3-5"),
+    Band(5.0, float("inf"), "#440154", ">=5"),
 )
-"""Speedup colours: pink below 1 as in the paper, then viridis."""
+"""Speedup colours, diverging around 1: pink where slower (as in the paper), white for no
+change (1.00 after rounding), greens then blues for gains, with narrow bands near 1 so that
+no gain and +24% never share a colour."""
 
 LOOKAHEAD_BANDS = (
     Band(1, 2, "#0d0887", "1"),
@@ -49,7 +54,7 @@ LOOKAHEAD_BANDS = (
 )
 """Best-lookahead colours (plasma)."""
 
-_LIGHT = {"#5ec962", "#b5de2b", "#fde725", "#f48849", "#febd2a"}
+_LIGHT = {"#f1b6da", "#f7f7f7", "#d9f0d3", "#a6dba0", "#5aae61", "#f48849", "#febd2a"}
 
 
 def band_of(value: float, bands: Sequence[Band]) -> Band:
@@ -87,14 +92,14 @@ def render_grid(
     bands: Sequence[Band],
     integer: bool,
     width: int = 80,
-    colour: bool = True,
 ) -> RenderableType:
     """One panel: its title, then a descending down the rows and c across, each cell coloured.
 
-    Cells are three characters, side by side when coloured, a space apart otherwise; grids
-    wider than `width` (or MAX_COLUMNS) show evenly spaced columns and rows.
+    Cells are three characters a space apart (coloured or not, so that numbers never run
+    together); grids wider than `width` (or MAX_COLUMNS) show evenly spaced columns and
+    rows.
     """
-    gap = 0 if colour else 1
+    gap = 1
     most = max(2, min(MAX_COLUMNS, (width - _LABEL_WIDTH) // (3 + gap)))
     columns = _evenly(len(grid.c_values), most)
     lines = _evenly(len(grid.a_values), MAX_COLUMNS)
@@ -132,13 +137,9 @@ def legend(bands: Sequence[Band], what: str) -> Text:
     return text
 
 
-def render_heatmap(
-    best: Sequence[CellBest], width: int = 80, colour: bool = True
-) -> RenderableType:
-    """The four speedup panels of Figure 1 and the best DSI lookahead, each with its legend.
-
-    `width` and `colour` come from the console (console.width, console.color_system).
-    """
+def render_heatmap(best: Sequence[CellBest], width: int = 80) -> RenderableType:
+    """The four speedup panels of Figure 1 and the best DSI lookahead, each with its legend;
+    `width` is the console's."""
     parts: list[RenderableType] = [
         Text("rows: acceptance rate a (top 0.99); columns: drafter latency c", style="dim"),
         Text(),
@@ -146,11 +147,11 @@ def render_heatmap(
     for panel in PANELS:
         grid = panel_grid(best, panel.attribute)
         title = f"{panel.title} (x, each at its best k)"
-        parts.append(render_grid(grid, title, SPEEDUP_BANDS, False, width, colour))
+        parts.append(render_grid(grid, title, SPEEDUP_BANDS, False, width))
         parts.append(Text())
     parts.append(legend(SPEEDUP_BANDS, "speedup"))
     parts.append(Text())
     grid = panel_grid(best, "k_dsi")
-    parts.append(render_grid(grid, "DSI's best lookahead k", LOOKAHEAD_BANDS, True, width, colour))
+    parts.append(render_grid(grid, "DSI's best lookahead k", LOOKAHEAD_BANDS, True, width))
     parts.append(legend(LOOKAHEAD_BANDS, "lookahead k"))
     return Group(*parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
@@ -60,9 +61,31 @@ def _draw(ax: Any, grid: PanelGrid, bands: Sequence[Band], title: str, label: st
     bar = ax.figure.colorbar(mesh, ax=ax, ticks=[(lo + hi) / 2 for lo, hi in pairwise(edges)])
     bar.ax.set_yticklabels([b.label for b in bands])
     bar.set_label(label)
+    _span_grid(ax, grid)
     ax.set_title(title)
     ax.set_xlabel("drafter latency c (drafter / target)")
     ax.set_ylabel("acceptance rate a")
+
+
+def _edges(values: Sequence[float]) -> tuple[float, float]:
+    """The outer edges of cells centred on `values` (half a step beyond the ends)."""
+    if len(values) < 2:
+        return values[0] - 0.5, values[0] + 0.5
+    return values[0] - (values[1] - values[0]) / 2, values[-1] + (values[-1] - values[-2]) / 2
+
+
+def _ticks(values: Sequence[float], most: int = 11) -> list[float]:
+    step = max(1, math.ceil(len(values) / most))
+    return list(values[::step])
+
+
+def _span_grid(ax: Any, grid: PanelGrid) -> None:
+    """Axes that span the grid's cells, ticked at grid values, whatever part of [0, 1]
+    the grid covers."""
+    ax.set_xlim(*_edges(grid.c_values))
+    ax.set_ylim(*_edges(grid.a_values))
+    ax.set_xticks(_ticks(grid.c_values), [f"{c:.3g}" for c in _ticks(grid.c_values)])
+    ax.set_yticks(_ticks(grid.a_values), [f"{a:.3g}" for a in _ticks(grid.a_values)])
 
 
 def plot_speedups(best: Sequence[CellBest], path: Path, subtitle: str = "") -> Path:

@@ -4,14 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
+from rich.console import Group
 from rich.table import Table
 
+from dsi_online.assumptions import ASSUMPTIONS, notes
 from dsi_online.runner import ALGORITHMS, ScenarioResult
 from dsi_online.scenario import Scenario
 from dsi_online.stats import Speedup, Summary
 from dsi_online.units import UnitsResult
 
 LABELS = {"nonsi": "non-SI", "si": "SI", "dsi": "DSI"}
+
+
+COMPACT: dict[str, Any] = {"box": box.SIMPLE_HEAD, "padding": (0, 1, 0, 0), "pad_edge": False}
+"""Table settings of every report: a rule under the header, columns two spaces apart, so
+that the tables fit 80 columns."""
+
+
+def number_column(table: Table, header: str) -> None:
+    """A right-aligned column of numbers that are never cut: squeezed below their width
+    (a very narrow terminal), they fold onto a second line instead of ending in '…'."""
+    table.add_column(header, justify="right", overflow="fold")
+
+
+def tokens_per_s(tokens: int, seconds: float) -> str:
+    """Throughput, or 'inf' when every forward rounded to no time at all."""
+    return f"{tokens / seconds:.1f}" if seconds > 0 else "inf"
 
 
 def _speedup_json(s: Speedup) -> dict[str, float | None]:
@@ -32,6 +51,8 @@ def to_json(result: ScenarioResult) -> dict[str, Any]:
             "drafter_forwards": summary.drafter_forwards,
             "wasted_forwards": summary.wasted_forwards,
             "busy_s": summary.busy_s,
+            "gpus": result.gpus(name),
+            "reserved_s": result.reserved_s(name),
             "max_queue_wait_s": summary.max_queue_wait_s,
             "output_sha256": summary.output_sha256,
         }
@@ -60,6 +81,8 @@ def to_json(result: ScenarioResult) -> dict[str, Any]:
             "si_over_nonsi": _speedup_json(sp.si_over_nonsi),
         },
         "lossless": result.lossless,
+        "verdict": verdict(result),
+        "assumptions": list(ASSUMPTIONS),
     }
 
 
@@ -89,6 +112,7 @@ def units_to_json(scenario: Scenario, result: UnitsResult) -> dict[str, Any]:
         "algorithms": algorithms,
         "speedups": {key: s.value for key, s in speedups.items()},
         "speedups_ci95": {key: _speedup_json(s) for key, s in speedups.items()},
+        "assumptions": list(ASSUMPTIONS),
     }
 
 
@@ -105,7 +129,7 @@ def render_units_table(document: dict[str, Any]) -> Table:
     )
     table.add_column("algo")
     for column in ("latency s", "± std", "tok/s", "/non-SI", "/SI"):
-        table.add_column(column, justify="right")
+        number_column(table, column)
     sp = document["speedups"]
     over = {"si": (sp["si_over_nonsi"], None), "dsi": (sp["dsi_over_nonsi"], sp["dsi_over_si"])}
     for name, algo in document["algorithms"].items():
@@ -114,7 +138,7 @@ def render_units_table(document: dict[str, Any]) -> Table:
             LABELS[name],
             f"{algo['mean_s']:.4g}",
             f"{algo['std_s']:.2g}",
-            f"{scenario['tokens'] / algo['mean_s']:.1f}",
+            tokens_per_s(scenario["tokens"], algo["mean_s"]),
             "—" if vs_nonsi is None else f"{vs_nonsi:.2f}x",
             "—" if vs_si is None else f"{vs_si:.2f}x",
         )
@@ -128,51 +152,72 @@ def _x(s: Speedup | None) -> str:
 def _ci(s: Speedup) -> str:
     if s.ci_low is None or s.ci_high is None:
         return "n/a (one repeat)"
-    return f"[{s.ci_low:.3f}, {s.ci_high:.3f}]"
+    return f"[{s.ci_low:#.3g}, {s.ci_high:#.3g}]"
 
 
 def _mean(values: list[int] | list[float]) -> float:
     return sum(values) / len(values)
 
 
-def render_table(result: ScenarioResult) -> Table:
-    """One row per algorithm: latency, throughput, speedups, forward passes, GPU-seconds."""
+def render_table(result: ScenarioResult) -> Group:
+    """Two tables, one under the other so that both fit 80 columns: latency and speedups
+    per algorithm, then its forward passes and GPU-seconds (busy and reserved)."""
     scenario = result.scenario
     sp = result.speedups
-    table = Table(
+    latency = Table(
         title=(
             f"{scenario.tokens} tokens x {scenario.repeats} repeats, {result.clock} clock: "
             f"c={scenario.c:.3g} a={scenario.acceptance:g} k={scenario.lookahead}, "
             f"DSI on {scenario.servers} target servers"
         ),
         caption=(
-            f"95% CI (paired repeats): DSI/non-SI {_ci(sp.dsi_over_nonsi)}, "
-            f"DSI/SI {_ci(sp.dsi_over_si)}, SI/non-SI {_ci(sp.si_over_nonsi)}. "
-            "Forwards and GPU-s: mean per run."
+            f"95% CI (paired repeats, log scale): DSI/non-SI {_ci(sp.dsi_over_nonsi)}, "
+            f"DSI/SI {_ci(sp.dsi_over_si)}, SI/non-SI {_ci(sp.si_over_nonsi)}"
         ),
+        **COMPACT,
     )
-    table.add_column("algo")
+    latency.add_column("algo", no_wrap=True)
     for column in ("latency s", "± std", "tok/s", "/non-SI", "/SI"):
-        table.add_column(column, justify="right")
-    for column in ("target fwd", "drafter fwd", "wasted fwd", "GPU-s"):
-        table.add_column(column, justify="right")
+        number_column(latency, column)
+    work = Table(
+        caption=(
+            "mean per run. busy GPU-s: time the servers computed; reserved GPU-s: latency x "
+            "GPUs held (DSI holds its target servers and the drafter for its whole latency)"
+        ),
+        **COMPACT,
+    )
+    work.add_column("algo", no_wrap=True)
+    for column in (
+        "target fwd",
+        "drafter fwd",
+        "wasted fwd",
+        "GPUs",
+        "busy GPU-s",
+        "reserved GPU-s",
+    ):
+        number_column(work, column)
 
     over_nonsi = {"nonsi": None, "si": sp.si_over_nonsi, "dsi": sp.dsi_over_nonsi}
     over_si = {"nonsi": None, "si": None, "dsi": sp.dsi_over_si}
     for name, summary in result.algorithms.items():
-        table.add_row(
+        latency.add_row(
             LABELS[name],
             f"{summary.mean_s:.4g}",
             f"{summary.std_s:.2g}",
-            f"{scenario.tokens / summary.mean_s:.1f}",
+            tokens_per_s(scenario.tokens, summary.mean_s),
             _x(over_nonsi[name]),
             _x(over_si[name]),
+        )
+        work.add_row(
+            LABELS[name],
             f"{_mean(summary.target_forwards):.0f}",
             f"{_mean(summary.drafter_forwards):.0f}",
             f"{_mean(summary.wasted_forwards):.0f}",
-            f"{_mean(summary.busy_s):.3g}",
+            str(result.gpus(name)),
+            f"{_mean(summary.busy_s):.4g}",
+            f"{_mean(result.reserved_s(name)):.4g}",
         )
-    return table
+    return Group(latency, work)
 
 
 def render_overhead(result: ScenarioResult) -> Table | None:
@@ -184,10 +229,11 @@ def render_overhead(result: ScenarioResult) -> Table | None:
         title="wall-clock fidelity: measured against the same runs on the virtual clock",
         caption="overhead: scheduler computation, task switches, cancellation, the loop, "
         "concurrent runs; timer slack (kernel oversleep) is removed from the clock, shown apart",
+        **COMPACT,
     )
-    table.add_column("algo")
+    table.add_column("algo", no_wrap=True)
     for column in ("wall s", "ideal s", "overhead", "µs/fwd", "wake lag µs", "slack s"):
-        table.add_column(column, justify="right")
+        number_column(table, column)
     for name, summary in result.algorithms.items():
         overhead = result.overhead(name)
         assert overhead is not None
@@ -203,28 +249,44 @@ def render_overhead(result: ScenarioResult) -> Table | None:
     return table
 
 
-def _compare(ratio: float, other: str) -> str:
-    if abs(ratio - 1) < 0.005:
-        return f"as fast as {other}"
-    return (
-        f"{ratio:.2f}x faster than {other}"
-        if ratio > 1
-        else f"{1 / ratio:.2f}x slower than {other}"
-    )
+def compare(s: Speedup, other: str) -> str:
+    """'2.43x faster than SI (95% CI 2.3-2.6x)', or 'inconclusive against SI' when the
+    interval spans 1 (or there is one repeat) and the ratio is not an exact tie."""
+    ratio = s.value
+    if s.ci_low is None or s.ci_high is None:
+        interval = "one repeat, no confidence interval"
+    else:
+        interval = f"95% CI {s.ci_low:#.3g}-{s.ci_high:#.3g}x"
+    if ratio == 1 and s.ci_low == s.ci_high == 1:
+        return f"exactly as fast as {other}"
+    if not s.conclusive:
+        return f"inconclusive against {other} ({ratio:.3g}x, {interval})"
+    if ratio > 1:
+        return f"{ratio:.3g}x faster than {other} ({interval})"
+    return f"{1 / ratio:.3g}x slower than {other} ({interval})"
 
 
 def verdict(result: ScenarioResult) -> str:
-    """One plain sentence: which algorithm wins, by how much, at what compute cost."""
+    """Plain sentences: how DSI and SI compare (inconclusive where the 95% interval spans
+    1), at what cost in busy and reserved GPU-seconds, and the assumptions that flatter DSI
+    here (assumptions.notes)."""
     sp = result.speedups
-    dsi = result.algorithms["dsi"]
-    nonsi = result.algorithms["nonsi"]
-    compute = _mean(dsi.busy_s) / _mean(nonsi.busy_s)
-    sentence = (
-        f"DSI is {_compare(sp.dsi_over_nonsi.value, 'non-SI')} and "
-        f"{_compare(sp.dsi_over_si.value, 'SI')} (SI alone is "
-        f"{_compare(sp.si_over_nonsi.value, 'non-SI')}), using "
-        f"{compute:.2f}x the GPU-seconds of non-SI on {result.scenario.servers + 1} GPUs."
-    )
+    scenario = result.scenario
+    busy = {name: _mean(summary.busy_s) for name, summary in result.algorithms.items()}
+    reserved = {name: _mean(result.reserved_s(name)) for name in result.algorithms}
+    sentences = [
+        f"DSI is {compare(sp.dsi_over_nonsi, 'non-SI')} and {compare(sp.dsi_over_si, 'SI')}; "
+        f"SI alone is {compare(sp.si_over_nonsi, 'non-SI')}.",
+        f"DSI holds {result.gpus('dsi')} GPUs ({scenario.servers} target servers and a drafter) "
+        f"for its whole latency: {reserved['dsi'] / reserved['nonsi']:.3g}x the reserved "
+        f"GPU-seconds of non-SI (1 GPU) and {reserved['dsi'] / reserved['si']:.3g}x those of "
+        f"SI (2 GPUs), while its GPUs compute {busy['dsi'] / busy['nonsi']:.3g}x the busy "
+        "GPU-seconds of non-SI.",
+        *notes(
+            variable_latency=not (scenario.target.is_constant and scenario.drafter.is_constant),
+            comm_delay=scenario.link is not None,
+        ),
+    ]
     if not result.lossless:
-        sentence += " WARNING: the algorithms' outputs differ; this is a bug."
-    return sentence
+        sentences.append("WARNING: the algorithms' outputs differ; this is a bug.")
+    return " ".join(sentences)

@@ -7,10 +7,11 @@ from typing import Any
 
 from dsi_online.reports.plots import pyplot
 from dsi_online.runner import ALGORITHMS
-from dsi_online.sweep import SweepResult, SweepRow
+from dsi_online.sweep import PARAMETERS, SweepResult, SweepRow
 
 LABELS = {"nonsi": "non-SI", "si": "SI", "dsi": "DSI"}
 COLOURS = {"nonsi": "#7f7f7f", "si": "#1f77b4", "dsi": "#d62728"}
+KNEE_LABEL = "open circle: enough servers (conclusive knee)"
 
 
 def _one_axis(ax: Any, result: SweepResult) -> None:
@@ -30,7 +31,7 @@ def _one_axis(ax: Any, result: SweepResult) -> None:
     for row in rows:
         if row.stops_helping:
             ax.axvline(
-                row.values[0], color="green", linestyle=":", label="more servers stop helping"
+                row.values[0], color="green", linestyle=":", label="enough servers (conclusive)"
             )
     gpu = ax.twinx()
     gpu.plot(
@@ -54,6 +55,7 @@ def _two_axes(ax: Any, result: SweepResult) -> None:
     lines: dict[int | float, list[SweepRow]] = {}
     for row in result.rows:
         lines.setdefault(row.values[1], []).append(row)
+    explained = False  # the open-circle marker gets one legend entry
     for value, rows in lines.items():
         drawn = ax.errorbar(
             [row.values[0] for row in rows],
@@ -70,7 +72,9 @@ def _two_axes(ax: Any, result: SweepResult) -> None:
             s=120,
             facecolors="none",
             edgecolors=drawn.lines[0].get_color(),
+            label=None if explained or not knees else KNEE_LABEL,
         )
+        explained = explained or bool(knees)
     ax.legend(loc="best", fontsize="small")
     ax.set_xlabel(first)
 
@@ -84,6 +88,10 @@ def plot_sweep(result: SweepResult, path: Path) -> Path:
         _one_axis(ax, result)
     else:
         _two_axes(ax, result)
+    if PARAMETERS[result.config.names[0]].integer:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     s = result.config.base
     ax.set_ylabel(f"mean latency of {s.tokens} tokens (s, ± sem)")
     ax.set_ylim(bottom=0)

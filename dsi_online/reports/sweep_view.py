@@ -5,13 +5,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from dsi_online.assumptions import ASSUMPTIONS, notes
+from dsi_online.reports.run import COMPACT, number_column
 from dsi_online.runner import ALGORITHMS
 from dsi_online.stats import Speedup
-from dsi_online.sweep import AxisValue, Knee, SweepResult, SweepRow, SweepRun, row_json
+from dsi_online.sweep import (
+    NEAR_BEST,
+    AxisValue,
+    Knee,
+    SweepResult,
+    SweepRow,
+    SweepRun,
+    row_json,
+)
 
 LABELS = {"nonsi": "non-SI", "si": "SI", "dsi": "DSI"}
 BAR_WIDTH = 30
@@ -56,49 +65,55 @@ def groups(result: SweepResult) -> dict[str, list[SweepRow]]:
     return grouped
 
 
-def _caption(result: SweepResult, needed: set[int]) -> str:
-    caption = [
-        "latency: mean seconds (DSI ± sem)",
-        "GPU-ms/tok: busy time of all servers per token",
-    ]
-    if len(needed) == 1:
-        caption.append(f"DSI needs {min(needed)} target servers (ceil(1/kc))")
+def _caption(result: SweepResult) -> str:
+    caption = ["latency: mean seconds (DSI ± sem); speedups: ratios of mean latencies"]
     if "servers" in result.config.names:
         caption.append("gain: DSI ms saved vs the previous server count (* significant at 95%)")
     caption.append("95% CIs of speedups and gains in sweep.csv")
     return "; ".join(caption)
 
 
+def _cost_caption(needed: set[int]) -> str:
+    caption = [
+        "GPU-ms per token of non-SI/SI/DSI. busy: time the servers computed; reserved: "
+        "latency x GPUs held (non-SI 1, SI 2, DSI its target servers + 1)"
+    ]
+    if len(needed) == 1:
+        caption.append(f"DSI needs {min(needed)} target servers (ceil(1/kc))")
+    return "; ".join(caption)
+
+
+def _triple(values: Sequence[float]) -> str:
+    return "/".join(f"{v * 1e3:.3g}" for v in values)
+
+
 def render_tables(result: SweepResult) -> list[Table]:
-    """One row per cell (a table per value of the second axis): mean latencies, speedups,
-    GPU-ms per token and, for a servers axis, DSI's marginal gain; the knees in bold."""
+    """Per value of the second axis, two tables that each fit 80 columns: mean latencies,
+    speedups and, for a servers axis, DSI's marginal gain; then GPU-ms per token, busy and
+    reserved. The conclusive knees in bold."""
     first = result.config.names[0]
     servers = "servers" in result.config.names
     needed = {row.runs.servers_needed for row in result.rows}
-    headers = [
-        first,
-        "non-SI",
-        "SI",
-        "DSI",
-        "DSI/SI",
-        "DSI/nSI",
-        "SI/nSI",
-        "GPU-ms/tok\nnSI/SI/DSI",
-    ]
-    headers += ["need"] * (len(needed) > 1) + ["gain ms"] * servers
     grouped = groups(result)
     tables = []
     for index, (label, rows) in enumerate(grouped.items()):
         last = index == len(grouped) - 1
-        table = Table(
+        latency = Table(
             title="\n".join(t for t in (_title(result) if index == 0 else "", label) if t),
-            caption=_caption(result, needed) if last else None,
-            box=box.SIMPLE_HEAD,
-            padding=0,
-            pad_edge=False,
+            caption=_caption(result) if last else None,
+            **COMPACT,
         )
-        for header in headers:
-            table.add_column(header, justify="right")
+        cost = Table(caption=_cost_caption(needed) if last else None, **COMPACT)
+        number_column(latency, first)
+        for header in ("non-SI", "SI", "DSI", "DSI/SI", "DSI/nSI", "SI/nSI"):
+            number_column(latency, header)
+        if servers:
+            number_column(latency, "gain ms")
+        number_column(cost, first)
+        number_column(cost, "busy GPU-ms/tok")
+        number_column(cost, "reserved GPU-ms/tok")
+        if len(needed) > 1:
+            number_column(cost, "DSI needs")
         for row in rows:
             sp = row.speedups
             dsi = row.latency("dsi")
@@ -110,12 +125,18 @@ def render_tables(result: SweepResult) -> list[Table]:
                 _speedup(sp.dsi_over_si),
                 _speedup(sp.dsi_over_nonsi),
                 _speedup(sp.si_over_nonsi),
-                "/".join(f"{row.gpu_s_per_token(a) * 1e3:.3g}" for a in ALGORITHMS),
             ]
-            cells += [str(row.runs.servers_needed)] * (len(needed) > 1)
             cells += [_gain(row)] * servers
-            table.add_row(*cells, style="bold" if row.stops_helping else None)
-        tables.append(table)
+            style = "bold" if row.stops_helping else None
+            latency.add_row(*cells, style=style)
+            costs = [
+                _value(row.values[0]),
+                _triple([row.gpu_s_per_token(a) for a in ALGORITHMS]),
+                _triple([row.reserved_gpu_s_per_token(a) for a in ALGORITHMS]),
+            ]
+            costs += [str(row.runs.servers_needed)] * (len(needed) > 1)
+            cost.add_row(*costs, style=style)
+        tables += [latency, cost]
     return tables
 
 
@@ -142,13 +163,36 @@ def render_chart(result: SweepResult) -> Table:
 
 
 def knee_sentence(knee: Knee, result: SweepResult) -> str:
-    """Where more target servers stop helping DSI, in one sentence."""
+    """Where more target servers stop helping DSI, in one sentence; 'inconclusive' unless
+    the paired repeats show it (see Knee)."""
     names = [n for n in result.config.names if n != "servers"]
     where = f" at {_label(names, knee.group)}" if names else ""
+    best = f"the best: {knee.best_s:.4g} s with {knee.best_servers}"
+    repeats = result.config.base.repeats
+    if repeats < 2:
+        return (
+            f"DSI{where}: inconclusive with one repeat (no confidence interval); the lowest "
+            f"mean latency is {knee.best_s:.4g} s with {knee.best_servers} target server(s)."
+        )
+    if knee.conclusive:
+        return (
+            f"DSI{where}: {knee.servers} target server(s) are enough ({knee.dsi_s:.4g} s, "
+            f"within {NEAR_BEST:.0%} of {best}, at 95% confidence over {repeats} paired "
+            "repeats; fewer are significantly slower)."
+        )
     return (
-        f"DSI{where}: {knee.servers} target server(s) are enough ({knee.dsi_s:.4g} s, "
-        f"{knee.reason}: {knee.best_s:.4g} s with {knee.best_servers})."
+        f"DSI{where}: inconclusive: {knee.servers} target server(s) are within "
+        f"{NEAR_BEST:.0%} of {best} at 95% confidence, but fewer may be as good; "
+        f"{repeats} repeats cannot tell (raise -r)."
     )
+
+
+def render_notes(result: SweepResult) -> Text:
+    """The assumptions that flatter DSI in these results (dsi_online.assumptions)."""
+    scenarios = [cell.scenario for cell in result.config.cells()]
+    variable = any(not (s.target.is_constant and s.drafter.is_constant) for s in scenarios)
+    comm = any(s.link is not None for s in scenarios)
+    return Text(" ".join(notes(variable_latency=variable, comm_delay=comm)))
 
 
 def to_json(run: SweepRun) -> dict[str, Any]:
@@ -166,10 +210,12 @@ def to_json(run: SweepRun) -> dict[str, Any]:
                 "dsi_s": k.dsi_s,
                 "best_servers": k.best_servers,
                 "best_s": k.best_s,
-                "reason": k.reason,
+                "conclusive": k.conclusive,
+                "sentence": knee_sentence(k, result),
             }
             for k in result.knees
         ],
+        "assumptions": list(ASSUMPTIONS),
         "csv": str(run.csv_path),
         "computed": run.computed,
         "reused": run.reused,

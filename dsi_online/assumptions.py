@@ -1,0 +1,44 @@
+"""The model's assumptions that flatter DSI (MODEL.md), stated wherever results are shown:
+in the verdict of `run`, under the tables of `sweep`, `table` and `heatmap`, and in every
+JSON document as "assumptions"."""
+
+from __future__ import annotations
+
+INDEPENDENT_DRAWS = (
+    "each forward's latency is an independent draw, so redundant DSI jobs racing on several "
+    "servers gain from the fastest draw: with noisy latencies DSI's edge grows with the "
+    "coefficient of variation"
+)
+FLAT_VERIFY = "a forward's latency does not depend on how many tokens it verifies"
+FREE_CANCEL = "a cancelled forward frees its server at once"
+MESSAGES = (
+    "with a communication delay non-SI sends no messages while DSI pays two per job, so "
+    "'DSI is never slower than non-SI' holds only without one"
+)
+
+ASSUMPTIONS = (INDEPENDENT_DRAWS, FLAT_VERIFY, FREE_CANCEL, MESSAGES)
+"""Every assumption, for JSON documents and the docs."""
+
+ALWAYS = f"Assumed, in DSI's favour: {FLAT_VERIFY}; {FREE_CANCEL}."
+"""The sentence every report ends with."""
+
+RACING_NOTE = (
+    "Latencies vary here (each forward an independent draw): part of DSI's gain comes from "
+    "redundant jobs racing on independent draws, which real servers sharing load may not give."
+)
+COMM_NOTE = (
+    "With a communication delay DSI pays two messages per job and non-SI none: DSI can be "
+    "slower than non-SI."
+)
+
+
+def notes(*, variable_latency: bool, comm_delay: bool) -> list[str]:
+    """The sentences a report of these results must carry: the racing caveat when latencies
+    vary, the message caveat with a communication delay, and always ALWAYS."""
+    sentences = []
+    if variable_latency:
+        sentences.append(RACING_NOTE)
+    if comm_delay:
+        sentences.append(COMM_NOTE)
+    sentences.append(ALWAYS)
+    return sentences

@@ -1,0 +1,98 @@
+"""A forward's latency as a function of the tokens it processes, measured on a real backend.
+
+The paper's model charges every forward the same TPOT whatever it does. On real hardware a
+forward that verifies k drafts processes k + 1 tokens and costs more than a decoding step,
+one that catches up a stale cache costs more again, and a prefill costs what its prompt does.
+A `TokenCost` holds measured mean latencies at a few token counts (interpolated linearly
+between them, extrapolated from the last two beyond), a linear term in the context length,
+the measured spread as ratios to the mean (resampled), and the number of layers, at whose
+boundaries a cancelled forward stops.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dsi_online.errors import require
+
+_BATCH = 512
+
+
+@dataclass(frozen=True)
+class TokenCost:
+    """Mean latency (seconds) of a forward processing `tokens[i]` tokens at
+    `reference_context` tokens of context; `context_s_per_token` per token of context
+    beyond it; `ratios` the measured latency / mean spread (empty: constant)."""
+
+    tokens: tuple[int, ...]
+    mean_s: tuple[float, ...]
+    reference_context: int
+    context_s_per_token: float = 0.0
+    ratios: tuple[float, ...] = ()
+    layers: int = 1
+
+    def __post_init__(self) -> None:
+        require(
+            len(self.tokens) >= 2 and len(self.tokens) == len(self.mean_s),
+            "a token cost needs the mean latency at two or more token counts",
+        )
+        require(
+            all(a < b for a, b in zip(self.tokens, self.tokens[1:], strict=False))
+            and self.tokens[0] >= 1,
+            f"token counts must be increasing integers >= 1; got {list(self.tokens)}",
+        )
+        require(
+            all(math.isfinite(m) and m > 0 for m in self.mean_s),
+            "mean latencies must be finite and > 0",
+        )
+        require(self.reference_context >= 0, "reference context must be >= 0")
+        require(math.isfinite(self.context_s_per_token), "context slope must be finite")
+        require(
+            all(math.isfinite(r) and r > 0 for r in self.ratios),
+            "latency ratios must be finite and > 0",
+        )
+        require(self.layers >= 1, f"layers must be >= 1; got {self.layers}")
+
+    def mean(self, tokens: int, context: int) -> float:
+        """Expected latency of a forward over `tokens` new tokens with `context` tokens in
+        the cache afterwards. Fewer tokens than the first measured count cost that count."""
+        counts, means = self.tokens, self.mean_s
+        n = max(tokens, counts[0])
+        i = min(max(bisect.bisect_left(counts, n), 1), len(counts) - 1)
+        slope = (means[i] - means[i - 1]) / (counts[i] - counts[i - 1])
+        base = means[i - 1] + slope * (n - counts[i - 1])
+        value = base + self.context_s_per_token * (context - self.reference_context)
+        if not value > 0:
+            raise ValueError(
+                f"token cost model gives {value} s for {tokens} tokens at context {context}"
+            )
+        return value
+
+
+@dataclass
+class CostStream:
+    """One server's draws from a TokenCost: ratios come in batches from its own generator."""
+
+    cost: TokenCost
+    rng: np.random.Generator
+    _ratios: list[float] = field(default_factory=list)
+
+    def next(self, tokens: int, context: int) -> float:
+        """The latency of a forward over `tokens` tokens ending at `context`, in seconds."""
+        mean = self.cost.mean(tokens, context)
+        if not self.cost.ratios:
+            return mean
+        if not self._ratios:
+            pool = np.asarray(self.cost.ratios)
+            self._ratios = self.rng.choice(pool, size=_BATCH, replace=True).tolist()
+        return mean * self._ratios.pop()
+
+    def stop_time(self, start: float, duration: float, now: float) -> float:
+        """When a forward started at `start` for `duration` really stops if cancelled at
+        `now`: at the next layer boundary (all layers take an equal share)."""
+        step = duration / self.cost.layers
+        return min(start + duration, start + math.ceil((now - start) / step - 1e-9) * step)

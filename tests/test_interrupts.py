@@ -1,0 +1,207 @@
+"""Ctrl-C and kill -9 on real `dsi-online` processes: the first Ctrl-C says at once that the
+command stops and what it keeps, and it stops promptly with exit code 130 and no traceback;
+a second stops at once; no process outlives the command, even when its parent is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from dsi_online.cli import main
+
+SAYS_AT_ONCE_S = 2.0
+"""Longest wait from Ctrl-C to the 'stopping' line (it is written by the signal handler)."""
+STOPS_S = 10.0
+"""Longest wait from Ctrl-C to the exit (about a second when the machine is idle; generous
+because the test machine's cores are shared)."""
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="process groups, /proc")
+
+
+class Command:
+    """A `python -m dsi_online` process in its own process group (as a shell runs a job),
+    its stderr lines recorded with the time they arrived."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dsi_online", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            cwd=cwd,
+        )
+        self.lines: list[tuple[float, str]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append((time.monotonic(), line.decode(errors="replace")))
+
+    def wait_for_line(self, needle: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(needle in line for _, line in self.lines):
+            assert self.process.poll() is None, self.stderr()
+            assert time.monotonic() < deadline, f"no {needle!r} line: {self.stderr()}"
+            time.sleep(0.02)
+
+    def interrupt(self) -> float:
+        """Ctrl-C as a terminal sends it: SIGINT to the whole process group."""
+        sent = time.monotonic()
+        os.killpg(self.process.pid, signal.SIGINT)
+        return sent
+
+    def finish(self, timeout: float) -> tuple[int, float]:
+        """Wait for the exit; return the exit code and when it came."""
+        code = self.process.wait(timeout=timeout)
+        ended = time.monotonic()
+        self._reader.join(timeout=STOPS_S)
+        self.close()
+        return code, ended
+
+    def close(self) -> None:
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+    def stderr(self) -> str:
+        return "".join(line for _, line in self.lines)
+
+    def when(self, needle: str) -> float:
+        return next(t for t, line in self.lines if needle in line)
+
+    def group_gone(self, timeout: float = STOPS_S) -> bool:
+        """Whether every process of the command's group has exited (zombies reaped)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.05)
+        return False
+
+
+LONG_HEATMAP = ["heatmap", "--engine", "async", "--ndim", "8", "--tokens", "400"]
+LONG_HEATMAP += ["--repeats", "4", "--workers", "2", "--no-png"]
+LONG_SWEEP = ["sweep", "--vary", "servers=1:60", "-S", "2000", "-r", "20", "--workers", "2"]
+LONG_SWEEP += ["--no-png"]
+
+
+@pytest.mark.parametrize(
+    ("args", "started"), [(LONG_HEATMAP, "heatmap: "), (LONG_SWEEP, "sweep: ")]
+)
+def test_first_ctrl_c_says_what_is_kept_and_stops(
+    args: list[str], started: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    command = Command([*args, "--out", str(out)], tmp_path)
+    command.wait_for_line(started)
+    time.sleep(1.0)  # the workers are busy
+    sent = command.interrupt()
+    code, ended = command.finish(timeout=STOPS_S)
+    err = command.stderr()
+    assert code == 130, err
+    assert "Traceback" not in err
+    assert command.when("interrupted: stopping") - sent < SAYS_AT_ONCE_S
+    assert f"kept in {out}" in err and f"--resume --out {out}" in err
+    assert ended - sent < STOPS_S
+    assert command.group_gone(), "a worker outlived the command"
+
+
+def test_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
+    command = Command([*LONG_HEATMAP, "--out", str(tmp_path / "out")], tmp_path)
+    command.wait_for_line("heatmap: ")
+    time.sleep(1.0)
+    command.interrupt()
+    time.sleep(0.05)
+    if command.process.poll() is None:
+        command.interrupt()
+    code, _ = command.finish(timeout=STOPS_S)
+    assert code == 130 and "Traceback" not in command.stderr()
+    assert command.group_gone()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "--clock", "wall", "-S", "3000", "--target-ms", "5", "--drafter-ms", "1"],
+        ["bench", "--quick"],
+    ],
+)
+def test_ctrl_c_on_run_and_bench(args: list[str], tmp_path: Path) -> None:
+    command = Command(args, tmp_path)
+    time.sleep(2.0)  # imports done, the wall-clock event loop running
+    assert command.process.poll() is None
+    sent = command.interrupt()
+    code, ended = command.finish(timeout=STOPS_S)
+    err = command.stderr()
+    assert code == 130 and "Traceback" not in err
+    assert command.when("interrupted: stopping; nothing is kept") - sent < SAYS_AT_ONCE_S
+    assert ended - sent < STOPS_S
+
+
+def test_ctrl_c_during_imports(tmp_path: Path) -> None:
+    """The handler is installed before numpy, scipy and rich load: Ctrl-C as soon as numpy's
+    library is mapped into the process (only main imports numpy) ends it cleanly too."""
+    command = Command(["run", "--clock", "virtual", "-S", "20"], tmp_path)
+    maps = Path(f"/proc/{command.process.pid}/maps")
+    deadline = time.monotonic() + 60
+    while "numpy" not in maps.read_text():
+        assert time.monotonic() < deadline and command.process.poll() is None
+        time.sleep(0.005)
+    command.interrupt()
+    code, _ = command.finish(timeout=STOPS_S)
+    assert code == 130 and "Traceback" not in command.stderr()
+
+
+def test_interrupt_while_importing_commands_is_exit_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In-process: a KeyboardInterrupt raised while main imports the commands."""
+
+    class Interrupted(types.ModuleType):
+        def __getattr__(self, name: str) -> object:
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "dsi_online.cli.commands", Interrupted("commands"))
+    assert main(["run"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_kill_9_of_the_parent_leaves_no_process(tmp_path: Path) -> None:
+    """Workers exit when the parent dies: nothing keeps stdout open, nothing is left."""
+    command = Command([*LONG_HEATMAP, "--out", str(tmp_path / "out")], tmp_path)
+    command.wait_for_line("heatmap: ")
+    time.sleep(1.0)
+    children = [pid for pid in _group(command.process.pid) if pid != command.process.pid]
+    assert children, "the pool's workers should be running"
+    os.kill(command.process.pid, signal.SIGKILL)
+    assert command.process.stdout is not None
+    command.process.stdout.read()  # end of output: no worker holds stdout open
+    command.finish(timeout=STOPS_S)
+    assert command.group_gone(), "workers outlived their parent"
+
+
+def _group(pgid: int) -> list[int]:
+    """The live processes of a process group, from /proc."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids
