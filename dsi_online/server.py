@@ -156,7 +156,9 @@ class Account:
 
 class SimulatedServer(Account):
     """A model instance whose forward pass is a timed sleep: its first forward is a TTFT
-    draw, every later one a TPOT draw, and its tokens come from the oracle.
+    draw, every later one a TPOT draw, and its tokens come from the oracle. A prefill that
+    has begun runs to its end even when cancelled, as on the real backend (docs/real.md): the
+    server is warm from that end on, and a forward sent to it before waits for it.
 
     A drafter's forwards end before target forwards that end at the same instant
     (MODEL.md's same-instant rule); the virtual clock orders its timers by that rank.
@@ -173,6 +175,12 @@ class SimulatedServer(Account):
         self._stream = stream
         self._oracle = oracle
         self._rank = RANK_DRAFT if role == "drafter" else RANK_DEFAULT
+        self._free_at = 0.0  # the end of a cancelled prefill, which runs to its end
+
+    @property
+    def warm(self) -> bool:
+        """Whether the server's prefill has ended (a cancelled one runs to its end)."""
+        return self.forwards > 0 and asyncio.get_running_loop().time() >= self._free_at
 
     def _tokens(self, prefix: Sequence[int], drafts: Sequence[int]) -> list[int]:
         if self.role == "drafter":
@@ -182,21 +190,25 @@ class SimulatedServer(Account):
     async def forward(self, prefix: Sequence[int], drafts: Sequence[int]) -> list[int]:
         """Sleep for the next latency draw on the running loop's clock; return the tokens."""
         tokens = self._tokens(prefix, drafts)
+        prefill = self.forwards == 0
         duration = self._stream.next(prefix)
         loop = asyncio.get_running_loop()
         self.forwards += 1
         self.in_flight = True
-        start = loop.time()
+        start = max(loop.time(), self._free_at)
         done = loop.create_future()
         timer = call_ranked(loop, start + duration, self._rank, _wake, done)
+        end = None
         try:
             await done
             self.lag_s += whole_ns(loop.time() - start - duration)
         except BaseException:
             timer.cancel()
+            if prefill and loop.time() > start:  # a prefill that began runs to its end
+                self._free_at = end = start + duration
             raise
         finally:
-            self.busy_s += whole_ns(loop.time() - start)
+            self.busy_s += whole_ns(max(0.0, (loop.time() if end is None else end) - start))
             self.in_flight = False
         return tokens
 

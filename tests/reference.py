@@ -14,7 +14,8 @@ Where MODEL.md leaves a detail open, this reference chooses (and the schedulers 
 - a free target server is chosen warm first, then cold (only warmth matters with constant
   latencies);
 - a forward cancelled at the instant it was dispatched never ran: it leaves its server as it
-  was (cold stays cold).
+  was (cold stays cold); a prefill cancelled later runs to its end (as the real backend's
+  do): its server is warm from then on, and a job dispatched to it before starts then.
 """
 
 from __future__ import annotations
@@ -112,7 +113,11 @@ class _DSI:
     drafted: int = 0  # drafts made since drafting (re)started: the every-k grid
     drafter_warm: bool = False
     draft_event: int | None = None
+    draft_started: int = 0
+    draft_prefill_ends: int | None = None  # the end of the draft in flight if a prefill
+    drafter_free_at: int = 0  # the end of a cancelled prefill of the drafter
     warm: list[bool] = field(default_factory=list)  # per target server made so far
+    free_at: dict[int, int] = field(default_factory=dict)  # server -> end of its prefill
     busy: dict[int, _Job] = field(default_factory=dict)  # server -> its job
     job_event: dict[int, int] = field(default_factory=dict)  # server -> event seq
     waiting: _Job | None = None
@@ -131,14 +136,20 @@ class _DSI:
     def start_draft(self) -> None:
         if self.committed + len(self.drafts) < self.tokens - 1:
             delay = self.lat.drafter_tpot if self.drafter_warm else self.lat.drafter_ttft
+            self.draft_prefill_ends = None if self.drafter_warm else self.now + delay
+            delay += max(0, self.drafter_free_at - self.now)
             self.drafter_warm = True
             self.draft_event = self.schedule(delay, self.rules.draft_rank, "draft", 0)
+            self.draft_started = self.now
         else:
             self.draft_event = None
 
     def restart_drafting(self) -> None:
         if self.draft_event is not None:
             self.live.discard(self.draft_event)
+            ends = self.draft_prefill_ends
+            if ends is not None and self.draft_started < self.now:  # the prefill runs on
+                self.drafter_free_at = ends
         self.drafted = 0
         self.start_draft()
 
@@ -164,7 +175,7 @@ class _DSI:
         if self.waiting is None:
             return
         free = [s for s in range(len(self.warm)) if s not in self.busy]
-        warm = [s for s in free if self.warm[s]]
+        warm = [s for s in free if self.warm[s] and self.free_at.get(s, 0) <= self.now]
         if warm:
             server = warm[0]
         elif len(self.warm) < self.pool:
@@ -177,6 +188,7 @@ class _DSI:
         job, self.waiting = self.waiting, None
         job.server, job.dispatched_at, job.was_warm = server, self.now, self.warm[server]
         delay = self.lat.target_tpot if self.warm[server] else self.lat.target_ttft
+        delay += max(0, self.free_at.get(server, 0) - self.now)
         self.warm[server] = True
         self.busy[server] = job
         self.job_event[server] = self.schedule(delay, self.rules.job_rank, "job", server)
@@ -186,6 +198,8 @@ class _DSI:
         self.live.discard(self.job_event.pop(server))
         if job.dispatched_at == self.now:  # never ran
             self.warm[server] = job.was_warm
+        elif not job.was_warm:  # a prefill that began runs to its end
+            self.free_at[server] = job.dispatched_at + self.lat.target_ttft
 
     def on_job(self, server: int) -> bool:
         """Apply a finished job; True when the output is complete."""

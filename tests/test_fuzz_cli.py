@@ -177,6 +177,10 @@ COMMANDS: dict[str, tuple[list[str], dict[str, st.SearchStrategy[str]]]] = {
 # Commands whose valid runs are slow (a wall-clock suite, real models): fuzzed with at least
 # one invalid value, which must be refused before any work starts.
 REFUSED: dict[str, tuple[list[str], dict[str, list[str]]]] = {
+    "pair train": (
+        ["pair", "train", "--size", "test"],
+        {"--size": ["huge", "", "TEST"], "--seed": ["-1", "abc", "1.5", "nan"]},
+    ),
     "bench": (
         ["bench", "--quick"],
         {

@@ -104,8 +104,8 @@ def test_catch_up_processes_exactly_the_missing_tokens(
     assert (reply.kept, reply.processed, reply.cached) == (len(prompt) + 1, 2, len(rejected))
     fresh_reply = _forward(fresh, 1, rejected, len(prompt) + 1)
     assert reply.tokens == fresh_reply.tokens
-    again = _forward(worker, 4, rejected, len(prompt) + 1)  # all cached: nothing to run
-    assert (again.processed, again.tokens) == (0, reply.tokens)
+    again = _forward(worker, 4, rejected, len(prompt) + 1)  # all cached: the last token runs
+    assert (again.kept, again.processed, again.tokens) == (len(rejected) - 1, 1, reply.tokens)
 
 
 def test_a_stopped_forward_leaves_the_cache_as_it_was(
@@ -137,15 +137,20 @@ def test_a_cancelled_prefill_leaves_the_server_as_its_policy_says(
     flag = ThreadFlag()
     worker = ModelWorker(WorkerSpec(str(test_pair / "target"), prefill=policy), flag)
     prompt = prompts[0]
-    flag.raise_to(1)
     context = (*prompt, 7, 8)
+    flag.raise_to(1)  # cancelled before it began: it never runs, whatever the policy
     reply = worker.forward(Request("forward", 1, context, len(prompt) + 1, prompt=len(prompt)))
-    assert reply.cancelled and reply.tokens == ()
-    if policy == "stop":  # nothing ran: the server stays cold
-        assert reply.cached == 0 and reply.layers == 0
-    else:  # the prompt ran to its end, the rest did not: the server ends warm
-        assert reply.cached == len(prompt) and reply.layers == worker.layer_count
+    assert reply.cancelled and reply.cached == 0 and reply.layers == 0
+    layers = worker.model.get_decoder().layers
+    hook = layers[0].register_forward_hook(lambda *_: flag.raise_to(2))  # cancelled midway
     reply = worker.forward(Request("forward", 2, context, len(prompt) + 1, prompt=len(prompt)))
+    hook.remove()
+    if policy == "stop":  # stopped at the next layer: the server stays cold
+        assert reply.cancelled and reply.cached == 0 and reply.layers == 1
+    else:  # ran to its end: the server ends warm
+        assert not reply.cancelled and reply.cached == len(context)
+        assert reply.layers == worker.layer_count
+    reply = worker.forward(Request("forward", 3, context, len(prompt) + 1, prompt=len(prompt)))
     fresh = _worker(test_pair)
     assert reply.tokens == _forward(fresh, 1, list(context), len(prompt) + 1).tokens
 

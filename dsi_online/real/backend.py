@@ -139,7 +139,7 @@ class RealBackend:
     dtype: str = "float32"
     attention: str = "sdpa"
     interruptible: bool = True
-    prefill: Prefill = "stop"
+    prefill: Prefill = "finish"
     settings: BackendSettings = field(init=False)
     _runner: asyncio.Runner | None = field(init=False, default=None)
     _targets: list[WorkerHandle] = field(init=False, default_factory=list)

@@ -40,9 +40,8 @@ class RealBackendError(DSIOnlineError, RuntimeError):
 class WorkerHandle(abc.ABC):
     """What the servers use of a worker, whichever kind it is (module docstring)."""
 
-    def __init__(self, name: str, spec: WorkerSpec) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.finishes_prefills = spec.prefill == "finish"
         self.layers = 0  # decoder layers of its model, known once it has loaded
         self._loop = asyncio.get_running_loop()
         self._ids = itertools.count(1)
@@ -132,7 +131,7 @@ class ThreadHandle(WorkerHandle):
     """A worker in a thread of this process: forwards hold the GIL while in Python code."""
 
     def __init__(self, name: str, spec: WorkerSpec) -> None:
-        super().__init__(name, spec)
+        super().__init__(name)
         self._flag = ThreadFlag()
         self._queue: queue.SimpleQueue[Request] = queue.SimpleQueue()
         self._thread = threading.Thread(
@@ -186,7 +185,7 @@ class ProcessHandle(WorkerHandle):
     through the environment too, so the process never starts a thread per core."""
 
     def __init__(self, name: str, spec: WorkerSpec) -> None:
-        super().__init__(name, spec)
+        super().__init__(name)
         parent, child = socket.socketpair()
         with tempfile.TemporaryFile() as flag_file:
             flag_fd = os.dup(flag_file.fileno())

@@ -94,7 +94,6 @@ class RealServer(Account):
         self._prompt = prompt
         self._origin = origin
         self._cached = 0
-        self._finishing = False
         self._cancelled_at: dict[int, float] = {}
         self._submitted_at: dict[int, tuple[float, Request]] = {}
         self._outstanding: set[asyncio.Future[Reply]] = set()
@@ -102,9 +101,9 @@ class RealServer(Account):
 
     @property
     def warm(self) -> bool:
-        """Whether the worker's cache holds the prompt (as its last reply said), or will once
-        a cancelled prefill that the worker runs to its end (`prefill="finish"`) is done."""
-        return self._cached >= len(self._prompt) or self._finishing
+        """Whether the worker's cache holds the prompt, as its last reply said (a cancelled
+        prefill that the worker runs to its end warms the server when it ends)."""
+        return self._cached >= len(self._prompt)
 
     async def forward(self, prefix: Sequence[int], drafts: Sequence[int]) -> list[int]:
         loop = asyncio.get_running_loop()
@@ -115,7 +114,6 @@ class RealServer(Account):
             first=len(self._prompt) + len(prefix),
             prompt=len(self._prompt),
         )
-        warm = self.warm
         self.forwards += 1
         self.in_flight = True
         self._submitted_at[request.id] = (loop.time(), request)
@@ -128,11 +126,9 @@ class RealServer(Account):
             if not future.done():
                 self._worker.cancel(request.id)
                 self._cancelled_at[request.id] = loop.time()
-                self._finishing = self._finishing or (not warm and self._worker.finishes_prefills)
             raise
         finally:
             self.in_flight = False
-        self.completed += 1
         self.lag_s += loop.time() - reply.ended
         if self.role == "drafter":
             return [reply.tokens[-1]]
@@ -146,7 +142,6 @@ class RealServer(Account):
         submitted, request = self._submitted_at.pop(reply.id)
         cancel = self._cancelled_at.pop(reply.id, None)
         self._cached = reply.cached
-        self._finishing = False
         self.busy_s += reply.ended - reply.started
         prompt = len(self._prompt)
         origin = self._origin

@@ -4,12 +4,15 @@ A `ModelWorker` runs in a thread or in its own process (`python -m dsi_online.re
 it never touches the event loop. A forward gets the whole context (prompt + committed prefix
 + drafts) and keeps what its cache already holds: it crops the cache to the longest common
 prefix of what it holds and the new context and runs the model over the rest in one forward
-(cache catch-up; a rejected suffix is cropped the same way). It keeps each cached position's
-greedy token, so the tokens a forward returns need no recomputation of positions it holds.
+(cache catch-up; a rejected suffix is cropped the same way; the last token is always run,
+as `dsi_online.kvcache` models it). It keeps each cached position's greedy token, so the
+tokens a forward returns need no recomputation of positions it holds.
 
 A forward stops between two decoder layers once its cancel flag covers it (a forward
 pre-hook on every layer reads the flag), and its cache is cropped back to what it held before
-the forward, layer by layer: a stopped forward leaves no trace in the cache.
+the forward, layer by layer: a stopped forward leaves no trace in the cache. A prefill (a
+forward that builds the prompt's cache) is the exception by default (`prefill="finish"`):
+once begun it runs to its end, so the server ends warm (docs/real.md says why).
 """
 
 from __future__ import annotations
@@ -83,15 +86,15 @@ class WorkerSpec:
     """What a worker loads and how it runs: one model, its dtype, attention implementation
     and torch CPU threads, whether its forwards stop between layers when cancelled, and what
     a cancelled prefill does: `stop` (it stops like any forward: the server stays cold) or
-    `finish` (a forward that builds the prompt's cache is never stopped: it runs to its end
-    and the server ends warm)."""
+    `finish` (a forward that builds the prompt's cache is not stopped once it has begun: it
+    runs to its end and the server ends warm)."""
 
     model_dir: str
     dtype: str = "float32"
     attention: str = "sdpa"
     threads: int = 1
     interruptible: bool = True
-    prefill: Prefill = "stop"
+    prefill: Prefill = "finish"
 
 
 @dataclass(frozen=True)
@@ -228,15 +231,17 @@ class ModelWorker:
         started = time.monotonic()
         cpu = time.thread_time()
         context = request.context
-        kept = common_prefix(self._tokens, context)
+        # the last token is always processed (as `dsi_online.kvcache` models it)
+        kept = min(common_prefix(self._tokens, context), len(context) - 1)
         if kept < len(self._tokens):
             self._crop(kept)
         todo = context[kept:]
         cancelled = False
-        # under `finish`, a forward that (re)builds the prompt's cache runs to its end
+        # under `finish`, a forward that (re)builds the prompt's cache runs to its end once
+        # it has begun; one cancelled before it began never runs
         self._protected = self.spec.prefill == "finish" and kept < request.prompt
         try:
-            if not self._protected and self.flag.get() >= request.id:
+            if self.flag.get() >= request.id:
                 raise _Stopped
             self._extend(todo)
         except _Stopped:
