@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Literal
@@ -250,6 +251,9 @@ class ProcessHandle(WorkerHandle):
                 await asyncio.wait_for(asyncio.shield(self._stopped), STOP_TIMEOUT_S)
             except (OSError, TimeoutError):
                 pass
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while self._process.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)  # other workers stop meanwhile
         self.kill()
 
     def kill(self) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import mmap
 import os
 import signal
+import sys
 import socket
 import struct
 import threading
@@ -317,7 +318,8 @@ def _serve(conn: Connection, flag_fd: int) -> None:
 
 def main(argv: list[str]) -> None:
     """A worker process's main (`dsi_online.real.serve`): serve the socket `argv[0]` with the
-    cancel flag mapped from the file `argv[1]`.
+    cancel flag mapped from the file `argv[1]`, then exit at once (an interpreter's orderly
+    teardown with torch loaded takes a second or more, and there is nothing to save).
     SIGINT is ignored: the parent stops its workers (a terminal's Ctrl-C reaches the whole
     process group)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -327,3 +329,6 @@ def main(argv: list[str]) -> None:
         _serve(conn, int(argv[1]))
     finally:
         conn.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
