@@ -124,15 +124,15 @@ class Phase:
 
 @dataclass(frozen=True)
 class Concurrency:
-    """Threads or processes: decode rates alone and together, loop lag, and the cost of a
-    forward that runs no model (the transport alone)."""
+    """Threads or processes: decode rates alone and together, loop lag, and the round trip
+    of a request that runs no model (the transport alone)."""
 
     workers: str
     threads: int
     cpus: int
     load: str
     phases: tuple[Phase, ...]
-    empty_forward_round_trip_ms: float
+    empty_request_round_trip_ms: float
 
 
 async def _phase(
@@ -169,13 +169,10 @@ async def _concurrency(pair: Path, workers: Workers, threads: int, seconds: floa
             await _phase("drafter alone", None, drafter, seconds),
             await _phase("target and drafter", target, drafter, seconds),
         )
-        context = _prompt(64)
-        await _forward(target, context, len(context))
         trips = []
-        for _ in range(200):
+        for _ in range(200):  # a request that runs no model: the transport alone
             sent = time.monotonic()
-            reply = await _forward(target, context, len(context))
-            assert reply.processed == 0
+            await target.call(Request("reset", target.new_id()))
             trips.append(time.monotonic() - sent)
     finally:
         await asyncio.gather(target.close(), drafter.close())
@@ -185,7 +182,7 @@ async def _concurrency(pair: Path, workers: Workers, threads: int, seconds: floa
         cpus=os.cpu_count() or 1,
         load=_load(),
         phases=phases,
-        empty_forward_round_trip_ms=1e3 * _median(trips),
+        empty_request_round_trip_ms=1e3 * _median(trips),
     )
 
 

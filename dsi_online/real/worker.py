@@ -20,9 +20,9 @@ from __future__ import annotations
 import mmap
 import os
 import signal
-import sys
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Sequence
