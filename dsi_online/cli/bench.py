@@ -15,6 +15,7 @@ from dsi_online.cli.common import (
     EXECUTION,
     JsonPath,
     advance,
+    announce,
     check_output,
     keeping,
     output_console,
@@ -66,12 +67,11 @@ def bench(
     cases = suite(quick)
     total = sum(case.scenario.repeats for case in cases)
     results = []
-    with (
-        keeping("nothing is kept (bench reports at the end)"),
-        progress_bar(f"bench v{SUITE_VERSION}: repeats", total) as bar,
-    ):
-        for case in cases:
-            results.append(run_case(case, lambda n: advance(bar, n)))
+    with keeping("nothing is kept (bench reports at the end)"):
+        announce(f"bench: suite v{SUITE_VERSION}, {len(cases)} cases, {total} repeats")
+        with progress_bar(f"bench v{SUITE_VERSION}: repeats", total) as bar:
+            for case in cases:
+                results.append(run_case(case, lambda n: advance(bar, n)))
     fps = virtual_forwards_per_s()
 
     table = Table(
