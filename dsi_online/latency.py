@@ -154,24 +154,23 @@ class LatencyStream:
 
     model: ModelLatency
     rng: np.random.Generator
-    _ttft: float | None = None
-    _buffer: list[float] = field(default_factory=list)
+    _buffer: list[float] = field(default_factory=list)  # next draw last
 
     def __post_init__(self) -> None:
-        self._ttft = float(self.model.ttft.sample(self.rng, 1)[0])
+        ttft = float(self.model.ttft.sample(self.rng, 1)[0])
         self._refill()
+        self._buffer.append(ttft)
 
     def _refill(self) -> None:
         self._buffer = self.model.tpot.sample(self.rng, _BATCH)[::-1].tolist()
 
     def next(self) -> float:
         """The latency of this server's next forward pass, in seconds."""
-        if self._ttft is not None:
-            ttft, self._ttft = self._ttft, None
-            return ttft
-        if not self._buffer:
+        try:
+            return self._buffer.pop()
+        except IndexError:
             self._refill()
-        return self._buffer.pop()
+            return self._buffer.pop()
 
 
 def empirical_ms(samples_ms: Sequence[float]) -> Empirical:
