@@ -26,6 +26,7 @@ import heapq
 import itertools
 import logging
 import math
+import select
 import selectors
 import time
 from asyncio import format_helpers
@@ -42,6 +43,10 @@ Ts = TypeVarTuple("Ts")
 
 _NS = 1e9
 SPIN_S = 0.0005
+REHEARSE_ABOVE_S = 0.0015
+"""A wall-clock wait longer than this leaves the CPU cold: the loop rehearses a wake-up."""
+REHEARSE_S = 0.0003
+"""How long before such a wait's deadline the wall loop rehearses the wake-up."""
 MAX_SELECT_S = 86_400.0
 """Longest single kernel wait of the wall loop (asyncio's own cap): longer waits re-arm."""
 _SWEEP_MIN = 1024
@@ -288,19 +293,42 @@ class _WakeEarlySelector(selectors.DefaultSelector):
         self.spin_s = spin_s
         self.slack = 0.0
 
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+    def select(
+        self, timeout: float | None = None, grace: float = 0.0
+    ) -> list[tuple[selectors.SelectorKey, int]]:
+        """Wait `timeout` seconds (or for I/O); only what it oversleeps beyond `timeout +
+        grace` is slack (the loop wakes `grace` early on purpose)."""
         if timeout is None or timeout <= 0:
             return list(super().select(timeout))
         start = time.monotonic()
         deadline = start + timeout
         coarse_ms = math.floor((timeout - self.spin_s) * 1e3)
-        events = list(super().select(coarse_ms / 1e3 - 1e-7)) if coarse_ms >= 1 else []
+        if coarse_ms >= 1:
+            self._sleep_ms(coarse_ms)
+        events = list(super().select(0))
         while not events and time.monotonic() < deadline:
             events = list(super().select(0))
-        late = time.monotonic() - deadline
+        late = time.monotonic() - deadline - grace
         if late > 0 and not events:
             self.slack += late
         return events
+
+    def _sleep_ms(self, ms: int) -> None:
+        """Sleep in the kernel for `ms` whole milliseconds, or until I/O is ready (the polls
+        that follow report it: readiness is level-triggered). Not through `select()`: the
+        selectors module rounds a timeout to k * 1e-3 s, which for some k (9, 13, 18, 26...)
+        is a hair above k ms, and epoll then rounds it up to k + 1: the 9 ms sleep before
+        a 10 ms deadline became 10 ms, and the loop woke after the deadline, cold."""
+        raw = getattr(self, "_selector", None)
+        if isinstance(raw, select.epoll):
+            raw.poll((ms - 0.5) / 1e3)  # epoll rounds up to whole milliseconds: ms
+        else:
+            super().select((ms - 1) / 1e3)  # elsewhere: a millisecond less, then spin
+
+
+async def _rehearsal(loop: RankedLoop) -> None:
+    """A throwaway wake-up: a task resumed by a timer's future, as a forward's is."""
+    await loop.wake_at(loop.time(), RANK_DEFAULT)
 
 
 class WallEventLoop(RankedLoop):
@@ -314,10 +342,17 @@ class WallEventLoop(RankedLoop):
     counts. `slack_s` is the time taken out, for reports. I/O (the self-pipe that wakes
     the loop from other threads) is polled whenever the loop waits, not between callbacks
     that are ready at once; a wait longer than a day is made of one-day waits.
+
+    After an idle wait the path from the kernel to a waiting task runs on a cold CPU
+    (about ten times slower, docs/fidelity.md), which would count as overhead on every
+    forward that follows a long wait. So before a wait longer than REHEARSE_ABOVE_S the
+    loop wakes REHEARSE_S early and runs a throwaway task through that path; the
+    deadline's own wake-up then runs warm. Nothing of it happens after the deadline.
     """
 
     def __init__(self, spin_s: float = SPIN_S) -> None:
         self._meter = _WakeEarlySelector(spin_s)
+        self._rehearsed: float | None = None  # the deadline last rehearsed for
         super().__init__(self._meter)
 
     @property
@@ -331,8 +366,18 @@ class WallEventLoop(RankedLoop):
     def _wait(self) -> float:
         if not self._ready and not self._stopping:  # type: ignore[attr-defined]
             first = self._first_deadline()
-            timeout = None if first is None else min(max(0.0, first - self.time()), MAX_SELECT_S)
-            self._process_events(self._meter.select(timeout))  # type: ignore[attr-defined]
+            if first is None:
+                self._process_events(self._meter.select(None))  # type: ignore[attr-defined]
+                return self.time()
+            timeout = min(max(0.0, first - self.time()), MAX_SELECT_S)
+            if timeout <= REHEARSE_ABOVE_S or first == self._rehearsed:
+                self._process_events(self._meter.select(timeout))  # type: ignore[attr-defined]
+            else:
+                events = self._meter.select(timeout - REHEARSE_S, grace=REHEARSE_S)
+                self._process_events(events)  # type: ignore[attr-defined]
+                if first - self.time() > REHEARSE_S / 2:  # not if it woke too late for it
+                    self._rehearsed = first
+                    self.create_task(_rehearsal(self))
         resolution: float = self._clock_resolution  # type: ignore[attr-defined]
         return self.time() + resolution
 

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import math
 import random
+import select
 import selectors
 from collections.abc import Callable
 
@@ -389,3 +390,62 @@ def test_a_closed_loop_refuses_new_work() -> None:
         loop.call_soon(print)
     with pytest.raises(RuntimeError, match="closed"):
         wake_at(loop, 1.0, RANK_DEFAULT)
+
+
+def test_the_kernel_sleep_before_a_10_ms_deadline_is_9_ms_not_10(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The selectors module turns 9 ms into 0.009000000000000001 s, which epoll rounds up
+    to 10 ms; the wall loop asks epoll itself, for a timeout that rounds to 9."""
+    selector = clock._WakeEarlySelector(clock.SPIN_S)
+    raw = selector._selector  # type: ignore[attr-defined]
+    if not isinstance(raw, select.epoll):
+        pytest.skip("epoll only")
+    asked: list[float] = []
+
+    class Recording:
+        def poll(self, timeout: float) -> list[tuple[int, int]]:
+            asked.append(timeout)
+            return []
+
+    monkeypatch.setattr(clock.select, "epoll", Recording)
+    selector._selector = Recording()  # type: ignore[attr-defined]
+    try:
+        for ms in (1, 9, 13, 18, 26, 100):
+            asked.clear()
+            selector._sleep_ms(ms)
+            (timeout,) = asked
+            assert math.ceil(math.ceil(timeout * 1e9) / 1e6) == ms  # epoll: ns up, ms up
+    finally:
+        selector._selector = raw  # type: ignore[attr-defined]
+        selector.close()
+
+
+def test_a_long_wall_wait_rehearses_its_wake_up_before_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(clock, "REHEARSE_S", 0.005)
+    rehearsed: list[float] = []
+    original = clock._rehearsal
+
+    async def recorded(loop: clock.RankedLoop) -> None:
+        rehearsed.append(loop.time())
+        await original(loop)
+
+    monkeypatch.setattr(clock, "_rehearsal", recorded)
+
+    async def main() -> tuple[list[float], int]:
+        loop = asyncio.get_running_loop()
+        deadlines = []
+        for _ in range(5):
+            deadlines.append(loop.time() + 0.02)
+            await asyncio.sleep(0.02)
+        current = asyncio.current_task()
+        return deadlines, len([t for t in asyncio.all_tasks() if t is not current])
+
+    deadlines, pending = run(main, "wall")
+    assert pending == 0
+    # At most one rehearsal per wait, each in the last REHEARSE_S before its deadline (a
+    # wait whose kernel sleep overran that window rehearses nothing).
+    assert 1 <= len(rehearsed) <= len(deadlines)
+    assert all(any(d - 0.005 - 0.001 < r < d for d in deadlines) for r in rehearsed)
