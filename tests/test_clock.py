@@ -449,3 +449,23 @@ def test_a_long_wall_wait_rehearses_its_wake_up_before_the_deadline(
     # wait whose kernel sleep overran that window rehearses nothing).
     assert 1 <= len(rehearsed) <= len(deadlines)
     assert all(any(d - 0.005 - 0.001 < r < d for d in deadlines) for r in rehearsed)
+
+
+def test_servers_run_on_a_plain_asyncio_loop() -> None:
+    scenario = Scenario.from_ms(
+        target_ms=1, drafter_ms=0.1, acceptance=0.7, lookahead=3, servers=2, tokens=30
+    )
+    results = asyncio.run(play_repeat(scenario, 0))
+    assert len({r.output_sha256 for r in results.values()}) == 1
+    assert all(r.tokens == 30 for r in results.values())
+
+
+def test_wake_at_on_a_plain_loop_cancels_its_timer_with_the_future() -> None:
+    async def main() -> list[asyncio.TimerHandle]:
+        loop = asyncio.get_running_loop()
+        future = wake_at(loop, loop.time() + 100, RANK_DEFAULT)
+        future.cancel()
+        await asyncio.sleep(0)
+        return [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+
+    assert asyncio.run(main()) == []
