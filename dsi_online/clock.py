@@ -421,7 +421,8 @@ def new_loop(clock: Clock) -> asyncio.AbstractEventLoop:
 def _old_objects_frozen() -> Iterator[None]:
     """Leave the objects alive before a run out of the garbage collector's scans during it
     (`gc.freeze`): a full collection then costs time in proportion to the run's own
-    objects, not to every module loaded (docs/fidelity.md has the figures)."""
+    objects, not to every module loaded (docs/fidelity.md has the figures). Whatever was
+    frozen before is unfrozen after (`gc.unfreeze` releases all)."""
     gc.freeze()
     try:
         yield

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import math
 import random
@@ -469,3 +470,11 @@ def test_wake_at_on_a_plain_loop_cancels_its_timer_with_the_future() -> None:
         return [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
 
     assert asyncio.run(main()) == []
+
+
+def test_a_run_freezes_older_objects_only_for_its_duration() -> None:
+    async def frozen() -> int:
+        return gc.get_freeze_count()
+
+    assert run(frozen, "virtual") > 10_000  # every module, function and class loaded
+    assert gc.get_freeze_count() == 0
