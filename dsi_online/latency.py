@@ -21,8 +21,9 @@ _BATCH = 512
 MIN_MS = 1e-3
 """Shortest latency, ms (one microsecond): the clocks count whole nanoseconds, and below a
 microsecond that rounding would distort the draws (at zero, a forward takes no time)."""
-MAX_MS = 3_600_000.0
-"""Longest mean latency, ms (one hour a forward)."""
+MAX_MS = 1e8
+"""Longest mean latency, ms (about 28 hours a forward; the virtual clock reaches any deadline,
+past asyncio's one-day cap on a wait)."""
 MAX_CV = 100.0
 """Largest coefficient of variation of a lognormal latency (its sigma stays below 3.04)."""
 
@@ -162,12 +163,12 @@ class LatencyStream:
 
     model: ModelLatency
     rng: np.random.Generator
-    _ttft: float | None = None
-    _buffer: list[float] = field(default_factory=list)
+    _buffer: list[float] = field(default_factory=list)  # next draw last
 
     def __post_init__(self) -> None:
-        self._ttft = float(self.model.ttft.sample(self.rng, 1)[0])
+        ttft = float(self.model.ttft.sample(self.rng, 1)[0])
         self._refill()
+        self._buffer.append(ttft)
 
     def _refill(self) -> None:
         self._buffer = self.model.tpot.sample(self.rng, _BATCH)[::-1].tolist()
@@ -175,12 +176,11 @@ class LatencyStream:
     def next(self, prefix: Sequence[int] = ()) -> float:
         """The latency of this server's next forward pass (over `prefix`, which independent
         draws ignore), in seconds."""
-        if self._ttft is not None:
-            ttft, self._ttft = self._ttft, None
-            return ttft
-        if not self._buffer:
+        try:
+            return self._buffer.pop()
+        except IndexError:
             self._refill()
-        return self._buffer.pop()
+            return self._buffer.pop()
 
 
 def check_correlation(value: float) -> None:

@@ -84,5 +84,9 @@ class SimulatedOracle:
         position = len(prefix) + len(drafts)
         if position >= len(self.truth):
             raise ValueError("draft beyond the last token of the output")
-        on_truth = self._first_error(prefix, drafts) == position
-        return self.truth[position] if on_truth and self.coins[position] else self._wrong(position)
+        # On the truth iff the last token is (a token after a wrong one is wrong too).
+        if self.coins[position] and (
+            position == 0 or (drafts[-1] if drafts else prefix[-1]) == self.truth[position - 1]
+        ):
+            return self.truth[position]
+        return (self.truth[position] + 1) % VOCAB

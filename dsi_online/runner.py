@@ -240,6 +240,14 @@ def _collect(
     )
 
 
+def check_concurrency(concurrency: int) -> None:
+    """InvalidParameterError unless `concurrency` (repeats played at once) is an integer >= 1."""
+    require(
+        isinstance(concurrency, int) and concurrency >= 1,
+        f"concurrency (--concurrency) must be an integer >= 1; got {concurrency}",
+    )
+
+
 def _check_no_leaks() -> None:
     current = asyncio.current_task()
     leaked = [t for t in asyncio.all_tasks() if t is not current]
@@ -252,10 +260,7 @@ async def play_many(
 ) -> list[ScenarioResult]:
     """Play every repeat of every scenario on the running loop, `concurrency` repeats at a
     time (each repeat runs its three algorithms concurrently)."""
-    require(
-        isinstance(concurrency, int) and concurrency >= 1,
-        f"concurrency (--concurrency) must be an integer >= 1; got {concurrency}",
-    )
+    check_concurrency(concurrency)
     on_virtual = isinstance(asyncio.get_running_loop(), VirtualEventLoop)
     clock: Clock = "virtual" if on_virtual else "wall"
     slots = asyncio.Semaphore(concurrency)

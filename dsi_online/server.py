@@ -11,7 +11,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from dsi_online.clock import RANK_DEFAULT, RANK_DRAFT, call_ranked
+from dsi_online.clock import RANK_DEFAULT, RANK_DRAFT, RankedLoop, wake_at
 from dsi_online.latency import (
     CorrelatedStream,
     LatencyModel,
@@ -34,17 +34,14 @@ def whole_ns(seconds: float) -> float:
     return round(seconds * 1e9) / 1e9
 
 
-def _wake(done: asyncio.Future[None]) -> None:
-    if not done.done():
-        done.set_result(None)
-
-
 class Outcome(Enum):
     """What became of a forward pass."""
 
     USEFUL = "useful"
     REJECTED = "rejected"
     CANCELLED = "cancelled"
+
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is Python code
 
 
 @dataclass(frozen=True)
@@ -180,35 +177,39 @@ class SimulatedServer(Account):
     @property
     def warm(self) -> bool:
         """Whether the server's prefill has ended (a cancelled one runs to its end)."""
-        return self.forwards > 0 and asyncio.get_running_loop().time() >= self._free_at
-
-    def _tokens(self, prefix: Sequence[int], drafts: Sequence[int]) -> list[int]:
-        if self.role == "drafter":
-            return [self._oracle.draft(prefix, drafts)]
-        return self._oracle.verify(prefix, drafts)
+        return self.forwards > 0 and (
+            self._free_at == 0.0 or asyncio.get_running_loop().time() >= self._free_at
+        )
 
     async def forward(self, prefix: Sequence[int], drafts: Sequence[int]) -> list[int]:
-        """Sleep for the next latency draw on the running loop's clock; return the tokens."""
-        tokens = self._tokens(prefix, drafts)
+        """Sleep for the next latency draw on the running loop's clock; return the tokens.
+        (Hot path: whole_ns is inlined.)"""
+        if self._rank == RANK_DRAFT:
+            tokens = [self._oracle.draft(prefix, drafts)]
+        else:
+            tokens = self._oracle.verify(prefix, drafts)
         prefill = self.forwards == 0
         duration = self._stream.next(prefix)
         loop = asyncio.get_running_loop()
         self.forwards += 1
         self.in_flight = True
-        start = max(loop.time(), self._free_at)
-        done = loop.create_future()
-        timer = call_ranked(loop, start + duration, self._rank, _wake, done)
-        end = None
+        start = loop.time()
+        if self._free_at > start:  # a cancelled prefill still runs: this forward waits for it
+            start = self._free_at
+        end = -1.0
         try:
-            await done
-            self.lag_s += whole_ns(loop.time() - start - duration)
+            if isinstance(loop, RankedLoop):
+                await loop.wake_at(start + duration, self._rank)
+            else:
+                await wake_at(loop, start + duration, self._rank)
+            self.lag_s += round((loop.time() - start - duration) * 1e9) / 1e9
         except BaseException:
-            timer.cancel()
             if prefill and loop.time() > start:  # a prefill that began runs to its end
                 self._free_at = end = start + duration
             raise
         finally:
-            self.busy_s += whole_ns(max(0.0, (loop.time() if end is None else end) - start))
+            busy = (end if end >= 0 else loop.time()) - start
+            self.busy_s += round(max(0.0, busy) * 1e9) / 1e9
             self.in_flight = False
         return tokens
 
@@ -223,7 +224,8 @@ class Link:
     async def send(self) -> None:
         """Deliver one message; instant when the scenario has no communication delay."""
         if self._stream is not None:
-            await asyncio.sleep(self._stream.next())
+            loop = asyncio.get_running_loop()
+            await wake_at(loop, loop.time() + self._stream.next(), RANK_DEFAULT)
 
 
 class ServerSet:

@@ -140,7 +140,8 @@ def test_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
 )
 def test_ctrl_c_on_run_and_bench(args: list[str], tmp_path: Path) -> None:
     command = Command(args, tmp_path)
-    time.sleep(2.0)  # imports done, the wall-clock event loop running
+    command.wait_for_line(f"{args[0]}: ")  # imports done, the work announced and started
+    time.sleep(0.5)
     assert command.process.poll() is None
     sent = command.interrupt()
     code, ended = command.finish(timeout=STOPS_S)

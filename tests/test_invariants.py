@@ -264,17 +264,17 @@ def test_dsi_beats_si_on_short_outputs(tokens: int, lookahead: int) -> None:
 @settings(max_examples=25)
 @given(
     st.floats(0.02, 0.9),
-    st.floats(0.05, 0.95),
+    st.floats(0.3, 0.9),
     st.integers(1, 8),
     st.integers(0, 2**32 - 1),
     st.data(),
 )
-def test_dsi_not_slower_than_si_on_outputs_of_at_most_two_chunks(
+def test_dsi_faster_than_si_on_outputs_of_at_most_two_chunks(
     c: float, a: float, k: int, seed: int, data: st.DataObject
 ) -> None:
-    """Invariant 3 for S <= 2k: with the servers it needs, DSI is not slower than SI in
-    expectation (paired), and never slower than non-SI."""
-    tokens = data.draw(st.integers(1, 2 * k))
+    """Invariant 3 for 2 <= S <= 2k, with ceil(1/(k c)) servers and at least 2 (see the next
+    test for one): DSI is never slower than SI on a repeat, and faster in expectation."""
+    tokens = data.draw(st.integers(2, max(2, 2 * k)))
     scenario = Scenario.from_ms(
         target_ms=10,
         drafter_ms=10 * c,
@@ -282,14 +282,28 @@ def test_dsi_not_slower_than_si_on_outputs_of_at_most_two_chunks(
         lookahead=k,
         servers=1,
         tokens=tokens,
-        repeats=40,
+        repeats=300,
         seed=seed,
     )
-    result = run_scenario(replace(scenario, servers=scenario.servers_needed))
+    result = run_scenario(replace(scenario, servers=max(scenario.servers_needed, 2)))
+    si, dsi = result.algorithms["si"].latency_s, result.algorithms["dsi"].latency_s
+    assert max(np.subtract(dsi, si)) <= 1e-9
     gap, se = paired_gap(result, "si", "dsi")
-    assert gap + Z * se + 1e-12 >= 0, (gap, se)
-    slower = np.subtract(result.algorithms["dsi"].latency_s, result.algorithms["nonsi"].latency_s)
-    assert slower.max() <= 1e-9
+    assert gap - Z * se > 0, (gap, se)
+
+
+def test_one_server_is_not_enough_for_the_shortest_outputs() -> None:
+    """Where MODEL.md's invariant 3 does not hold as written: with k c >= 1, ceil(1/(k c)) = 1,
+    and the job launched at the start holds the only server for the first token, so a
+    2-token output always takes 2 target forwards, while SI takes 1 + c when its draft is
+    accepted. With a second server DSI is never slower (the test above)."""
+    scenario = Scenario.from_ms(
+        target_ms=10, drafter_ms=5, acceptance=0.95, lookahead=2, servers=1, tokens=2, repeats=200
+    )
+    assert scenario.servers_needed == 1
+    result = run_scenario(scenario)
+    assert result.algorithms["dsi"].latency_s == [0.02] * 200
+    assert result.algorithms["si"].mean_s < 0.017
 
 
 def test_results_do_not_depend_on_the_runs_sharing_the_loop() -> None:

@@ -26,6 +26,7 @@ from dsi_online.cli.common import (
     TargetTtftMs,
     Tokens,
     advance,
+    announce,
     check_output,
     keeping,
     output_console,
@@ -44,7 +45,7 @@ from dsi_online.reports.run import (
     units_to_json,
     verdict,
 )
-from dsi_online.runner import run_scenario
+from dsi_online.runner import check_concurrency, run_scenario
 from dsi_online.scenario import Scenario, check_acceptance, check_comm_ms, check_cv, check_ms
 from dsi_online.units import simulate_scenario
 
@@ -189,6 +190,7 @@ def run(
 ) -> None:
     """Play non-SI, SI and DSI on one scenario and report their wall-time speedups."""
     checked_clock = check_clock(clock)
+    check_concurrency(concurrency)
     check_output(json_path, "--json")
     _validate_floats(
         target_ms, target_ttft_ms, drafter_ms, drafter_ttft_ms, acceptance, latency_cv, comm_ms
@@ -215,13 +217,15 @@ def run(
         if json_path is not None:
             write_json(document, json_path)
         return
-    with (
-        keeping("nothing is kept (run writes its results at the end)"),
-        progress_bar(f"{checked_clock} clock: repeats", scenario.repeats) as bar,
-    ):
-        result = run_scenario(
-            scenario, checked_clock, concurrency, progress=lambda n: advance(bar, n)
+    with keeping("nothing is kept (run writes its results at the end)"):
+        announce(
+            f"run: {scenario.repeats} repeat(s) of non-SI, SI and DSI, {scenario.tokens} tokens "
+            f"each, on the {checked_clock} clock"
         )
+        with progress_bar(f"{checked_clock} clock: repeats", scenario.repeats) as bar:
+            result = run_scenario(
+                scenario, checked_clock, concurrency, progress=lambda n: advance(bar, n)
+            )
     console = output_console(json_path)
     console.print(render_table(result))
     fidelity = render_overhead(result)

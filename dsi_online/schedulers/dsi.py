@@ -93,19 +93,17 @@ class _DSIRun:
 
     # -- drafting ---------------------------------------------------------------
 
-    def _draft_end(self) -> int:
-        return len(self.gen.committed) + len(self.drafts)
-
     async def _draft(self) -> None:
         """Draft ahead without waiting, up to position S - 1 (the last that needs a draft);
         launch a job on the grid of every k-th draft since this (re)start, and at the last."""
         last = self.gen.tokens - 1
+        committed, drafts, drafter, k = self.gen.committed, self.drafts, self.drafter, self.k
         drafted = 0
-        while self._draft_end() < last:
-            (token,) = await self.drafter.forward(self.gen.committed, self.drafts)
-            self.drafts.append(token)
+        while len(committed) + len(drafts) < last:
+            (token,) = await drafter.forward(committed, drafts)
+            drafts.append(token)
             drafted += 1
-            if drafted % self.k == 0 or self._draft_end() == last:
+            if drafted % k == 0 or len(committed) + len(drafts) == last:
                 self._launch()
 
     def _stop_drafting(self) -> None:
