@@ -83,6 +83,10 @@ def test_records_account_for_every_forward(backend: RealBackend, prompts: list[l
             assert record.started_s >= record.submitted_s - 1e-6
             assert record.ended_s >= record.started_s
             assert record.stopped <= record.cancelled  # only a cancelled forward is stopped
+    targets = result.breakdown("target")
+    assert targets.forwards == result.run.target_forwards
+    assert targets.prompt >= len(prompts[0])  # at least one prefill
+    assert targets.compute_s > 0
     nonsi = play_real(backend, NonSI(), prompts[0], TOKENS)
     (target,) = nonsi.servers[1:]
     # non-SI processes the prompt once, then exactly one new token per forward

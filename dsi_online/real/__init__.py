@@ -10,6 +10,7 @@ extra (torch, transformers); nothing here imports them until a model loads.
 
 from dsi_online.real.backend import (
     BackendSettings,
+    Breakdown,
     RealBackend,
     RealRunResult,
     ServerRecords,
@@ -20,6 +21,7 @@ from dsi_online.real.server import ForwardRecord, RealPool, RealServer
 
 __all__ = [
     "BackendSettings",
+    "Breakdown",
     "ForwardRecord",
     "RealBackend",
     "RealBackendError",

@@ -56,6 +56,38 @@ class ServerRecords:
 
 
 @dataclass(frozen=True)
+class Breakdown:
+    """Where one server role's time went in a run: forwards, tokens the model ran over (of
+    them prompt and catch-up tokens), and seconds summed over forwards: computing, queued
+    (transfer out, and waits behind a forward still winding down), delivered (transfer back
+    and loop wake-up), and busy after a cancel (tails)."""
+
+    forwards: int
+    cancelled: int
+    processed: int
+    prompt: int
+    catchup: int
+    compute_s: float
+    queued_s: float
+    delivery_s: float
+    tail_s: float
+
+    @classmethod
+    def of(cls, records: Sequence[ForwardRecord]) -> Breakdown:
+        return cls(
+            forwards=len(records),
+            cancelled=sum(r.cancelled for r in records),
+            processed=sum(r.processed for r in records),
+            prompt=sum(r.prompt for r in records),
+            catchup=sum(r.catchup for r in records),
+            compute_s=sum(r.compute_s for r in records),
+            queued_s=sum(r.queued_s for r in records),
+            delivery_s=sum(r.delivery_s for r in records),
+            tail_s=sum(r.tail_s for r in records),
+        )
+
+
+@dataclass(frozen=True)
 class RealRunResult:
     """A scheduler's run on real models: its `RunResult`, the output and the target's own
     greedy decoding of the same prompt (the reference), and every forward's record."""
@@ -76,6 +108,10 @@ class RealRunResult:
         """Every forward of every server, by submission time."""
         every = [r for server in self.servers for r in server.records]
         return tuple(sorted(every, key=lambda r: r.submitted_s))
+
+    def breakdown(self, role: Role) -> Breakdown:
+        """Where the time of the servers of `role` went."""
+        return Breakdown.of([r for r in self.records if r.role == role])
 
 
 @dataclass(frozen=True)
