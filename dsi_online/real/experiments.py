@@ -282,7 +282,7 @@ async def _cancellation(pair: Path, workers: Workers, prompt_len: int, trials: i
 
 
 def cancellation(
-    pair: Path, workers: Workers = "process", prompt: int = 512, trials: int = 15
+    pair: Path, workers: Workers = "thread", prompt: int = 512, trials: int = 15
 ) -> Cancellation:
     """Tails of cancelled prefills with and without the check between layers."""
     return asyncio.run(_cancellation(pair, workers, prompt, trials))
@@ -431,7 +431,7 @@ def peer(
     tokens: int,
     lookahead: int,
     servers: int = 1,
-    workers: Workers = "process",
+    workers: Workers = "thread",
     repeats: int = 1,
 ) -> PeerComparison:
     """Time ours and transformers' on the same prompts (1 torch thread everywhere)."""
@@ -502,7 +502,7 @@ def prefills(
     tokens: int,
     lookahead: int,
     servers: int,
-    workers: Workers = "process",
+    workers: Workers = "thread",
     repeats: int = 1,
 ) -> Prefills:
     """DSI with `prefill="stop"` against `prefill="finish"` (two backends side by side, runs
@@ -557,7 +557,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         choices=["concurrency", "cancel", "costs", "numerics", "peer", "prefill"],
     )
     parser.add_argument("--pair", type=Path, required=True, help="a folder with target/, drafter/")
-    parser.add_argument("--workers", choices=WORKERS, default="process")
+    parser.add_argument("--workers", choices=WORKERS, default="thread")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--prompt", type=int, default=64, help="prompt bytes")
