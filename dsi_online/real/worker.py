@@ -257,7 +257,9 @@ class ModelWorker:
             processed=len(todo),
             cached=len(self._tokens),
             cancelled=cancelled,
-            layers=self._layers_run if self.spec.interruptible else self.layer_count,
+            layers=self._layers_run
+            if self.spec.interruptible
+            else (0 if cancelled else self.layer_count),
             started=started,
             ended=time.monotonic(),
             cpu_s=time.thread_time() - cpu,
