@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from dsi_online.cost import TokenCost
 from dsi_online.errors import require
 
 _BATCH = 512
@@ -132,10 +133,13 @@ class Empirical:
 
 @dataclass(frozen=True)
 class ModelLatency:
-    """The latency of one model: its prefill (first forward) and decoding phases."""
+    """The latency of one model: its prefill (first forward) and decoding phases, and, where
+    a profile measured it, a forward's cost by the tokens it processes (`cost`), which then
+    prices every simulated forward instead of the TTFT and TPOT draws."""
 
     ttft: LatencyModel
     tpot: LatencyModel
+    cost: TokenCost | None = None
 
     @classmethod
     def constant(cls, tpot_s: float, ttft_s: float | None = None) -> ModelLatency:
@@ -149,7 +153,11 @@ class ModelLatency:
 
     @property
     def is_constant(self) -> bool:
-        return isinstance(self.ttft, Constant) and isinstance(self.tpot, Constant)
+        return (
+            self.cost is None
+            and isinstance(self.ttft, Constant)
+            and isinstance(self.tpot, Constant)
+        )
 
 
 @dataclass

@@ -66,6 +66,7 @@ async def play(scheduler: Scheduler, scenario: Scenario, repeat: int) -> RunResu
         repeat,
         scenario.link,
         scenario.latency_correlation,
+        scenario.prompt_tokens,
     )
     gen = Generation(tokens=scenario.tokens, servers=servers)
     loop = asyncio.get_running_loop()

@@ -125,6 +125,9 @@ class Scenario:
     latency_correlation: float = 0.0
     trace: AcceptanceTrace | None = None
     """Real accept/reject traces replayed as the coins; `acceptance` must be their rate."""
+    prompt_tokens: int = 0
+    """Prompt length, which a server's first forward processes: it matters only to latency
+    models that price a forward by its tokens (`ModelLatency.cost`)."""
 
     def __post_init__(self) -> None:
         check_acceptance(self.acceptance)
@@ -141,6 +144,12 @@ class Scenario:
             "latencies (--latency-cv); this scenario's are "
             f"{self.target.tpot.describe()}",
         )
+        require(
+            self.latency_correlation == 0 or self.target.cost is None,
+            "latency correlation (--latency-correlation) cannot be combined with a profile "
+            "that prices forwards by their tokens",
+        )
+        check_int(self.prompt_tokens, "prompt tokens", "--prompt-tokens", 0, MAX_TOKENS)
         if self.trace is not None:
             require(
                 self.acceptance == self.trace.rate,
@@ -247,4 +256,6 @@ class Scenario:
             "comm_ms": 0.0 if self.link is None else _latency_ms(self.link),
             "comm_latency": None if self.link is None else self.link.describe(),
             "acceptance_trace": None if self.trace is None else self.trace.source,
+            "prompt_tokens": self.prompt_tokens,
+            "token_cost": self.target.cost is not None or self.drafter.cost is not None,
         }

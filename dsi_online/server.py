@@ -12,6 +12,8 @@ from typing import Literal, Protocol
 import numpy as np
 
 from dsi_online.clock import RANK_DEFAULT, RANK_DRAFT, RankedLoop, wake_at
+from dsi_online.cost import CostStream
+from dsi_online.kvcache import KVCache
 from dsi_online.latency import (
     CorrelatedStream,
     LatencyModel,
@@ -157,6 +159,11 @@ class SimulatedServer(Account):
     has begun runs to its end even when cancelled, as on the real backend (docs/real.md): the
     server is warm from that end on, and a forward sent to it before waits for it.
 
+    With a token-cost model (`CostStream`) a forward is priced by what it does instead: the
+    server keeps a model of its KV cache, so a forward costs the tokens it processes (its
+    first also the prompt's) at its context, and a cancelled forward stops at the next layer
+    boundary, keeping its server busy until then, as the real backend's does.
+
     A drafter's forwards end before target forwards that end at the same instant
     (MODEL.md's same-instant rule); the virtual clock orders its timers by that rank.
     """
@@ -165,21 +172,36 @@ class SimulatedServer(Account):
         self,
         name: str,
         role: Role,
-        stream: LatencyStream | CorrelatedStream,
+        stream: LatencyStream | CorrelatedStream | CostStream,
         oracle: TokenOracle,
+        prompt_tokens: int = 0,
     ) -> None:
         super().__init__(name, role)
-        self._stream = stream
         self._oracle = oracle
         self._rank = RANK_DRAFT if role == "drafter" else RANK_DEFAULT
-        self._free_at = 0.0  # the end of a cancelled prefill, which runs to its end
+        self._warm_at = 0.0  # the end of a cancelled prefill, which runs to its end
+        self._free_at = 0.0  # when a cancelled forward really stops
+        if isinstance(stream, CostStream):
+            self._cost: CostStream | None = stream
+            self._cache = KVCache()
+            self._prompt = prompt_tokens
+        else:
+            self._cost = None
+            self._stream = stream
 
     @property
     def warm(self) -> bool:
         """Whether the server's prefill has ended (a cancelled one runs to its end)."""
         return self.forwards > 0 and (
-            self._free_at == 0.0 or asyncio.get_running_loop().time() >= self._free_at
+            self._warm_at == 0.0 or asyncio.get_running_loop().time() >= self._warm_at
         )
+
+    def _duration(self, prefix: Sequence[int], drafts: Sequence[int], prefill: bool) -> float:
+        if self._cost is None:
+            return self._stream.next(prefix)
+        plan = self._cache.plan(prefix, drafts)
+        prompt = self._prompt if prefill else 0
+        return self._cost.next(plan.processed + prompt, plan.context + self._prompt)
 
     async def forward(self, prefix: Sequence[int], drafts: Sequence[int]) -> list[int]:
         """Sleep for the next latency draw on the running loop's clock; return the tokens.
@@ -189,13 +211,11 @@ class SimulatedServer(Account):
         else:
             tokens = self._oracle.verify(prefix, drafts)
         prefill = self.forwards == 0
-        duration = self._stream.next(prefix)
+        duration = self._duration(prefix, drafts, prefill)
         loop = asyncio.get_running_loop()
         self.forwards += 1
         self.in_flight = True
-        start = loop.time()
-        if self._free_at > start:  # a cancelled prefill still runs: this forward waits for it
-            start = self._free_at
+        start = max(loop.time(), self._free_at, self._warm_at)  # a stopping forward first
         end = -1.0
         try:
             if isinstance(loop, RankedLoop):
@@ -203,9 +223,16 @@ class SimulatedServer(Account):
             else:
                 await wake_at(loop, start + duration, self._rank)
             self.lag_s += round((loop.time() - start - duration) * 1e9) / 1e9
+            if self._cost is not None:
+                self._cache.complete()
         except BaseException:
-            if prefill and loop.time() > start:  # a prefill that began runs to its end
-                self._free_at = end = start + duration
+            now = loop.time()
+            if prefill and now > start:  # a prefill that began runs to its end
+                self._warm_at = end = start + duration
+                if self._cost is not None:
+                    self._cache.complete()
+            elif self._cost is not None and now > start:  # stops at the next layer
+                self._free_at = end = self._cost.stop_time(start, duration, now)
             raise
         finally:
             busy = (end if end >= 0 else loop.time()) - start
@@ -244,8 +271,10 @@ class ServerSet:
         repeat: int,
         link: LatencyModel | None = None,
         correlation: float = 0.0,
+        prompt_tokens: int = 0,
     ) -> None:
         self._models = {"target": target, "drafter": drafter}
+        self._prompt_tokens = prompt_tokens
         self._oracle = oracle
         self._link = link
         self._seed = seed
@@ -263,14 +292,19 @@ class ServerSet:
         key = (role, index)
         if key not in self._servers:
             rng = self._rng(_ROLE_KEY[role], index)
-            stream: LatencyStream | CorrelatedStream
-            if role == "target" and self._correlation > 0:
+            model = self._models[role]
+            stream: LatencyStream | CorrelatedStream | CostStream
+            if model.cost is not None:
+                stream = CostStream(model.cost, rng)
+            elif role == "target" and self._correlation > 0:
                 if self._steps is None:
                     self._steps = StepDraws(self._rng(_STEP_KEY, 0))
                 stream = CorrelatedStream(self._models[role], rng, self._steps, self._correlation)
             else:
                 stream = LatencyStream(self._models[role], rng)
-            self._servers[key] = SimulatedServer(f"{role}-{index}", role, stream, self._oracle)
+            self._servers[key] = SimulatedServer(
+                f"{role}-{index}", role, stream, self._oracle, self._prompt_tokens
+            )
         return self._servers[key]
 
     def link(self, index: int = 0) -> Link:
