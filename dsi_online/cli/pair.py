@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -62,6 +63,10 @@ def train(
 ) -> None:
     """Train the pair into the cache (reused when already there); --out copies it."""
     recipe = get_recipe(size)
+    # Idle OpenMP threads sleep instead of spinning: on a machine whose cores other jobs
+    # share, spinning threads made 2-thread training 3x slower (docs/pair.md). Read when
+    # torch loads, which is later; the weights do not depend on it.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     with progress_bar(f"training {size} pair", total_units(recipe)) as bar:
         task = bar.task_ids[0]
