@@ -186,6 +186,8 @@ def test_test_pair_is_complete_with_provenance(test_pair: Path) -> None:
     agreement = info.agreement
     assert 0 <= agreement.ci95[0] <= agreement.rate <= agreement.ci95[1] <= 1
     assert agreement.positions == recipe.eval_prompts * recipe.eval_new_tokens
+    assert 0 <= agreement.text_ci95[0] <= agreement.text_rate <= agreement.text_ci95[1] <= 1
+    assert agreement.text_positions == recipe.eval_sequences * recipe.target_schedule.seq_len
     assert info.latency.target_ms > 0 and info.latency.drafter_ms > 0
     assert math.isclose(info.latency.c, info.latency.drafter_ms / info.latency.target_ms)
     corpus = Corpus.from_stdlib()

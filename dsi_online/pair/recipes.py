@@ -19,7 +19,7 @@ from dsi_online.errors import InvalidParameterError
 
 VOCAB_SIZE = 256
 MAX_POSITIONS = 2048  # RoPE positions the config allows; quality holds up to the trained length
-RECIPE_VERSION = 1  # bump when training code changes in a way that changes the weights
+RECIPE_VERSION = 2  # bump when training code changes in a way that changes the weights
 
 
 @dataclass(frozen=True)
