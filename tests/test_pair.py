@@ -30,6 +30,12 @@ def _no_training(*args: Any, **kwargs: Any) -> Any:
     raise AssertionError("training started")
 
 
+@pytest.fixture(autouse=True)
+def _restore_omp_wait_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pair train` sets OMP_WAIT_POLICY for its process: undo it after each test."""
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+
+
 @pytest.fixture
 def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "cache"
@@ -154,6 +160,7 @@ def test_missing_extra_is_one_clear_line(
 def test_test_pair_is_complete_with_provenance(test_pair: Path) -> None:
     info = PairInfo.read(test_pair)
     assert PairInfo.read(test_pair) == info and info.path == test_pair
+    assert info.to_toml() == (test_pair / INFO_FILE).read_text(encoding="utf-8")
     assert (info.size, info.seed, info.command) == (
         "test",
         0,
@@ -179,6 +186,8 @@ def test_test_pair_is_complete_with_provenance(test_pair: Path) -> None:
     agreement = info.agreement
     assert 0 <= agreement.ci95[0] <= agreement.rate <= agreement.ci95[1] <= 1
     assert agreement.positions == recipe.eval_prompts * recipe.eval_new_tokens
+    assert 0 <= agreement.text_ci95[0] <= agreement.text_rate <= agreement.text_ci95[1] <= 1
+    assert agreement.text_positions == recipe.eval_sequences * recipe.target_schedule.seq_len
     assert info.latency.target_ms > 0 and info.latency.drafter_ms > 0
     assert math.isclose(info.latency.c, info.latency.drafter_ms / info.latency.target_ms)
     corpus = Corpus.from_stdlib()

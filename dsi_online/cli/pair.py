@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -31,15 +32,16 @@ app.add_typer(pair_app, name="pair")
 def _summary(info: PairInfo) -> Table:
     """Both models' shapes, training and losses, one row each."""
     table = Table(title=Text(f"pair {info.size!r}, seed {info.seed}"))
-    columns = ("model", "layers x width", "parameters", "steps x batch x bytes", "train s")
+    columns = ("model", "layers x d", "params", "steps", "batch", "train s")
     for column in (*columns, "train loss", "held-out loss"):
         table.add_column(column, justify="right")
     for name, model in (("target", info.target), ("drafter", info.drafter)):
         table.add_row(
             name,
             f"{model.layers} x {model.hidden}",
-            f"{model.parameters:,}",
-            f"{model.steps} x {model.batch} x {model.seq_len}",
+            f"{model.parameters / 1e6:.3g}M",
+            str(model.steps),
+            f"{model.batch}x{model.seq_len}",
             f"{model.seconds:.1f}",
             f"{model.final_train_loss:.3f}",
             f"{model.heldout_loss:.3f}",
@@ -62,6 +64,10 @@ def train(
 ) -> None:
     """Train the pair into the cache (reused when already there); --out copies it."""
     recipe = get_recipe(size)
+    # Idle OpenMP threads sleep instead of spinning: on a machine whose cores other jobs
+    # share, spinning threads made 2-thread training 3x slower (docs/pair.md). Read when
+    # torch loads, which is later; the weights do not depend on it.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     with progress_bar(f"training {size} pair", total_units(recipe)) as bar:
         task = bar.task_ids[0]
@@ -84,11 +90,13 @@ def train(
     console.print(_summary(info))
     agreement = info.agreement
     low, high = agreement.ci95
+    text_low, text_high = agreement.text_ci95
     console.print(
         Text(
-            f"greedy agreement (acceptance) on held-out text: {agreement.rate:.3f}, 95% CI "
-            f"[{low:.3f}, {high:.3f}] ({agreement.positions} positions of {agreement.prompts} "
-            f"prompts)"
+            f"greedy agreement (acceptance) on the target's generations after held-out prompts: "
+            f"{agreement.rate:.3f}, 95% CI [{low:.3f}, {high:.3f}] ({agreement.positions} "
+            f"positions of {agreement.prompts} prompts); on the held-out text itself: "
+            f"{agreement.text_rate:.3f} [{text_low:.3f}, {text_high:.3f}]"
         )
     )
     latency = info.latency

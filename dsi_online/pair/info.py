@@ -17,7 +17,7 @@ from typing import Any
 
 from dsi_online.errors import InvalidParameterError
 
-FORMAT = 1
+FORMAT = 2
 INFO_FILE = "pair.toml"
 TOKENIZATION = (
     "bytes: token id = byte value, vocabulary 256, no tokenizer and no special tokens "
@@ -72,6 +72,9 @@ class AgreementInfo:
     new_tokens: int
     by_position: tuple[float, ...]
     method: str
+    text_rate: float  # on the held-out text itself (teacher forcing), not on generations
+    text_ci95: tuple[float, float]
+    text_positions: int
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,11 @@ class PairInfo:
         path = folder / INFO_FILE
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
+            if data.get("format") != FORMAT:
+                raise InvalidParameterError(
+                    f"{path} has format {data.get('format')}; this version reads {FORMAT}: "
+                    f"train the pair again"
+                )
             info: PairInfo = _build(cls, data)
         except FileNotFoundError:
             raise InvalidParameterError(
@@ -148,8 +156,6 @@ class PairInfo:
             raise InvalidParameterError(
                 f"{path} is not a readable pair description ({exc.__class__.__name__}: {exc})"
             ) from None
-        if info.format != FORMAT:
-            raise InvalidParameterError(f"{path} has format {info.format}; this reads {FORMAT}")
         return dataclasses.replace(info, path=folder)
 
 

@@ -19,7 +19,7 @@ from dsi_online.errors import InvalidParameterError
 
 VOCAB_SIZE = 256
 MAX_POSITIONS = 2048  # RoPE positions the config allows; quality holds up to the trained length
-RECIPE_VERSION = 1  # bump when training code changes in a way that changes the weights
+RECIPE_VERSION = 2  # bump when training code changes in a way that changes the weights
 
 
 @dataclass(frozen=True)
@@ -128,13 +128,13 @@ RECIPES: dict[str, Recipe] = {
     "small": Recipe(
         name="small",
         threads=2,
-        target=ModelShape(layers=4, hidden=256, heads=4, kv_heads=4, ffn=688),
-        drafter=ModelShape(layers=1, hidden=128, heads=4, kv_heads=4, ffn=344),
+        target=ModelShape(layers=6, hidden=128, heads=4, kv_heads=4, ffn=344),
+        drafter=ModelShape(layers=1, hidden=64, heads=2, kv_heads=2, ffn=172),
         target_schedule=Schedule(
-            steps=400, batch=16, seq_len=256, peak_lr=3e-3, warmup_steps=40, final_lr=3e-4
+            steps=600, batch=16, seq_len=256, peak_lr=5e-3, warmup_steps=40, final_lr=5e-4
         ),
         drafter_schedule=Schedule(
-            steps=300, batch=16, seq_len=256, peak_lr=3e-3, warmup_steps=30, final_lr=3e-4
+            steps=300, batch=16, seq_len=256, peak_lr=6e-3, warmup_steps=30, final_lr=6e-4
         ),
         distill_weight=1.0,
         eval_sequences=64,

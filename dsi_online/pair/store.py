@@ -93,6 +93,14 @@ def train_command(size: str, seed: int) -> str:
     return shlex.join(["dsi-online", "pair", "train", "--size", size, "--seed", str(seed)])
 
 
+def _temporary_folder(beside: Path) -> Path:
+    """A new hidden folder next to `beside`, readable like a folder made by mkdir
+    (mkdtemp's own mode, 0700, would stay on the renamed pair)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{beside.name}-", dir=beside.parent))
+    tmp.chmod(0o755)
+    return tmp
+
+
 def _writable_folder(folder: Path, what: str) -> None:
     """InvalidParameterError unless a folder can be created inside `folder`."""
     try:
@@ -165,7 +173,7 @@ def _train_into(
 ) -> PairInfo:
     """Train the pair into a temporary folder beside `folder`, then rename it into place."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
+    tmp = _temporary_folder(folder)
     try:
         trained = train_models(recipe, seed, corpus, progress)
         trained.target.save_pretrained(tmp / "target")
@@ -198,8 +206,7 @@ def _train_into(
 
 def _copy_into(source: Path, out: Path) -> None:
     """Copy a pair folder to `out` through a temporary folder and a rename."""
-    parent = out.resolve().parent
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=parent))
+    tmp = _temporary_folder(out.resolve())
     try:
         for name in ("target", "drafter"):
             shutil.copytree(source / name, tmp / name)

@@ -206,20 +206,36 @@ def heldout_loss(model: Any, windows: Sequence[bytes]) -> float:
         return float(_cross_entropy(logits, ids[:, 1:]))
 
 
+def text_matches(target: Any, drafter: Any, windows: Sequence[bytes]) -> list[list[bool]]:
+    """Per window, whether the drafter's greedy next byte is the target's at each position
+    of the real held-out text (teacher forcing, no generation)."""
+    torch = torch_module()
+    with torch.inference_mode():
+        ids = torch.tensor([list(w) for w in windows], dtype=torch.long)[:, :-1]
+        wanted = target(input_ids=ids, use_cache=False).logits.argmax(-1)
+        drafted = drafter(input_ids=ids, use_cache=False).logits.argmax(-1)
+        return [[bool(x) for x in row] for row in (wanted == drafted).tolist()]
+
+
 def agreement(
     target: Any,
     drafter: Any,
     prompts: Sequence[Sequence[int]],
     new_tokens: int,
+    windows: Sequence[bytes],
     advance: Callable[[], None],
 ) -> AgreementInfo:
-    """Greedy agreement on held-out prompts, with the cluster-bootstrap CI of `measure`."""
+    """Greedy agreement on the target's generations after held-out prompts, and on the
+    held-out text itself, each with the cluster-bootstrap CI of `measure acceptance`."""
     matches = []
     for prompt in prompts:
         matches.append(greedy_matches(target, drafter, prompt, new_tokens))
         advance()
     estimate = estimate_acceptance(matches, lookahead=5, bootstrap=2000, seed=AGREEMENT_SEED)
-    assert estimate.ci95 is not None  # more than one prompt
+    on_text = estimate_acceptance(
+        text_matches(target, drafter, windows), lookahead=1, bootstrap=2000, seed=AGREEMENT_SEED
+    )
+    assert estimate.ci95 is not None and on_text.ci95 is not None  # more than one prompt
     return AgreementInfo(
         rate=estimate.rate,
         ci95=estimate.ci95,
@@ -232,8 +248,13 @@ def agreement(
             "the target generates greedily after each held-out prompt; at each generated "
             "position the drafter's greedy byte (given the target's prefix) is compared with "
             "the target's; pooled rate, 95% CI by cluster bootstrap over prompts (2000 "
-            "resamples), by_position: draft i of a 5-draft window given drafts 1..i-1 accepted"
+            "resamples), by_position: draft i of a 5-draft window given drafts 1..i-1 accepted; "
+            "text_rate: the same comparison at every position of the held-out windows of the "
+            "held-out loss (the real text as prefix, no generation), CI by bootstrap over windows"
         ),
+        text_rate=on_text.rate,
+        text_ci95=on_text.ci95,
+        text_positions=on_text.positions,
     )
 
 
@@ -349,7 +370,12 @@ def train_models(
         windows = heldout_windows(heldout, recipe.eval_sequences, recipe.target_schedule.seq_len)
         prompts = corpus.prompts(recipe.eval_prompts, recipe.eval_prompt_bytes, AGREEMENT_SEED)
         agreed = agreement(
-            target, drafter, prompts, recipe.eval_new_tokens, lambda: tick("evaluate", None)
+            target,
+            drafter,
+            prompts,
+            recipe.eval_new_tokens,
+            windows,
+            lambda: tick("evaluate", None),
         )
         target_info = model_info(
             recipe.target,
