@@ -16,6 +16,9 @@ A profile is a TOML file (times in milliseconds)::
     name = "double7/vicuna-68m"
     ttft = { kind = "constant", ms = 3.1 }
     tpot = { kind = "constant", ms = 2.9 }
+    cost = { tokens = [1, 2, 4], mean_ms = [2.9, 3.1, 3.6], reference_context = 64,
+             attention_ns = 50.0, layers = 2, idle_ms = [], idle_factor = [],
+             contended = 1.0, ratios = [] }    # optional: a forward's cost by its tokens
     [acceptance]            # optional: without it the user gives --acceptance
     rate = 0.63
     source = "dsi-online measure acceptance ..."
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dsi_online.cost import TokenCost
 from dsi_online.errors import DSIOnlineError, ProfileError
 from dsi_online.latency import Constant, Empirical, LatencyModel, LogNormal, ModelLatency
 
@@ -139,7 +143,52 @@ def _model(data: Mapping[str, Any], role: str, where: str) -> ModelProfile:
     here = f"{where} [{role}]"
     ttft = _latency(_table(section, "ttft", here), f"{here}.ttft")
     tpot = _latency(_table(section, "tpot", here), f"{here}.tpot")
-    return ModelProfile(_string(section, "name", here), ModelLatency(ttft, tpot))
+    cost = _cost(_table(section, "cost", here), f"{here}.cost") if "cost" in section else None
+    return ModelProfile(_string(section, "name", here), ModelLatency(ttft, tpot, cost))
+
+
+def _numbers(data: Mapping[str, Any], key: str, where: str) -> tuple[float, ...]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value
+    ):
+        raise _fail(where, f"field '{key}' must be a list of numbers")
+    return tuple(float(v) for v in value)
+
+
+def _cost(data: Mapping[str, Any], where: str) -> TokenCost:
+    """A [ROLE.cost] table: a forward's latency by the tokens it processes (times in ms)."""
+    try:
+        return TokenCost(
+            tokens=tuple(int(t) for t in _numbers(data, "tokens", where)),
+            mean_s=tuple(m / 1e3 for m in _numbers(data, "mean_ms", where)),
+            reference_context=int(_number(data, "reference_context", where)),
+            attention_s=_number(data, "attention_ns", where) / 1e9,
+            ratios=_numbers(data, "ratios", where),
+            layers=int(_number(data, "layers", where)),
+            idle_s=tuple(g / 1e3 for g in _numbers(data, "idle_ms", where)),
+            idle_factor=_numbers(data, "idle_factor", where),
+            contended=_number(data, "contended", where),
+        )
+    except ProfileError:
+        raise
+    except DSIOnlineError as exc:
+        raise _fail(where, str(exc)) from None
+
+
+def cost_to_toml(cost: TokenCost) -> dict[str, Any]:
+    """The TOML table of a token-cost model (milliseconds, nanoseconds for attention)."""
+    return {
+        "tokens": list(cost.tokens),
+        "mean_ms": [round(m * 1e3, 6) for m in cost.mean_s],
+        "reference_context": cost.reference_context,
+        "attention_ns": cost.attention_s * 1e9,
+        "layers": cost.layers,
+        "idle_ms": [g * 1e3 for g in cost.idle_s],
+        "idle_factor": list(cost.idle_factor),
+        "contended": cost.contended,
+        "ratios": list(cost.ratios),
+    }
 
 
 def _acceptance(data: Mapping[str, Any], where: str) -> AcceptanceProfile | None:
@@ -301,6 +350,8 @@ def profile_to_toml(profile: Profile) -> str:
         lines += ["", f"[{role}]", f"name = {_toml_value(model.name)}"]
         lines.append(f"ttft = {_toml_value(latency_to_toml(model.latency.ttft))}")
         lines.append(f"tpot = {_toml_value(latency_to_toml(model.latency.tpot))}")
+        if model.latency.cost is not None:
+            lines.append(f"cost = {_toml_value(cost_to_toml(model.latency.cost))}")
     if profile.acceptance is not None:
         acc = profile.acceptance
         lines += ["", "[acceptance]", f"rate = {acc.rate!r}", f"source = {_toml_value(acc.source)}"]

@@ -153,6 +153,16 @@ class Account:
         )
 
 
+class Activity:
+    """How many servers of one run are computing now: a forward priced by a token-cost model
+    that starts while another computes pays the model's contention factor."""
+
+    __slots__ = ("busy",)
+
+    def __init__(self) -> None:
+        self.busy = 0
+
+
 class SimulatedServer(Account):
     """A model instance whose forward pass is a timed sleep: its first forward is a TTFT
     draw, every later one a TPOT draw, and its tokens come from the oracle. A prefill that
@@ -161,8 +171,10 @@ class SimulatedServer(Account):
 
     With a token-cost model (`CostStream`) a forward is priced by what it does instead: the
     server keeps a model of its KV cache, so a forward costs the tokens it processes (its
-    first also the prompt's) at its context, and a cancelled forward stops at the next layer
-    boundary, keeping its server busy until then, as the real backend's does.
+    first also the prompt's) at its context, slowed by the time the server sat idle before
+    it and by another server computing when it starts (`activity`); a cancelled forward
+    stops at the next layer boundary, keeping its server busy until then, as the real
+    backend's does.
 
     A drafter's forwards end before target forwards that end at the same instant
     (MODEL.md's same-instant rule); the virtual clock orders its timers by that rank.
@@ -175,6 +187,7 @@ class SimulatedServer(Account):
         stream: LatencyStream | CorrelatedStream | CostStream,
         oracle: TokenOracle,
         prompt_tokens: int = 0,
+        activity: Activity | None = None,
     ) -> None:
         super().__init__(name, role)
         self._oracle = oracle
@@ -185,6 +198,8 @@ class SimulatedServer(Account):
             self._cost: CostStream | None = stream
             self._cache = KVCache()
             self._prompt = prompt_tokens
+            self._activity = Activity() if activity is None else activity
+            self._last_end: float | None = None
         else:
             self._cost = None
             self._stream = stream
@@ -196,12 +211,17 @@ class SimulatedServer(Account):
             self._warm_at == 0.0 or asyncio.get_running_loop().time() >= self._warm_at
         )
 
-    def _duration(self, prefix: Sequence[int], drafts: Sequence[int], prefill: bool) -> float:
+    def _duration(
+        self, prefix: Sequence[int], drafts: Sequence[int], prefill: bool, start: float
+    ) -> float:
         if self._cost is None:
             return self._stream.next(prefix)
         plan = self._cache.plan(prefix, drafts)
         prompt = self._prompt if prefill else 0
-        return self._cost.next(plan.processed + prompt, plan.context + self._prompt)
+        idle = 0.0 if self._last_end is None else start - self._last_end
+        return self._cost.next(
+            plan.processed + prompt, plan.context + self._prompt, idle, self._activity.busy > 0
+        )
 
     async def forward(self, prefix: Sequence[int], drafts: Sequence[int]) -> list[int]:
         """Sleep for the next latency draw on the running loop's clock; return the tokens.
@@ -211,11 +231,13 @@ class SimulatedServer(Account):
         else:
             tokens = self._oracle.verify(prefix, drafts)
         prefill = self.forwards == 0
-        duration = self._duration(prefix, drafts, prefill)
         loop = asyncio.get_running_loop()
+        start = max(loop.time(), self._free_at, self._warm_at)  # a stopping forward first
+        duration = self._duration(prefix, drafts, prefill, start)
         self.forwards += 1
         self.in_flight = True
-        start = max(loop.time(), self._free_at, self._warm_at)  # a stopping forward first
+        if self._cost is not None:
+            self._activity.busy += 1
         end = -1.0
         try:
             if isinstance(loop, RankedLoop):
@@ -235,9 +257,13 @@ class SimulatedServer(Account):
                 self._free_at = end = self._cost.stop_time(start, duration, now)
             raise
         finally:
-            busy = (end if end >= 0 else loop.time()) - start
-            self.busy_s += round(max(0.0, busy) * 1e9) / 1e9
+            stop = end if end >= 0 else loop.time()
+            self.busy_s += round(max(0.0, stop - start) * 1e9) / 1e9
             self.in_flight = False
+            if self._cost is not None:
+                self._activity.busy -= 1
+                if stop > start:
+                    self._last_end = stop
         return tokens
 
 
@@ -275,6 +301,7 @@ class ServerSet:
     ) -> None:
         self._models = {"target": target, "drafter": drafter}
         self._prompt_tokens = prompt_tokens
+        self._activity = Activity()
         self._oracle = oracle
         self._link = link
         self._seed = seed
@@ -303,7 +330,7 @@ class ServerSet:
             else:
                 stream = LatencyStream(self._models[role], rng)
             self._servers[key] = SimulatedServer(
-                f"{role}-{index}", role, stream, self._oracle, self._prompt_tokens
+                f"{role}-{index}", role, stream, self._oracle, self._prompt_tokens, self._activity
             )
         return self._servers[key]
 

@@ -19,11 +19,12 @@ def test_mean_interpolates_and_extrapolates_from_the_last_two(tokens: int, expec
     assert COST.mean(tokens, 100) == pytest.approx(expected)
 
 
-def test_context_adds_its_slope() -> None:
-    cost = TokenCost((1, 2), (1.0, 2.0), reference_context=100, context_s_per_token=0.001)
+def test_context_adds_attention_per_token_processed() -> None:
+    cost = TokenCost((1, 2), (1.0, 2.0), reference_context=100, attention_s=0.001)
     assert cost.mean(1, 300) == pytest.approx(1.2)
+    assert cost.mean(2, 300) == pytest.approx(2.4)
     with pytest.raises(ValueError, match="token cost model gives"):
-        TokenCost((1, 2), (1.0, 2.0), 100, context_s_per_token=0.1).mean(1, 0)
+        TokenCost((1, 2), (1.0, 2.0), 100, attention_s=0.1).mean(1, 0)
 
 
 def test_draws_resample_the_ratios_from_the_servers_stream() -> None:

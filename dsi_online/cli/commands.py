@@ -16,6 +16,7 @@ from dsi_online.cli import profiles as _profiles  # noqa: F401  (registers the c
 from dsi_online.cli import run as _run  # noqa: F401  (registers the command)
 from dsi_online.cli import sweep as _sweep  # noqa: F401  (registers the command)
 from dsi_online.cli import table as _table  # noqa: F401  (registers the command)
+from dsi_online.cli import validate as _validate  # noqa: F401  (registers the command)
 from dsi_online.cli.app import HELP_OPTIONS, app
 
 __all__ = ["app", "command"]

@@ -15,7 +15,7 @@ from dsi_online.cli.app import app
 from dsi_online.cli.common import progress_bar
 from dsi_online.pair.info import PairInfo
 from dsi_online.pair.recipes import SIZES, get_recipe
-from dsi_online.pair.store import train_pair
+from dsi_online.pair.store import TrainResult, train_pair
 from dsi_online.pair.train import TrainProgress, total_units
 
 pair_app = typer.Typer(
@@ -49,6 +49,23 @@ def _summary(info: PairInfo) -> Table:
     return table
 
 
+def train_with_progress(size: str, seed: int, out: Path | None = None) -> TrainResult:
+    """Train the pair (or find it in the cache) under a progress bar."""
+    recipe = get_recipe(size)
+    # Idle OpenMP threads sleep instead of spinning: on a machine whose cores other jobs
+    # share, spinning threads made 2-thread training 3x slower (docs/pair.md). Read when
+    # torch loads, which is later; the weights do not depend on it.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    with progress_bar(f"training {size} pair", total_units(recipe)) as bar:
+        task = bar.task_ids[0]
+
+        def report(event: TrainProgress) -> None:
+            loss = "" if event.loss is None else f", loss {event.loss:.3f}"
+            bar.update(task, completed=event.done, description=f"{event.phase}{loss}")
+
+        return train_pair(size, seed, out, report)
+
+
 @pair_app.command("train")
 def train(
     size: Annotated[
@@ -63,20 +80,7 @@ def train(
     ] = None,
 ) -> None:
     """Train the pair into the cache (reused when already there); --out copies it."""
-    recipe = get_recipe(size)
-    # Idle OpenMP threads sleep instead of spinning: on a machine whose cores other jobs
-    # share, spinning threads made 2-thread training 3x slower (docs/pair.md). Read when
-    # torch loads, which is later; the weights do not depend on it.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-    with progress_bar(f"training {size} pair", total_units(recipe)) as bar:
-        task = bar.task_ids[0]
-
-        def report(event: TrainProgress) -> None:
-            loss = "" if event.loss is None else f", loss {event.loss:.3f}"
-            bar.update(task, completed=event.done, description=f"{event.phase}{loss}")
-
-        result = train_pair(size, seed, out, report)
+    result = train_with_progress(size, seed, out)
     info = result.info
     console = Console()
     if result.trained:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Literal
 
 import typer
@@ -9,6 +10,7 @@ import typer
 from dsi_online.cli.app import app
 from dsi_online.cli.common import (
     EXECUTION,
+    SCENARIO,
     Acceptance,
     ClockChoice,
     CommMs,
@@ -34,7 +36,7 @@ from dsi_online.cli.common import (
     write_json,
 )
 from dsi_online.clock import check_clock
-from dsi_online.errors import InvalidParameterError
+from dsi_online.errors import InvalidParameterError, require
 from dsi_online.latency import Constant
 from dsi_online.profile import resolve_profile
 from dsi_online.reports.run import (
@@ -47,6 +49,7 @@ from dsi_online.reports.run import (
 )
 from dsi_online.runner import check_concurrency, run_scenario
 from dsi_online.scenario import Scenario, check_acceptance, check_comm_ms, check_cv, check_ms
+from dsi_online.trace import load_trace
 from dsi_online.units import simulate_scenario
 
 DEFAULT_TARGET_MS = 30.0
@@ -173,6 +176,23 @@ def run(
     profile: ProfileName = None,
     comm_ms: CommMs = 0.0,
     latency_correlation: LatencyCorrelation = 0.0,
+    acceptance_trace: Annotated[
+        str | None,
+        typer.Option(
+            help="Replay real accept/reject traces as the coins (a JSON file, as written by "
+            "validate --trace-out) instead of drawing them; not with -a.",
+            show_default=False,
+            rich_help_panel=SCENARIO,
+        ),
+    ] = None,
+    prompt_tokens: Annotated[
+        int,
+        typer.Option(
+            help="Prompt length a server's first forward processes (matters only with a "
+            "profile that prices forwards by their tokens).",
+            rich_help_panel=SCENARIO,
+        ),
+    ] = 0,
     clock: Annotated[
         ClockChoice,
         typer.Option(help="wall (real time) or virtual (instant).", rich_help_panel=EXECUTION),
@@ -211,6 +231,15 @@ def run(
         comm_ms=comm_ms,
         latency_correlation=latency_correlation,
     )
+    if acceptance_trace is not None:
+        require(
+            acceptance is None,
+            "--acceptance/-a cannot be combined with --acceptance-trace: the traces give the "
+            "acceptance (drop one of the two)",
+        )
+        trace = load_trace(acceptance_trace)
+        scenario = replace(scenario, trace=trace, acceptance=trace.rate)
+    scenario = replace(scenario, prompt_tokens=prompt_tokens)
     if engine == "units":
         document = units_to_json(scenario, simulate_scenario(scenario))
         output_console(json_path).print(render_units_table(document))

@@ -14,11 +14,12 @@ core from the workers; a plain loop sleeps in epoll until a worker answers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import json
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from dsi_online.errors import require
 from dsi_online.real.handles import WORKERS, WorkerHandle, Workers, start_worker
@@ -28,6 +29,7 @@ from dsi_online.runner import LeakedTasksError
 from dsi_online.schedulers import Generation, RunResult, Scheduler
 from dsi_online.server import Role
 
+T = TypeVar("T")
 ATTENTIONS = ("sdpa", "eager")
 WARMUP_ROUNDS = 3
 
@@ -283,6 +285,47 @@ class RealBackend:
         )
         result: RealRunResult = self._run(self._play(scheduler, prompt, tokens))
         return result
+
+    def with_pool(self, prompt: Sequence[int], work: Callable[[RealPool], Awaitable[T]]) -> T:
+        """Run `work` on a fresh pool of real servers for `prompt` (cold caches), on the
+        backend's loop; every forward it sent is answered before this returns."""
+        result: T = self._run(self._with_pool(tuple(int(t) for t in prompt), work))
+        return result
+
+    async def _with_pool(
+        self, prompt: tuple[int, ...], work: Callable[[RealPool], Awaitable[T]]
+    ) -> T:
+        assert self._drafter is not None
+        await self._reset()
+        pool = RealPool(self._targets, self._drafter, prompt, asyncio.get_running_loop().time())
+        try:
+            return await work(pool)
+        finally:
+            await pool.drain()
+
+    def layers(self, role: Role) -> int:
+        """Decoder layers of `role`'s model (from its checkpoint's config)."""
+        folder = self.settings.target_dir if role == "target" else self.settings.drafter_dir
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+        return int(config["num_hidden_layers"])
+
+    def predictions(self, role: Role, context: Sequence[int], first: int) -> tuple[int, ...]:
+        """The greedy tokens `role`'s model predicts for positions `first`..len(context) of
+        `context`, from one forward over it (on target worker 0 or the drafter)."""
+        result: tuple[int, ...] = self._run(self._predictions(role, tuple(context), first))
+        return result
+
+    async def _predictions(
+        self, role: Role, context: tuple[int, ...], first: int
+    ) -> tuple[int, ...]:
+        worker = self._targets[0] if role == "target" else self._drafter
+        assert worker is not None
+        await worker.call(Request(kind="reset", id=worker.new_id()))
+        reply = await worker.call(
+            Request(kind="forward", id=worker.new_id(), context=context, first=first)
+        )
+        await worker.call(Request(kind="reset", id=worker.new_id()))
+        return reply.tokens
 
     def reference(self, prompt: Sequence[int], tokens: int) -> tuple[int, ...]:
         """The target's greedy decoding of `tokens` tokens after `prompt` (one forward per

@@ -1,0 +1,159 @@
+"""`dsi-online validate`: predict non-SI, SI and DSI from a real pair's measurements, run them
+for real, and report how far the prediction was (see dsi_online.validate)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.text import Text
+
+from dsi_online.cli.app import app
+from dsi_online.cli.common import (
+    EXECUTION,
+    OUTPUT,
+    SCENARIO,
+    JsonPath,
+    announce,
+    check_output,
+    keeping,
+    output_console,
+    progress_bar,
+    write_json,
+    write_text,
+)
+from dsi_online.cli.pair import train_with_progress
+from dsi_online.profile import profile_to_toml
+from dsi_online.reports.validate_view import render_validation, to_json
+from dsi_online.validate import Phase, ValidateRequest, validate
+
+PHASES: dict[Phase, str] = {
+    "pair": "the pair",
+    "start": "starting the model workers",
+    "acceptance": "greedy decoding and drafter traces",
+    "measure": "calibration and real runs",
+    "predict": "simulating",
+    "transformers": "transformers' greedy and assisted generation",
+}
+
+
+@app.command("validate")
+def validate_command(
+    pair: Annotated[
+        Path | None,
+        typer.Option(
+            help="A folder with target/ and drafter/ checkpoints \\[default: the trained "
+            "small pair of --seed, trained first if not cached].",
+            show_default=False,
+            rich_help_panel=SCENARIO,
+        ),
+    ] = None,
+    lookahead: Annotated[
+        int, typer.Option("--lookahead", "-k", help="Drafts per chunk.", rich_help_panel=SCENARIO)
+    ] = 5,
+    servers: Annotated[
+        int,
+        typer.Option("--servers", "-n", help="DSI's target servers.", rich_help_panel=SCENARIO),
+    ] = 1,
+    prompts: Annotated[int, typer.Option(help="Held-out prompts.", rich_help_panel=SCENARIO)] = 10,
+    prompt_bytes: Annotated[
+        int, typer.Option(help="Bytes (tokens) per prompt.", rich_help_panel=SCENARIO)
+    ] = 64,
+    tokens: Annotated[
+        int,
+        typer.Option("--tokens", "-S", help="Tokens to generate.", rich_help_panel=SCENARIO),
+    ] = 128,
+    repeats: Annotated[
+        int,
+        typer.Option(
+            "--repeats",
+            "-r",
+            help="Rounds: each a slice of the calibration, then every algorithm on every "
+            "prompt once.",
+            rich_help_panel=EXECUTION,
+        ),
+    ] = 5,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Seed of the pair, the prompts and the simulation.", rich_help_panel=SCENARIO
+        ),
+    ] = 0,
+    workers: Annotated[
+        Literal["process", "thread"],
+        typer.Option(
+            help="A model worker per server: process or thread.", rich_help_panel=EXECUTION
+        ),
+    ] = "process",
+    calibration_samples: Annotated[
+        int,
+        typer.Option(help="Calibration samples per point and round.", rich_help_panel=EXECUTION),
+    ] = 8,
+    trace_out: Annotated[
+        str | None,
+        typer.Option(
+            help="Write the acceptance traces here (for run --acceptance-trace).",
+            show_default=False,
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    profile_out: Annotated[
+        str | None,
+        typer.Option(
+            help="Write the measured latencies and acceptance here as a profile (for run "
+            "--profile, with --acceptance-trace and --prompt-tokens).",
+            show_default=False,
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
+    json_path: JsonPath = None,
+) -> None:
+    """Predict non-SI, SI and DSI from a real pair's measured latencies and acceptance, run
+    them for real on the same prompts, and report the prediction's error."""
+    check_output(json_path, "--json")
+    check_output(trace_out, "--trace-out")
+    check_output(profile_out, "--profile-out")
+    request = ValidateRequest(
+        pair=pair,
+        lookahead=lookahead,
+        servers=servers,
+        prompts=prompts,
+        prompt_bytes=prompt_bytes,
+        tokens=tokens,
+        repeats=repeats,
+        seed=seed,
+        workers=workers,
+        calibration_samples=calibration_samples,
+    )
+    if pair is None:
+        with keeping("nothing is kept (a pair is cached only once trained)"):
+            request = replace(request, pair=train_with_progress("small", seed).path)
+    with keeping("nothing is kept (validate reports at the end)"):
+        announce(
+            f"validate: {request.prompts} prompts x {request.repeats} rounds x non-SI, SI and "
+            f"DSI, {request.tokens} tokens each, k = {request.lookahead}, "
+            f"{request.servers} target server(s)"
+        )
+        with progress_bar("validate", 1) as bar:
+            task = bar.task_ids[0]
+
+            def report(phase: Phase, done: int, total: int) -> None:
+                bar.update(task, description=PHASES[phase], completed=done, total=total)
+                bar.refresh()
+
+            result = validate(request, report)
+    console = output_console(json_path)
+    console.print(render_validation(result))
+    if trace_out is not None:
+        write_text(result.trace.to_json() + "\n", trace_out, "--trace-out")
+        console.print(Text(f"wrote {trace_out}"))
+    if profile_out is not None:
+        command = shlex.join(["dsi-online", *sys.argv[1:]])
+        write_text(profile_to_toml(result.profile(command)), profile_out, "--profile-out")
+        console.print(Text(f"wrote {profile_out}"))
+    if json_path is not None:
+        write_json(to_json(result), json_path)

@@ -1,0 +1,287 @@
+"""Measure what the simulator needs from a real backend: a forward's latency by the tokens it
+processes (a `TokenCost`), its TTFT and TPOT, and the drafter's real accept/reject traces.
+
+Latency is measured as a scheduler sees it: from the call of a real server's `forward` to its
+return on the loop (transfer to the worker, the model, transfer back, the loop's wake-up),
+one forward at a time on an otherwise idle backend. A forward over `n` new tokens is made by
+appending `n` fresh tokens to a context the cache already holds, so the cache keeps the
+context and the model runs over exactly those `n` (the server's record says so, and it is
+checked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from dsi_online.cost import TokenCost
+from dsi_online.errors import require
+from dsi_online.latency import Empirical, ModelLatency
+from dsi_online.real.backend import RealBackend
+from dsi_online.real.server import RealPool, RealServer
+from dsi_online.server import Role
+from dsi_online.trace import AcceptanceTrace
+
+COUNTS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 24, 32, 48, 64, 96)
+"""Token counts a calibration measures: decodes, verifications, catch-ups and prefills."""
+SMALL, SMALL_WEIGHT = 8, 3
+"""Counts up to SMALL (decodes, drafts, verifications: most forwards of a run) get
+SMALL_WEIGHT times the samples: their means carry most of a prediction."""
+IDLE_S = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032)
+"""Idle gaps before a forward that a calibration measures."""
+CHAIN = 10
+"""Forwards in a chain that measures contention (alone, then beside the other model)."""
+HOST_TOKENS = {"target": 4, "drafter": 1}
+"""Tokens of the forwards that measure the host's effects: a verification, a draft."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One model's measured latencies: per token count, seconds at two contexts."""
+
+    role: Role
+    counts: tuple[int, ...]
+    contexts: tuple[int, int]  # tokens in the cache after the forward, besides the new ones
+    samples: tuple[tuple[tuple[float, ...], ...], ...]  # [context][count] -> seconds
+    prefill_s: tuple[float, ...]  # cold first forwards over the prompt alone
+    layers: int
+    idle_ratios: tuple[tuple[float, ...], ...]  # [gap] -> after IDLE_S[gap] idle / back to back
+    contended_ratios: tuple[float, ...]  # per round: while the other model computes / alone
+
+    @classmethod
+    def merge(cls, parts: Sequence[Calibration]) -> Calibration:
+        """One calibration from several taken at different times (all their samples)."""
+        first = parts[0]
+        require(
+            all(p.role == first.role and p.counts == first.counts for p in parts),
+            "calibrations to merge must measure the same model at the same token counts",
+        )
+        return cls(
+            role=first.role,
+            counts=first.counts,
+            contexts=first.contexts,
+            samples=tuple(
+                tuple(
+                    tuple(x for p in parts for x in p.samples[c][i])
+                    for i in range(len(first.counts))
+                )
+                for c in range(2)
+            ),
+            prefill_s=tuple(x for p in parts for x in p.prefill_s),
+            layers=first.layers,
+            idle_ratios=tuple(
+                tuple(x for p in parts for x in p.idle_ratios[g]) for g in range(len(IDLE_S))
+            ),
+            contended_ratios=tuple(x for p in parts for x in p.contended_ratios),
+        )
+
+    @property
+    def idle_factor(self) -> tuple[float, ...]:
+        """Slowdown after each of IDLE_S idle: medians of the ratios, made non-decreasing."""
+        return tuple(monotone([statistics.median(r) for r in self.idle_ratios]))
+
+    @property
+    def contended(self) -> float:
+        """Slowdown while the other model computes: the median of the per-round ratios."""
+        return statistics.median(self.contended_ratios)
+
+    def cost(self) -> TokenCost:
+        """The token-cost model, fitted to every sample: attention's cost per processed
+        token per context token by least squares through the origin on the two contexts'
+        differences (n x span), the mean of each count at the first context from both
+        contexts' samples (the second's moved back by that cost), made non-decreasing in the
+        token count (a forward over more tokens is not cheaper: a dip is noise), and the
+        spread as ratios to the fitted means."""
+        low, high = self.samples
+        span = self.contexts[1] - self.contexts[0]
+        gaps = [statistics.fmean(b) - statistics.fmean(a) for a, b in zip(low, high, strict=True)]
+        weights = [n * span for n in self.counts]
+        attention = sum(d * w for d, w in zip(gaps, weights, strict=True)) / sum(
+            w * w for w in weights
+        )
+        means = monotone(
+            [
+                statistics.fmean([*a, *(x - attention * w for x in b)])
+                for a, b, w in zip(low, high, weights, strict=True)
+            ]
+        )
+        ratios = [
+            x / (mean + attention * w * c)
+            for c, context in enumerate(self.samples)
+            for row, mean, w in zip(context, means, weights, strict=True)
+            for x in row
+        ]
+        return TokenCost(
+            tokens=self.counts,
+            mean_s=tuple(means),
+            reference_context=self.contexts[0],
+            attention_s=attention,
+            ratios=tuple(round(r, 6) for r in ratios),
+            layers=self.layers,
+            idle_s=IDLE_S,
+            idle_factor=self.idle_factor,
+            contended=self.contended,
+        )
+
+    def latency(self) -> ModelLatency:
+        """TTFT (the cold prefills) and TPOT (one-token forwards) as measured samples, and
+        the token-cost model."""
+        decodes = self.samples[0][self.counts.index(1)] + self.samples[1][self.counts.index(1)]
+        return ModelLatency(Empirical(self.prefill_s), Empirical(decodes), self.cost())
+
+
+def _server(pool: RealPool, role: Role) -> RealServer:
+    return pool.target(0) if role == "target" else pool.drafter
+
+
+async def _timed(server: RealServer, prefix: Sequence[int], expect: int) -> float:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await server.forward(prefix, ())
+    elapsed = loop.time() - start
+    record = server.records[-1] if server.records else None
+    require(
+        record is None or record.processed == expect,
+        f"calibration forward ran {record.processed if record else '?'} tokens, not {expect}",
+    )
+    return elapsed
+
+
+def calibrate(
+    backend: RealBackend,
+    role: Role,
+    prompt: Sequence[int],
+    output_tokens: int,
+    samples: int = 15,
+    seed: int = 0,
+    counts: Sequence[int] = COUNTS,
+) -> Calibration:
+    """Measure `role`'s model: `samples` forwards of every token count at two contexts (the
+    prompt alone, and the prompt plus `output_tokens`), and `samples` cold prefills."""
+    rng = np.random.default_rng(seed)
+    contexts = (0, output_tokens)
+
+    def tokens(n: int) -> list[int]:
+        return [int(t) for t in rng.integers(0, 256, size=n)]
+
+    async def work(pool: RealPool) -> tuple[tuple[tuple[float, ...], ...], ...]:
+        server = _server(pool, role)
+        await server.forward((), ())  # the prefill: the cache holds the prompt
+        table: list[tuple[tuple[float, ...], ...]] = []
+        for extra in contexts:
+            base = tokens(extra)
+            rows: list[tuple[float, ...]] = []
+            for n in counts:  # a count's samples back to back, as a run repeats its forwards
+                row = []
+                for _ in range(samples * (SMALL_WEIGHT if n <= SMALL else 1)):
+                    await server.forward(base, ())  # crops the cache to prompt + base
+                    row.append(await _timed(server, base + tokens(n), n))
+                rows.append(tuple(row))
+            table.append(tuple(rows))
+        return tuple(table)
+
+    async def prefill(pool: RealPool) -> float:
+        return await _timed(_server(pool, role), (), len(prompt))
+
+    async def host(pool: RealPool) -> tuple[list[list[float]], list[float]]:
+        """The host's effects, each measured against back-to-back forwards taken in the same
+        round, so that the machine drifting between rounds cancels out of the ratios."""
+        server, n = _server(pool, role), HOST_TOKENS[role]
+        neighbour = _server(pool, "drafter" if role == "target" else "target")
+        neighbour_tokens = HOST_TOKENS[neighbour.role]
+        await server.forward((), ())
+        await neighbour.forward((), ())
+        base = tokens(output_tokens // 2)
+
+        async def one(idle: float) -> float:
+            await server.forward(base, ())
+            if idle > 0:
+                await asyncio.sleep(idle)
+            return await _timed(server, base + tokens(n), n)
+
+        on, stopped = asyncio.Event(), asyncio.Event()
+
+        async def keep_busy() -> None:
+            while True:
+                stopped.set()
+                await on.wait()
+                stopped.clear()
+                await neighbour.forward(tokens(neighbour_tokens), ())
+
+        async def chain(count: int) -> float:
+            """Mean latency of `count` forwards of n new tokens back to back, as a drafter
+            drafts (each new suffix differs at its first token, so the cache keeps `base`)."""
+            await server.forward(base, ())  # crops the cache to prompt + base
+            times, last = [], -1
+            for _ in range(count):
+                suffix = tokens(n)
+                while suffix[0] == last:
+                    suffix = tokens(n)
+                last = suffix[0]
+                times.append(await _timed(server, base + suffix, n))
+            return statistics.fmean(times)
+
+        idle_ratios: list[list[float]] = [[] for _ in IDLE_S]
+        contended_ratios: list[float] = []
+        background = asyncio.create_task(keep_busy())
+        try:
+            for _ in range(samples):
+                alone = statistics.median([await one(0.0) for _ in range(3)])
+                for i, gap in enumerate(IDLE_S):
+                    idle_ratios[i].append(await one(gap) / alone)
+                alone = await chain(CHAIN)
+                on.set()
+                await chain(2)  # the neighbour's first forwards after idle: not counted
+                busy = await chain(CHAIN)
+                on.clear()
+                await stopped.wait()
+                contended_ratios.append(busy / alone)
+        finally:
+            background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await background
+        return idle_ratios, contended_ratios
+
+    measured = backend.with_pool(prompt, work)
+    prefills = tuple(backend.with_pool(prompt, prefill) for _ in range(samples))
+    idle, contended = backend.with_pool(prompt, host)
+    return Calibration(
+        role=role,
+        counts=tuple(counts),
+        contexts=(len(prompt) + contexts[0], len(prompt) + contexts[1]),
+        samples=measured,
+        prefill_s=prefills,
+        layers=backend.layers(role),
+        idle_ratios=tuple(tuple(r) for r in idle),
+        contended_ratios=tuple(contended),
+    )
+
+
+def monotone(values: Sequence[float]) -> list[float]:
+    """The closest non-decreasing sequence (pool adjacent violators, equal weights): a
+    server idle longer does not get faster, so a dip between two gaps is noise."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for value in values:
+        blocks.append([value, 1])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m2, c2), (m1, c1) = blocks.pop(), blocks.pop()
+            blocks.append([(m1 * c1 + m2 * c2) / (c1 + c2), c1 + c2])
+    return [mean for mean, count in blocks for _ in range(int(count))]
+
+
+def acceptance_trace(
+    backend: RealBackend, prompts: Sequence[Sequence[int]], tokens: int, source: str
+) -> AcceptanceTrace:
+    """Per prompt, at each of the first `tokens` positions of the target's greedy output:
+    whether the drafter's greedy token, given the target's own prefix, is the target's."""
+    traces = []
+    for prompt in prompts:
+        reference = backend.reference(prompt, tokens)
+        drafted = backend.predictions("drafter", (*prompt, *reference), len(prompt))
+        traces.append([d == t for d, t in zip(drafted, reference, strict=False)])
+    return AcceptanceTrace.from_matches(traces, source)
