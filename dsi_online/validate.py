@@ -83,6 +83,11 @@ class ValidateRequest:
             f"seed (--seed) must be an integer >= 0; got {self.seed}",
         )
         require(
+            self.pair is None or (Path(self.pair) / "pair.toml").is_file(),
+            f"pair (--pair) must be a folder made by dsi-online pair train (pair.toml, target/, "
+            f"drafter/); got {self.pair}",
+        )
+        require(
             self.workers in ("thread", "process"),
             f"workers (--workers) must be thread or process; got {self.workers!r}",
         )

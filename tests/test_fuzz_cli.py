@@ -177,6 +177,25 @@ COMMANDS: dict[str, tuple[list[str], dict[str, st.SearchStrategy[str]]]] = {
 # Commands whose valid runs are slow (a wall-clock suite, real models): fuzzed with at least
 # one invalid value, which must be refused before any work starts.
 REFUSED: dict[str, tuple[list[str], dict[str, list[str]]]] = {
+    "validate": (
+        ["validate"],
+        {
+            "-k": ["0", "abc", "65"],
+            "-n": ["0", "-1"],
+            "--prompts": ["0", "x"],
+            "--prompt-bytes": ["0"],
+            "-S": ["0", "abc"],
+            "-r": ["0"],
+            "--seed": ["-1", "x"],
+            "--workers": ["fork", ""],
+            "--calibration-samples": ["2", "101"],
+            "--pair": ["/nonexistent/pair", "/tmp"],
+            # not /dev/full: a full device is writable until written, at the end
+            "--json": BAD_PATHS[:-1],
+            "--trace-out": BAD_PATHS[:-1],
+            "--profile-out": BAD_PATHS[:-1],
+        },
+    ),
     "pair train": (
         ["pair", "train", "--size", "test"],
         {"--size": ["huge", "", "TEST"], "--seed": ["-1", "abc", "1.5", "nan"]},

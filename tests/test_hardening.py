@@ -481,6 +481,7 @@ def test_version_and_short_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["profiles"],
         ["measure", "latency"],
         ["measure", "acceptance"],
+        ["validate"],
     ],
 )
 def test_help_panels_choices_flags_and_defaults(

@@ -180,7 +180,7 @@ def run(
         str | None,
         typer.Option(
             help="Replay real accept/reject traces as the coins (a JSON file, as written by "
-            "validate --trace-out) instead of drawing them; not with -a.",
+            "validate --trace-out) instead of drawing them; not with -a \\[default: none].",
             show_default=False,
             rich_help_panel=SCENARIO,
         ),

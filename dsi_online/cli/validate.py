@@ -96,7 +96,7 @@ def validate_command(
     trace_out: Annotated[
         str | None,
         typer.Option(
-            help="Write the acceptance traces here (for run --acceptance-trace).",
+            help="Write the acceptance traces here (for run --acceptance-trace) \\[default: none].",
             show_default=False,
             rich_help_panel=OUTPUT,
         ),
@@ -105,7 +105,7 @@ def validate_command(
         str | None,
         typer.Option(
             help="Write the measured latencies and acceptance here as a profile (for run "
-            "--profile, with --acceptance-trace and --prompt-tokens).",
+            "--profile, with --acceptance-trace and --prompt-tokens) \\[default: none].",
             show_default=False,
             rich_help_panel=OUTPUT,
         ),

@@ -165,15 +165,16 @@ def _check(settings: BackendSettings) -> None:
 
 @dataclass
 class RealBackend:
-    """N target workers and one drafter worker, each a thread (default; measured faster on
-    a 2-core machine, docs/real.md) or a process, with its own model copy, KV cache and
+    """N target workers and one drafter worker, each a process (default: DSI runs its drafter
+    and targets at once, and threads share one GIL; docs/real.md) or a thread, with its own
+    model copy, KV cache and
     `threads` torch threads. A context manager: workers start on entry and are stopped on
     exit, on an exception or Ctrl-C too."""
 
     target_dir: str | Path
     drafter_dir: str | Path
     servers: int = 1
-    workers: Workers = "thread"
+    workers: Workers = "process"
     threads: int = 1
     dtype: str = "float32"
     attention: str = "sdpa"
