@@ -34,7 +34,7 @@ SMALL, SMALL_WEIGHT = 8, 3
 SMALL_WEIGHT times the samples: their means carry most of a prediction."""
 IDLE_S = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032)
 """Idle gaps before a forward that a calibration measures."""
-CHAIN = 20
+CHAIN = 10
 """Forwards in a chain that measures contention (alone, then beside the other model)."""
 HOST_TOKENS = {"target": 4, "drafter": 1}
 """Tokens of the forwards that measure the host's effects: a verification, a draft."""
