@@ -26,19 +26,25 @@ RACING_NOTE = (
     "Latencies vary here (each forward an independent draw): part of DSI's gain comes from "
     "redundant jobs racing on independent draws, which real servers sharing load may not give."
 )
+TOKEN_COST = (
+    "Measured here, not assumed: the profile prices each forward by the tokens it processes, "
+    "and a cancelled forward keeps its server until its next layer boundary."
+)
+"""The sentence that replaces ALWAYS when the latency models are token-cost models."""
 COMM_NOTE = (
     "With a communication delay DSI pays two messages per job and non-SI none: DSI can be "
     "slower than non-SI."
 )
 
 
-def notes(*, variable_latency: bool, comm_delay: bool) -> list[str]:
+def notes(*, variable_latency: bool, comm_delay: bool, token_cost: bool = False) -> list[str]:
     """The sentences a report of these results must carry: the racing caveat when latencies
-    vary, the message caveat with a communication delay, and always ALWAYS."""
+    vary, the message caveat with a communication delay, and ALWAYS, or TOKEN_COST when a
+    profile's token-cost models price the forwards (those two assumptions then do not hold)."""
     sentences = []
     if variable_latency:
         sentences.append(RACING_NOTE)
     if comm_delay:
         sentences.append(COMM_NOTE)
-    sentences.append(ALWAYS)
+    sentences.append(TOKEN_COST if token_cost else ALWAYS)
     return sentences

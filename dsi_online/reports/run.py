@@ -285,6 +285,7 @@ def verdict(result: ScenarioResult) -> str:
         *notes(
             variable_latency=not (scenario.target.is_constant and scenario.drafter.is_constant),
             comm_delay=scenario.link is not None,
+            token_cost=scenario.target.cost is not None,
         ),
     ]
     if not result.lossless:
