@@ -34,6 +34,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Literal, TypeVar, TypeVarTuple, get_args
 
 from dsi_online.errors import require
+from dsi_online.interrupts import run_interruptible
 
 Clock = Literal["wall", "virtual"]
 CLOCKS: tuple[str, ...] = get_args(Clock)
@@ -433,4 +434,4 @@ def _old_objects_frozen() -> Iterator[None]:
 def run(main: Callable[[], Coroutine[Any, Any, T]], clock: Clock) -> T:
     """Run the coroutine made by `main` to completion on a fresh loop of `clock`."""
     with _old_objects_frozen(), asyncio.Runner(loop_factory=lambda: new_loop(clock)) as runner:
-        return runner.run(main())
+        return run_interruptible(runner, main())

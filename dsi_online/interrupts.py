@@ -19,6 +19,7 @@ before the heavy imports (numpy, scipy, rich) run: Ctrl-C during imports ends cl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import os
@@ -26,11 +27,13 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 EXIT_INTERRUPTED = 130
 """Exit code of a command stopped by Ctrl-C (128 + SIGINT), as shells report it."""
@@ -47,6 +50,7 @@ class _State:
     kept: str = NOTHING_KEPT
     interrupted: bool = False
     owner_pid: int = 0
+    stop: Callable[[], object] | None = None
 
 
 _state = _State()
@@ -69,6 +73,9 @@ def _handler(signum: int, frame: FrameType | None) -> None:
         os._exit(EXIT_INTERRUPTED)
     _state.interrupted = True
     _say(f"interrupted: stopping; {_state.kept}. Press Ctrl-C again to stop at once.")
+    if _state.stop is not None:
+        _state.stop()  # an event loop is running: cancel its work, structured
+        return
     raise KeyboardInterrupt
 
 
@@ -110,6 +117,35 @@ def keeping(what: str) -> Iterator[None]:
         yield
     finally:
         _state.kept = before
+
+
+def run_interruptible(runner: asyncio.Runner, coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` on `runner`; a first Ctrl-C meanwhile cancels its task (TaskGroups
+    cancel their children, nothing is left pending) and then raises KeyboardInterrupt here.
+    Raised instead wherever the loop happened to be, in a callback or in asyncio's own
+    bookkeeping, it would leave tasks pending and print their tracebacks."""
+    loop = runner.get_loop()
+    before = _state.interrupted
+
+    async def guarded() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        previous = _state.stop
+        _state.stop = lambda: loop.call_soon_threadsafe(task.cancel)
+        try:
+            return await coroutine
+        finally:
+            _state.stop = previous
+
+    try:
+        result = runner.run(guarded())
+    except asyncio.CancelledError:
+        if _state.interrupted and not before:
+            raise KeyboardInterrupt from None
+        raise
+    if _state.interrupted and not before:
+        raise KeyboardInterrupt  # arrived as the work finished: the user still asked to stop
+    return result
 
 
 def _parent_death_signal() -> None:

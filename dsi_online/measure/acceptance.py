@@ -37,10 +37,12 @@ from dsi_online.measure.latency import Advance
 from dsi_online.measure.models import LoadedModel, check_memory, load_model
 from dsi_online.measure.runtime import (
     Environment,
+    cached,
     check_device_and_dtype,
     free_memory,
     resolve_device,
     resolve_dtype,
+    returned_cache,
     torch_module,
 )
 from dsi_online.profile import AcceptanceProfile, Profile, load_profile, profile_to_toml
@@ -162,7 +164,7 @@ def greedy_matches(
         out = target(ids, use_cache=True)
         tokens = [out.logits[:, -1:].argmax(-1)]
         while len(tokens) < max_new_tokens and int(tokens[-1]) not in eos_token_ids:
-            out = target(tokens[-1], past_key_values=out.past_key_values, use_cache=True)
+            out = target(tokens[-1], use_cache=True, **cached(target, returned_cache(out)))
             tokens.append(out.logits[:, -1:].argmax(-1))
         prefixes = torch.cat([ids, *tokens[:-1]], dim=1)
         wanted = target(prefixes, use_cache=False).logits[0, length - 1 :].argmax(-1)

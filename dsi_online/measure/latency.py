@@ -2,7 +2,7 @@
 
 TTFT: one forward over a fresh random prompt of the given length, without a cache, up to the
 first token's argmax. TPOT: after a prefill of the first prompt length, one forward of one
-token with the KV cache (`past_key_values`), up to its argmax; the context grows by one token
+token with the KV cache, up to its argmax; the context grows by one token
 per step, as in decoding. Warm-up forwards run first and are not recorded. Every timed forward
 is bracketed by device synchronisation (torch.cuda.synchronize on CUDA), so the host clock
 measures the work, not its launch.
@@ -23,10 +23,12 @@ from dsi_online.latency import Empirical, ModelLatency
 from dsi_online.measure.models import LoadedModel, check_memory, load_model
 from dsi_online.measure.runtime import (
     Environment,
+    cached,
     check_device_and_dtype,
     free_memory,
     resolve_device,
     resolve_dtype,
+    returned_cache,
     synchronize,
     torch_module,
 )
@@ -236,12 +238,12 @@ def measure_model(
             ttft.append(PromptTTFT(length, tuple(samples)))
 
         out = net(prompt(request.decode_context), use_cache=True)
-        state = {"cache": out.past_key_values, "next": out.logits[:, -1:].argmax(-1)}
+        state = {"cache": returned_cache(out), "next": out.logits[:, -1:].argmax(-1)}
         tick()
 
         def decode(_: object) -> None:
-            step = net(state["next"], past_key_values=state["cache"], use_cache=True)
-            state["cache"] = step.past_key_values
+            step = net(state["next"], use_cache=True, **cached(net, state["cache"]))
+            state["cache"] = returned_cache(step)
             state["next"] = step.logits[:, -1:].argmax(-1)
 
         tpot: list[float] = []

@@ -7,8 +7,10 @@ handed out as `Any`: the package and its type checks work without them.
 from __future__ import annotations
 
 import datetime
+import functools
 import gc
 import importlib
+import inspect
 import os
 import platform
 import shutil
@@ -43,6 +45,24 @@ def transformers_module() -> Any:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     return transformers
+
+
+def cached(model: Any, cache: Any) -> dict[str, Any]:
+    """The keyword that hands `cache` (a KV cache) to `model`'s forward: `cache` since
+    transformers 5.25, `past_key_values` before it (now deprecated, with a FutureWarning)."""
+    return {_cache_keyword(model.__class__): cache}
+
+
+@functools.cache
+def _cache_keyword(model_class: Any) -> str:
+    parameters = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def returned_cache(output: Any) -> Any:
+    """The KV cache a forward returned, under either transformers name."""
+    cache = getattr(output, "cache", None)
+    return output.past_key_values if cache is None else cache
 
 
 def check_device_and_dtype(device: str, dtype: str | None) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dsi_online.measure.acceptance import estimate_acceptance, greedy_matches
-from dsi_online.measure.runtime import torch_module, transformers_module
+from dsi_online.measure.runtime import cached, torch_module, transformers_module
 from dsi_online.pair.corpus import Corpus
 from dsi_online.pair.info import AgreementInfo, LatencyInfo, ModelInfo
 from dsi_online.pair.recipes import ModelShape, Recipe, Schedule
@@ -266,11 +266,11 @@ def _decode_times(model: Any, prompt: Sequence[int], steps: int) -> list[float]:
     with torch.inference_mode():
         cache = transformers.DynamicCache()
         ids = torch.tensor([list(prompt)], dtype=torch.long)
-        out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+        out = model(input_ids=ids, use_cache=True, **cached(model, cache))
         token = out.logits[:, -1:].argmax(-1)
         for _ in range(steps):
             start = time.perf_counter()
-            out = model(input_ids=token, past_key_values=cache, use_cache=True)
+            out = model(input_ids=token, use_cache=True, **cached(model, cache))
             token = out.logits[:, -1:].argmax(-1)
             times.append(time.perf_counter() - start)
     return times

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from dsi_online.errors import require
+from dsi_online.interrupts import run_interruptible
 from dsi_online.real.handles import WORKERS, WorkerHandle, Workers, start_worker
 from dsi_online.real.server import ForwardRecord, RealPool
 from dsi_online.real.worker import DTYPES, PREFILLS, Prefill, Request, WorkerSpec
@@ -214,7 +215,7 @@ class RealBackend:
             self._torch_threads = int(torch_module().get_num_threads())
         self._runner = asyncio.Runner()
         try:
-            self._runner.run(self._start())
+            run_interruptible(self._runner, self._start())
         except BaseException:
             self.close()
             raise
@@ -267,7 +268,7 @@ class RealBackend:
         if self._runner is None:
             coroutine.close()
             raise RuntimeError("the real backend is not running: use it as a context manager")
-        return self._runner.run(coroutine)
+        return run_interruptible(self._runner, coroutine)
 
     def play(self, scheduler: Scheduler, prompt: Sequence[int], tokens: int) -> RealRunResult:
         """Run `scheduler` for `tokens` tokens after `prompt` on the real servers, from cold

@@ -370,7 +370,7 @@ def numerics(
     """Decode `tokens` tokens one forward at a time (the reference), then run the same
     sequence in forwards of `chunk` tokens (as a verification does) and compare the logits of
     every position; 1 torch thread."""
-    from dsi_online.measure.runtime import torch_module, transformers_module
+    from dsi_online.measure.runtime import cached, torch_module, transformers_module
 
     torch = torch_module()
     transformers = transformers_module()
@@ -385,18 +385,18 @@ def numerics(
             cache = transformers.DynamicCache(config=model.config)
             step, out, single = list(prompt), [], []
             for _ in range(tokens):
-                logits = model(torch.tensor([step]), past_key_values=cache).logits[0, -1]
+                logits = model(torch.tensor([step]), **cached(model, cache)).logits[0, -1]
                 single.append(logits)
                 out.append(int(logits.argmax()))
                 step = [out[-1]]
             top2 = torch.stack(single).topk(2, dim=-1).values
             margin = min(margin, float((top2[:, 0] - top2[:, 1]).min()))
             cache = transformers.DynamicCache(config=model.config)
-            chunked = [model(torch.tensor([list(prompt)]), past_key_values=cache).logits[0, -1]]
+            chunked = [model(torch.tensor([list(prompt)]), **cached(model, cache)).logits[0, -1]]
             sequence = out[:-1]
             for start in range(0, len(sequence), chunk):
                 piece = sequence[start : start + chunk]
-                chunked.extend(model(torch.tensor([piece]), past_key_values=cache).logits[0])
+                chunked.extend(model(torch.tensor([piece]), **cached(model, cache)).logits[0])
             for a, b in zip(single, chunked, strict=True):
                 positions += 1
                 mismatches += int(a.argmax() != b.argmax())

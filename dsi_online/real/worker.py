@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Literal, Protocol
 
-from dsi_online.measure.runtime import torch_module, transformers_module
+from dsi_online.measure.runtime import cached, torch_module, transformers_module
 
 DTYPES = ("float32", "float64")
 Kind = Literal["forward", "greedy", "reset", "stop"]
@@ -215,7 +215,7 @@ class ModelWorker:
         torch = torch_module()
         with torch.inference_mode():
             ids = torch.tensor([tokens], dtype=torch.long)
-            out = self.model(input_ids=ids, past_key_values=self._cache, use_cache=True)
+            out = self.model(input_ids=ids, use_cache=True, **cached(self.model, self._cache))
             return [int(t) for t in out.logits[0].argmax(dim=-1).tolist()]
 
     def _extend(self, tokens: tuple[int, ...]) -> None:
