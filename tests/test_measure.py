@@ -266,6 +266,33 @@ def test_measure_latency_then_acceptance_into_one_profile(
     assert updated.provenance == measured.provenance
 
 
+def test_measure_latency_by_tokens_prices_forwards_in_the_profile(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--by-tokens: forwards over 1, 2 and 6 new tokens at the context decoding reached become
+    the profile's token cost, which `run` then draws every forward from."""
+    pytest.importorskip("torch")
+    out = tmp_path / "priced.toml"
+    args = ["measure", "latency", "--target", "tiny-llama", "--drafter", "tiny-llama-drafter"]
+    args += ["--prompt-tokens", "8", "--by-tokens", "1,2,6", "--samples", "3", "--warmup", "1"]
+    assert main([*args, "--device", "cpu", "--out", str(out)]) == 0
+    profile = load_profile(out)
+    for model in (profile.target, profile.drafter):
+        cost = model.latency.cost
+        assert cost is not None
+        assert cost.tokens == (1, 2, 6)
+        assert cost.reference_context == 8 + 1 + 3  # prompt, warm-up and timed decodes
+        assert list(cost.mean_s) == sorted(cost.mean_s)  # made non-decreasing
+        assert len(cost.ratios) == 3 * 3
+    assert "--by-tokens 1,2,6" in profile.provenance.command
+    capsys.readouterr()
+    run = ["run", "--profile", str(out), "-a", "0.8", "--clock", "virtual", "-S", "20", "-r", "2"]
+    assert main([*run, "--prompt-tokens", "8", "--json", "-"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["scenario"]["token_cost"] is True
+    assert document["lossless"] is True
+
+
 def test_measure_latency_of_one_model_as_json(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("torch")
     args = ["measure", "latency", "--target", "tiny-llama-drafter", "--prompt-tokens", "4"]
@@ -341,6 +368,10 @@ def test_missing_extra_is_one_clear_line(
         (["latency", "--target", "tiny-llama", "--warmup", "-1"], "--warmup"),
         (["latency", "--target", "tiny-llama", "--prompt-tokens", "8,x"], "--prompt-tokens"),
         (["latency", "--target", "tiny-llama", "--prompt-tokens", "0"], "--prompt-tokens"),
+        (["latency", "--target", "tiny-llama", "--by-tokens", "4,2"], "--by-tokens"),
+        (["latency", "--target", "tiny-llama", "--by-tokens", "1"], "--by-tokens"),
+        (["latency", "--target", "tiny-llama", "--by-tokens", "0,1"], "--by-tokens"),
+        (["latency", "--target", "tiny-llama", "--by-tokens", "1,x"], "--by-tokens"),
         (["latency", "--target", "tiny-llama", "--out", "p.toml"], "--drafter"),
         (["latency", "--target", "tiny-llama", "--device", "tpu"], "--device"),
         (["latency", "--target", "tiny-llama", "--dtype", "int8"], "--dtype"),

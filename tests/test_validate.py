@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from dsi_online.cli import main
+from dsi_online.cost import monotone
 from dsi_online.errors import InvalidParameterError
 from dsi_online.profile import load_profile
-from dsi_online.real.calibrate import Calibration, monotone
+from dsi_online.real.calibrate import Calibration
 from dsi_online.trace import load_trace
 from dsi_online.validate import ValidateRequest
 

@@ -31,7 +31,12 @@ from dsi_online.measure.acceptance import (
     read_prompts,
     write_acceptance,
 )
-from dsi_online.measure.latency import LatencyRequest, measure_latency, parse_prompt_tokens
+from dsi_online.measure.latency import (
+    LatencyRequest,
+    measure_latency,
+    parse_counts,
+    parse_prompt_tokens,
+)
 from dsi_online.profile import load_profile, profile_to_toml
 
 measure_app = typer.Typer(
@@ -120,6 +125,18 @@ def latency(
             rich_help_panel=SCENARIO,
         ),
     ] = None,
+    by_tokens: Annotated[
+        str | None,
+        typer.Option(
+            metavar="N,N[,N...]",
+            help="Also time forwards over N new tokens (k + 1 for a verification, more for a "
+            "cache catch-up; include your prompt length to price prefills), at the context "
+            "decoding reached: the profile then prices each forward by its tokens "
+            "\\[default: none].",
+            show_default=False,
+            rich_help_panel=SCENARIO,
+        ),
+    ] = None,
     samples: Annotated[
         int, typer.Option(help="Timed forwards per phase.", rich_help_panel=SCENARIO)
     ] = 100,
@@ -143,6 +160,11 @@ def latency(
         dtype=dtype,
         seed=seed,
         allow_download=allow_download,
+        by_tokens=(
+            ()
+            if by_tokens is None
+            else parse_counts([by_tokens], "token counts (--by-tokens)", "1,2,4,6,8,16")
+        ),
     )
     if out is not None and drafter is None:
         raise InvalidParameterError(
@@ -166,12 +188,15 @@ def latency(
     )
     for column in ("model", "TTFT mean ms (prompt tokens)", "TPOT mean ms", "TPOT cv"):
         table.add_column(column)
+    if request.by_tokens:
+        table.add_column(f"forward mean ms (tokens) at context {request.by_tokens_context}")
     for measured in (result.target, result.drafter):
         if measured is not None:
             ttft = ", ".join(f"{_ms(t.mean_s)} ({t.prompt_tokens})" for t in measured.ttft)
-            table.add_row(
-                Text(measured.label), ttft, _ms(measured.tpot_mean_s), f"{measured.tpot_cv:.3g}"
-            )
+            cells = [ttft, _ms(measured.tpot_mean_s), f"{measured.tpot_cv:.3g}"]
+            if request.by_tokens:
+                cells.append(", ".join(f"{_ms(c.mean_s)} ({c.tokens})" for c in measured.by_tokens))
+            table.add_row(Text(measured.label), *cells)
     console.print(table)
     if result.c is not None:
         console.print(Text(f"c = drafter TPOT / target TPOT = {result.c:.4g}"))

@@ -3,7 +3,10 @@
 TTFT: one forward over a fresh random prompt of the given length, without a cache, up to the
 first token's argmax. TPOT: after a prefill of the first prompt length, one forward of one
 token with the KV cache, up to its argmax; the context grows by one token
-per step, as in decoding. Warm-up forwards run first and are not recorded. Every timed forward
+per step, as in decoding. With `--by-tokens`, forwards over n new tokens (a verification of
+k + 1 tokens, a cache catch-up) at the context decoding reached, the cache cropped back after
+each: the profile then prices every forward by the tokens it processes (`dsi_online.cost`).
+Warm-up forwards run first and are not recorded. Every timed forward
 is bracketed by device synchronisation (torch.cuda.synchronize on CUDA), so the host clock
 measures the work, not its launch.
 """
@@ -18,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dsi_online.cost import TokenCost, monotone
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.latency import Empirical, ModelLatency
 from dsi_online.measure.models import LoadedModel, check_memory, load_model
@@ -51,6 +55,7 @@ class LatencyRequest:
     dtype: str | None = None
     seed: int = 0
     allow_download: bool = False
+    by_tokens: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         require(
@@ -61,6 +66,16 @@ class LatencyRequest:
         require(self.samples >= 2, f"samples (--samples) must be >= 2; got {self.samples}")
         require(self.warmup >= 0, f"warm-up forwards (--warmup) must be >= 0; got {self.warmup}")
         require(self.seed >= 0, f"seed (--seed) must be >= 0; got {self.seed}")
+        require(
+            not self.by_tokens
+            or (
+                len(self.by_tokens) >= 2
+                and self.by_tokens[0] >= 1
+                and all(a < b for a, b in zip(self.by_tokens, self.by_tokens[1:], strict=False))
+            ),
+            "token counts (--by-tokens) must be two or more increasing integers >= 1, e.g. "
+            "1,2,4,6,8,16; got " + ",".join(str(n) for n in self.by_tokens),
+        )
         check_device_and_dtype(self.device, self.dtype)
 
     @property
@@ -71,7 +86,13 @@ class LatencyRequest:
     def forwards_per_model(self) -> int:
         """How many forwards measuring one model takes (progress bars use it)."""
         ttft = len(self.prompt_tokens) * (self.warmup + self.samples)
-        return ttft + 1 + self.warmup + self.samples
+        by_tokens = len(self.by_tokens) * (self.warmup + self.samples)
+        return ttft + 1 + self.warmup + self.samples + by_tokens
+
+    @property
+    def by_tokens_context(self) -> int:
+        """The context the --by-tokens forwards run at: where decoding ended."""
+        return self.decode_context + self.warmup + self.samples
 
     def command_line(self) -> str:
         """The command that repeats this measurement, every option spelled out."""
@@ -79,6 +100,8 @@ class LatencyRequest:
         if self.drafter is not None:
             args += ["--drafter", self.drafter]
         args += ["--prompt-tokens", ",".join(str(n) for n in self.prompt_tokens)]
+        if self.by_tokens:
+            args += ["--by-tokens", ",".join(str(n) for n in self.by_tokens)]
         args += ["--samples", str(self.samples), "--warmup", str(self.warmup)]
         args += ["--device", self.device]
         if self.dtype is not None:
@@ -103,8 +126,22 @@ class PromptTTFT:
 
 
 @dataclass(frozen=True)
+class TokenCountLatency:
+    """Latency samples (seconds) of forwards over `tokens` new tokens."""
+
+    tokens: int
+    samples_s: tuple[float, ...]
+
+    @property
+    def mean_s(self) -> float:
+        """Mean latency in seconds."""
+        return statistics.fmean(self.samples_s)
+
+
+@dataclass(frozen=True)
 class ModelLatencyResult:
-    """One model's measured TTFT per prompt length and TPOT samples."""
+    """One model's measured TTFT per prompt length, TPOT samples and, with --by-tokens, the
+    latency of forwards by the tokens they process at `by_tokens_context`."""
 
     spec: str
     label: str
@@ -112,6 +149,8 @@ class ModelLatencyResult:
     tpot_s: tuple[float, ...]
     decode_context: int
     random_weights: bool  # an architecture preset: its latency is the real model's
+    by_tokens: tuple[TokenCountLatency, ...] = ()
+    by_tokens_context: int = 0
 
     @property
     def tpot_mean_s(self) -> float:
@@ -124,16 +163,37 @@ class ModelLatencyResult:
         return statistics.stdev(self.tpot_s) / self.tpot_mean_s
 
     def model_latency(self) -> ModelLatency:
-        """Empirical latency models: TTFT at the first prompt length, and TPOT."""
-        return ModelLatency(Empirical(self.ttft[0].samples_s), Empirical(self.tpot_s))
+        """Empirical latency models: TTFT at the first prompt length, and TPOT; with
+        --by-tokens, a token cost (means by count, made non-decreasing as in
+        `dsi-online validate`'s calibration; the spread as ratios to them; a cancelled
+        forward runs to its end, as one inside a serving engine's model call does)."""
+        return ModelLatency(
+            Empirical(self.ttft[0].samples_s), Empirical(self.tpot_s), self.token_cost()
+        )
+
+    def token_cost(self) -> TokenCost | None:
+        """The --by-tokens measurement as a token-cost model, or None without it."""
+        if not self.by_tokens:
+            return None
+        ratios = tuple(s / c.mean_s for c in self.by_tokens for s in c.samples_s)
+        return TokenCost(
+            tokens=tuple(c.tokens for c in self.by_tokens),
+            mean_s=tuple(monotone([c.mean_s for c in self.by_tokens])),
+            reference_context=self.by_tokens_context,
+            ratios=ratios,
+        )
 
     def summary(self) -> str:
         """TTFT means by prompt length and the TPOT mean, for provenance notes."""
         ttft = ", ".join(f"{t.prompt_tokens} tokens {t.mean_s * 1e3:.4g} ms" for t in self.ttft)
-        return (
+        text = (
             f"{self.label}: TTFT mean {ttft}; TPOT mean {self.tpot_mean_s * 1e3:.4g} ms "
             f"(cv {self.tpot_cv:.3g}) from a {self.decode_context}-token context"
         )
+        if self.by_tokens:
+            counts = ", ".join(f"{c.tokens} {c.mean_s * 1e3:.4g}" for c in self.by_tokens)
+            text += f"; forward mean ms by tokens at context {self.by_tokens_context}: {counts}"
+        return text
 
 
 @dataclass(frozen=True)
@@ -204,12 +264,12 @@ def measure_model(
 ) -> ModelLatencyResult:
     """Measure one loaded model's TTFT at each prompt length, then its TPOT."""
     longest = max(request.prompt_tokens)
-    decode_end = request.decode_context + 1 + request.warmup + request.samples
+    decode_end = request.by_tokens_context + max(request.by_tokens, default=1)
     if max(longest, decode_end) > model.max_positions:
         raise InvalidParameterError(
             f"{model.spec} takes at most {model.max_positions} positions: the longest prompt "
-            f"(--prompt-tokens) and the first prompt + 1 + --warmup + --samples must fit; "
-            f"got {longest} and {decode_end}"
+            f"(--prompt-tokens) and the first prompt + --warmup + --samples + 1 (or + the "
+            f"largest --by-tokens) must fit; got {longest} and {decode_end}"
         )
     torch = torch_module()
     generator = torch.Generator().manual_seed(request.seed)
@@ -252,6 +312,20 @@ def measure_model(
             if i >= request.warmup:
                 tpot.append(seconds)
             tick()
+
+        def extend(ids: Any) -> None:
+            net(ids, use_cache=True, **cached(net, state["cache"]))
+            state["cache"].crop(-ids.shape[-1])  # negative: drop that many (every version)
+
+        by_tokens: list[TokenCountLatency] = []
+        for count in request.by_tokens:
+            samples = []
+            for i in range(request.warmup + request.samples):
+                seconds = _timed(device, extend, prompt(count))
+                if i >= request.warmup:
+                    samples.append(seconds)
+                tick()
+            by_tokens.append(TokenCountLatency(count, tuple(samples)))
     return ModelLatencyResult(
         spec=model.spec,
         label=model.label,
@@ -259,6 +333,8 @@ def measure_model(
         tpot_s=tuple(tpot),
         decode_context=request.decode_context,
         random_weights=model.preset is not None,
+        by_tokens=tuple(by_tokens),
+        by_tokens_context=request.by_tokens_context if by_tokens else 0,
     )
 
 
@@ -311,14 +387,18 @@ def measure_latency(
 
 def parse_prompt_tokens(values: Sequence[str]) -> tuple[int, ...]:
     """Prompt lengths from '--prompt-tokens 128,512' (or the option repeated)."""
-    lengths: list[int] = []
+    return parse_counts(values, "prompt lengths (--prompt-tokens)", "128,512")
+
+
+def parse_counts(values: Sequence[str], what: str, example: str) -> tuple[int, ...]:
+    """Integers from comma-separated values (or the option repeated)."""
+    counts: list[int] = []
     for value in values:
         for part in value.split(","):
             try:
-                lengths.append(int(part))
+                counts.append(int(part))
             except ValueError:
                 raise InvalidParameterError(
-                    f"prompt lengths (--prompt-tokens) must be integers >= 1, e.g. 128,512; "
-                    f"got {value!r}"
+                    f"{what} must be integers >= 1, e.g. {example}; got {value!r}"
                 ) from None
-    return tuple(lengths)
+    return tuple(counts)

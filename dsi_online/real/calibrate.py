@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsi_online.cost import TokenCost
+from dsi_online.cost import TokenCost, monotone
 from dsi_online.errors import require
 from dsi_online.latency import Empirical, ModelLatency
 from dsi_online.real.backend import RealBackend
@@ -260,18 +260,6 @@ def calibrate(
         idle_ratios=tuple(tuple(r) for r in idle),
         contended_ratios=tuple(contended),
     )
-
-
-def monotone(values: Sequence[float]) -> list[float]:
-    """The closest non-decreasing sequence (pool adjacent violators, equal weights): a
-    server idle longer does not get faster, so a dip between two gaps is noise."""
-    blocks: list[list[float]] = []  # [mean, count]
-    for value in values:
-        blocks.append([value, 1])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            (m2, c2), (m1, c1) = blocks.pop(), blocks.pop()
-            blocks.append([(m1 * c1 + m2 * c2) / (c1 + c2), c1 + c2])
-    return [mean for mean, count in blocks for _ in range(int(count))]
 
 
 def acceptance_trace(
