@@ -12,10 +12,10 @@ from rich.table import Table
 from rich.text import Text
 
 from dsi_online.cli.app import app
-from dsi_online.cli.common import progress_bar
-from dsi_online.pair.info import PairInfo
+from dsi_online.cli.common import announce, progress_bar
+from dsi_online.pair.info import INFO_FILE, PairInfo
 from dsi_online.pair.recipes import SIZES, get_recipe
-from dsi_online.pair.store import TrainResult, train_pair
+from dsi_online.pair.store import TrainResult, default_pair_dir, train_pair
 from dsi_online.pair.train import TrainProgress, total_units
 
 pair_app = typer.Typer(
@@ -56,6 +56,13 @@ def train_with_progress(size: str, seed: int, out: Path | None = None) -> TrainR
     # share, spinning threads made 2-thread training 3x slower (docs/pair.md). Read when
     # torch loads, which is later; the weights do not depend on it.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    folder = default_pair_dir(size, seed)
+    if not (folder / INFO_FILE).is_file():
+        took = " (5 min 10 s on an idle 2-core CPU, docs/pair.md)" if size == "small" else ""
+        announce(
+            f"pair train: training the {size} pair (seed {seed}), {total_units(recipe)} "
+            f"steps{took}, into the cache {folder}"
+        )
     with progress_bar(f"training {size} pair", total_units(recipe)) as bar:
         task = bar.task_ids[0]
 
