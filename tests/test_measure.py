@@ -17,6 +17,7 @@ from dsi_online.latency import Empirical
 from dsi_online.measure.acceptance import estimate_acceptance
 from dsi_online.measure.presets import PAIRS, PRESETS
 from dsi_online.profile import SHIPPED_DIR, load_profile, resolve_profile, shipped_profiles
+from dsi_online.trace import load_trace
 
 SHIPPED = "tiny-llama-cpu"
 PROMPTS = ["def fibonacci(n):", "The capital of France is", "Once upon a time", "USER: hi"]
@@ -253,10 +254,15 @@ def test_measure_latency_then_acceptance_into_one_profile(
 
     acceptance = ["measure", "acceptance", "--target", "tiny-llama", "--drafter", "tiny-llama"]
     acceptance += ["--prompts", str(prompts_file), "--max-new-tokens", "6", "--lookahead", "3"]
-    acceptance += ["--profile", str(out), "--json", "-"]
+    trace = tmp_path / "trace.json"
+    acceptance += ["--profile", str(out), "--trace-out", str(trace), "--json", "-"]
     assert main([*acceptance, *common]) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["estimate"]["rate"] == 1.0
+    assert load_trace(trace).traces == ("111111",) * len(PROMPTS) == tuple(document["matches"])
+    replay = ["run", "--profile", str(out), "--acceptance-trace", str(trace), "-S", "6"]
+    assert main([*replay, "--clock", "virtual", "-r", "2", "--json", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["lossless"] is True
     updated = load_profile(out)
     assert updated.acceptance is not None
     assert updated.acceptance.rate == 1.0

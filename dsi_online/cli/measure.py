@@ -237,6 +237,15 @@ def acceptance(
             rich_help_panel=OUTPUT,
         ),
     ] = None,
+    trace_out: Annotated[
+        str | None,
+        typer.Option(
+            help="Write each prompt's accept/reject trace here (JSON), for run "
+            "--acceptance-trace \\[default: none].",
+            show_default=False,
+            rich_help_panel=OUTPUT,
+        ),
+    ] = None,
     bootstrap: Annotated[
         int,
         typer.Option(help="Cluster-bootstrap resamples of the 95% CI.", rich_help_panel=EXECUTION),
@@ -264,6 +273,7 @@ def acceptance(
         load_profile(profile)  # a bad profile fails now, not after the measurement
         check_output(str(profile), "--profile")
     check_output(json_path, "--json")
+    check_output(trace_out, "--trace-out")
     with (
         keeping("nothing is kept (the rate is written at the end)"),
         progress_bar("prompts", len(read_prompts(prompts))) as bar,
@@ -297,5 +307,8 @@ def acceptance(
     if profile is not None:
         write_acceptance(profile, measured)
         console.print(Text(f"wrote [acceptance] to {profile}"))
+    if trace_out is not None:
+        write_text(result.trace().to_json() + "\n", trace_out, "--trace-out")
+        console.print(Text(f"wrote the acceptance trace to {trace_out}"))
     if json_path is not None:
         write_json(result.to_json(), json_path)

@@ -47,6 +47,7 @@ from dsi_online.measure.runtime import (
 )
 from dsi_online.profile import AcceptanceProfile, Profile, load_profile, profile_to_toml
 from dsi_online.results import write_output
+from dsi_online.trace import AcceptanceTrace
 
 
 @dataclass(frozen=True)
@@ -205,11 +206,22 @@ class AcceptanceResult:
     drafter: str
     estimate: AcceptanceEstimate
     random_weights: bool  # a preset took part: the rate says nothing about real models
+    matches: tuple[tuple[bool, ...], ...] = ()  # per prompt, per generated position
+
+    def trace(self) -> AcceptanceTrace:
+        """Every prompt's matches as a trace that `run --acceptance-trace` replays."""
+        return AcceptanceTrace.from_matches(
+            self.matches,
+            f"{self.request.command_line()} ({self.environment.date}): per prompt, at each "
+            f"generated position, whether the drafter's greedy token given the target's prefix "
+            f"is the target's",
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The whole measurement as plain JSON values, with its command line."""
         document = dataclasses.asdict(self)
         document["request"]["prompts"] = str(self.request.prompts)
+        document["matches"] = list(self.trace().traces)
         return {**document, "command": self.request.command_line()}
 
     def acceptance_profile(self) -> AcceptanceProfile:
@@ -306,6 +318,7 @@ def measure_acceptance(
         drafter=labels[1],
         estimate=estimate_acceptance(matches, request.lookahead, request.bootstrap, request.seed),
         random_weights=random_weights,
+        matches=tuple(tuple(row) for row in matches),
     )
 
 
