@@ -2,13 +2,13 @@
 
 TTFT: one forward over a fresh random prompt of the given length, without a cache, up to the
 first token's argmax. TPOT: after a prefill of the first prompt length, one forward of one
-token with the KV cache, up to its argmax; the context grows by one token
-per step, as in decoding. With `--by-tokens`, forwards over n new tokens (a verification of
-k + 1 tokens, a cache catch-up) at the context decoding reached, the cache cropped back after
-each: the profile then prices every forward by the tokens it processes (`dsi_online.cost`).
-Warm-up forwards run first and are not recorded. Every timed forward
-is bracketed by device synchronisation (torch.cuda.synchronize on CUDA), so the host clock
-measures the work, not its launch.
+token with the KV cache, up to its argmax; the context grows by one token per step, as in
+decoding. With `--by-tokens`, forwards over n new tokens (a verification of k + 1 tokens, a
+cache catch-up) at the context decoding reached, the cache cropped back after each: the
+profile then prices every forward by the tokens it processes (`dsi_online.cost`). Warm-up
+forwards run first and are not recorded. Every timed forward is bracketed by device
+synchronisation (torch.cuda.synchronize on CUDA), so the host clock measures the work, not
+its launch.
 """
 
 from __future__ import annotations
