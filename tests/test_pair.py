@@ -16,6 +16,7 @@ from dsi_online.pair import cache_root, default_pair_dir, heldout_prompts
 from dsi_online.pair.corpus import Corpus, is_heldout
 from dsi_online.pair.info import INFO_FILE, PairInfo
 from dsi_online.pair.recipes import RECIPES, get_recipe
+from dsi_online.pair.train import total_units
 
 
 def _error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -208,7 +209,24 @@ def test_cached_pair_is_reused_without_training(
     result = train_pair("test", seed=0)
     assert not result.trained and result.path == test_pair
     assert main(["pair", "train", "--size", "test"]) == 0
-    assert "reused" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "reused" in captured.out and "training" not in captured.err
+
+
+def test_training_is_announced_once_the_checks_pass(
+    empty_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cache miss says on stderr that it trains, and where, before the minutes of work."""
+    pytest.importorskip("torch")
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("dsi_online.pair.store.train_models", interrupted)
+    assert main(["pair", "train", "--size", "test"]) == 130
+    err = capsys.readouterr().err
+    steps = total_units(get_recipe("test"))
+    assert f"training the test pair (seed 0), {steps} steps, into the cache {empty_cache}" in err
 
 
 def test_out_copies_the_pair_and_loads(

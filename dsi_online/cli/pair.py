@@ -13,9 +13,9 @@ from rich.text import Text
 
 from dsi_online.cli.app import app
 from dsi_online.cli.common import announce, progress_bar
-from dsi_online.pair.info import INFO_FILE, PairInfo
+from dsi_online.pair.info import PairInfo
 from dsi_online.pair.recipes import SIZES, get_recipe
-from dsi_online.pair.store import TrainResult, default_pair_dir, train_pair
+from dsi_online.pair.store import TrainResult, train_pair
 from dsi_online.pair.train import TrainProgress, total_units
 
 pair_app = typer.Typer(
@@ -56,13 +56,14 @@ def train_with_progress(size: str, seed: int, out: Path | None = None) -> TrainR
     # share, spinning threads made 2-thread training 3x slower (docs/pair.md). Read when
     # torch loads, which is later; the weights do not depend on it.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    folder = default_pair_dir(size, seed)
-    if not (folder / INFO_FILE).is_file():
-        took = " (5 min 10 s on an idle 2-core CPU, docs/pair.md)" if size == "small" else ""
+    took = " (5 min 10 s on an idle 2-core CPU, docs/pair.md)" if size == "small" else ""
+
+    def starting(folder: Path) -> None:
         announce(
             f"pair train: training the {size} pair (seed {seed}), {total_units(recipe)} "
             f"steps{took}, into the cache {folder}"
         )
+
     with progress_bar(f"training {size} pair", total_units(recipe)) as bar:
         task = bar.task_ids[0]
 
@@ -70,7 +71,7 @@ def train_with_progress(size: str, seed: int, out: Path | None = None) -> TrainR
             loss = "" if event.loss is None else f", loss {event.loss:.3f}"
             bar.update(task, completed=event.done, description=f"{event.phase}{loss}")
 
-        return train_pair(size, seed, out, report)
+        return train_pair(size, seed, out, report, starting)
 
 
 @pair_app.command("train")

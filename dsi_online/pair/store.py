@@ -18,6 +18,7 @@ import shlex
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -234,10 +235,12 @@ def train_pair(
     seed: int = 0,
     out: Path | str | None = None,
     progress: ProgressCallback | None = None,
+    starting: Callable[[Path], None] | None = None,
 ) -> TrainResult:
     """The pair of this size and seed: from the cache when there, else trained into it
-    (a few minutes for `small`); copied to `out` when given. `out` is checked before any
-    training. InvalidParameterError for a bad size, seed or `out`."""
+    (a few minutes for `small`; `starting` gets the cache folder once every check passed and
+    training begins); copied to `out` when given. `out` is checked before any training.
+    InvalidParameterError for a bad size, seed or `out`."""
     recipe = get_recipe(size)
     _check_seed(seed)
     corpus = Corpus.from_stdlib()
@@ -248,6 +251,8 @@ def train_pair(
     if trained:
         _require_extra()
         _writable_folder(folder.parent, "the pair cache (set DSI_ONLINE_CACHE to move it):")
+        if starting is not None:
+            starting(folder)
         info = _train_into(folder, recipe, seed, corpus, key, progress)
     else:
         info = PairInfo.read(folder)
