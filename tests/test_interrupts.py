@@ -5,6 +5,7 @@ a second stops at once; no process outlives the command, even when its parent is
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import signal
 import subprocess
@@ -98,12 +99,36 @@ LONG_SWEEP = ["sweep", "--vary", "servers=1:60", "-S", "2000", "-r", "20", "--wo
 LONG_SWEEP += ["--no-png"]
 
 
+LONG_RAY_HEATMAP = ["heatmap", "--engine", "async", "--ndim", "8", "--tokens", "400"]
+LONG_RAY_HEATMAP += ["--repeats", "4", "--backend", "ray", "--no-png"]
+NO_RAY = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs the [ray] extra")
+
+
+def _ray_processes() -> set[int]:
+    """Processes whose command line names Ray (its GCS, raylet and workers)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"ray" in (entry / "cmdline").read_bytes():
+                    found.add(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
 @pytest.mark.parametrize(
-    ("args", "started"), [(LONG_HEATMAP, "heatmap: "), (LONG_SWEEP, "sweep: ")]
+    ("args", "started"),
+    [
+        (LONG_HEATMAP, "heatmap: "),
+        (LONG_SWEEP, "sweep: "),
+        pytest.param(LONG_RAY_HEATMAP, "heatmap: ", marks=NO_RAY, id="ray"),
+    ],
 )
 def test_first_ctrl_c_says_what_is_kept_and_stops(
     args: list[str], started: str, tmp_path: Path
 ) -> None:
+    ray_before = _ray_processes()
     out = tmp_path / "out"
     command = Command([*args, "--out", str(out)], tmp_path)
     command.wait_for_line(started)
@@ -117,6 +142,10 @@ def test_first_ctrl_c_says_what_is_kept_and_stops(
     assert f"kept in {out}" in err and f"--resume --out {out}" in err
     assert ended - sent < STOPS_S
     assert command.group_gone(), "a worker outlived the command"
+    deadline = time.monotonic() + STOPS_S  # Ray's own processes leave the group: gone too
+    while _ray_processes() - ray_before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _ray_processes() - ray_before, "a Ray process outlived the command"
 
 
 def test_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
