@@ -14,6 +14,7 @@ its launch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shlex
 import statistics
 import time
@@ -286,16 +287,23 @@ def measure_model(
         if advance is not None:
             advance(1)
 
-    ttft: list[PromptTTFT] = []
+    def timed_samples(
+        step: Callable[[Any], object], argument: Callable[[], object] = lambda: None
+    ) -> tuple[float, ...]:
+        """--warmup untimed then --samples timed calls of `step`, each on a new argument."""
+        samples: list[float] = []
+        for i in range(request.warmup + request.samples):
+            seconds = _timed(device, step, argument())
+            if i >= request.warmup:
+                samples.append(seconds)
+            tick()
+        return tuple(samples)
+
     with torch.inference_mode():
-        for length in request.prompt_tokens:
-            samples: list[float] = []
-            for i in range(request.warmup + request.samples):
-                seconds = _timed(device, prefill, prompt(length))
-                if i >= request.warmup:
-                    samples.append(seconds)
-                tick()
-            ttft.append(PromptTTFT(length, tuple(samples)))
+        ttft = [
+            PromptTTFT(length, timed_samples(prefill, functools.partial(prompt, length)))
+            for length in request.prompt_tokens
+        ]
 
         out = net(prompt(request.decode_context), use_cache=True)
         state = {"cache": returned_cache(out), "next": out.logits[:, -1:].argmax(-1)}
@@ -306,31 +314,21 @@ def measure_model(
             state["cache"] = returned_cache(step)
             state["next"] = step.logits[:, -1:].argmax(-1)
 
-        tpot: list[float] = []
-        for i in range(request.warmup + request.samples):
-            seconds = _timed(device, decode)
-            if i >= request.warmup:
-                tpot.append(seconds)
-            tick()
+        tpot = timed_samples(decode)
 
         def extend(ids: Any) -> None:
             net(ids, use_cache=True, **cached(net, state["cache"]))
             state["cache"].crop(-ids.shape[-1])  # negative: drop that many (every version)
 
-        by_tokens: list[TokenCountLatency] = []
-        for count in request.by_tokens:
-            samples = []
-            for i in range(request.warmup + request.samples):
-                seconds = _timed(device, extend, prompt(count))
-                if i >= request.warmup:
-                    samples.append(seconds)
-                tick()
-            by_tokens.append(TokenCountLatency(count, tuple(samples)))
+        by_tokens = [
+            TokenCountLatency(count, timed_samples(extend, functools.partial(prompt, count)))
+            for count in request.by_tokens
+        ]
     return ModelLatencyResult(
         spec=model.spec,
         label=model.label,
         ttft=tuple(ttft),
-        tpot_s=tuple(tpot),
+        tpot_s=tpot,
         decode_context=request.decode_context,
         random_weights=model.preset is not None,
         by_tokens=tuple(by_tokens),
