@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dsi_online.errors import DSIOnlineError, InvalidParameterError, ProfileError
-    from dsi_online.latency import Constant, Empirical, LogNormal, ModelLatency
-    from dsi_online.oracle import SimulatedOracle, TokenOracle
-    from dsi_online.profile import Profile, load_profile, resolve_profile
-    from dsi_online.runner import ScenarioResult, run_many, run_scenario
-    from dsi_online.scenario import Scenario
     from dsi_online.schedulers import DSI, SI, Generation, NonSI, RunResult
+    from dsi_online.sim.latency import Constant, Empirical, LogNormal, ModelLatency
+    from dsi_online.sim.oracle import SimulatedOracle, TokenOracle
+    from dsi_online.sim.profile import Profile, load_profile, resolve_profile
+    from dsi_online.sim.runner import ScenarioResult, run_many, run_scenario
+    from dsi_online.sim.scenario import Scenario
 
 __version__ = "0.1.0"
 
@@ -33,19 +33,19 @@ _HOMES = {
     "DSIOnlineError": "errors",
     "InvalidParameterError": "errors",
     "ProfileError": "errors",
-    "Constant": "latency",
-    "Empirical": "latency",
-    "LogNormal": "latency",
-    "ModelLatency": "latency",
-    "SimulatedOracle": "oracle",
-    "TokenOracle": "oracle",
-    "Profile": "profile",
-    "load_profile": "profile",
-    "resolve_profile": "profile",
-    "ScenarioResult": "runner",
-    "run_many": "runner",
-    "run_scenario": "runner",
-    "Scenario": "scenario",
+    "Constant": "sim.latency",
+    "Empirical": "sim.latency",
+    "LogNormal": "sim.latency",
+    "ModelLatency": "sim.latency",
+    "SimulatedOracle": "sim.oracle",
+    "TokenOracle": "sim.oracle",
+    "Profile": "sim.profile",
+    "load_profile": "sim.profile",
+    "resolve_profile": "sim.profile",
+    "ScenarioResult": "sim.runner",
+    "run_many": "sim.runner",
+    "run_scenario": "sim.runner",
+    "Scenario": "sim.scenario",
     "DSI": "schedulers",
     "SI": "schedulers",
     "Generation": "schedulers",

@@ -7,7 +7,7 @@ only says what an interrupt keeps, with `keeping`):
   (finished cells in a results folder, or nothing), then raises KeyboardInterrupt in the main
   thread; while an event loop runs (`run_interruptible`), it cancels the loop's main task
   instead, and KeyboardInterrupt is raised once the cancellation has unwound every task.
-  Pools of workers are terminated, not waited for (`dsi_online.parallel`), so the command
+  Pools of workers are terminated, not waited for (`dsi_online.studies.parallel`), so the command
   ends within about a second; `main` exits with code 130 and no traceback.
 - A second Ctrl-C stops at once: the process exits with code 130 on the spot.
 - Worker processes exit when the process that started them dies, even after `kill -9`:

@@ -17,8 +17,8 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from dsi_online.runner import run_many
-from dsi_online.scenario import Scenario
+from dsi_online.sim.runner import run_many
+from dsi_online.sim.scenario import Scenario
 
 
 def _scenarios() -> list[tuple[str, Scenario, int]]:

@@ -16,9 +16,9 @@ import sys
 import time
 from dataclasses import replace
 
-from dsi_online.bench import VIRTUAL_WORKLOAD
-from dsi_online.runner import run_many
-from dsi_online.scenario import Scenario
+from dsi_online.sim.runner import run_many
+from dsi_online.sim.scenario import Scenario
+from dsi_online.studies.bench import VIRTUAL_WORKLOAD
 
 PARTS = (
     ("dsi_online/clock.py", "event loop: this project's loop and timers"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from dsi_online.scenario import Scenario
+from dsi_online.sim.scenario import Scenario
 
 
 @st.composite

@@ -8,9 +8,9 @@ import json
 import pytest
 
 import dsi_online.cli.bench as bench_cli
-from dsi_online.bench import SUITE, BenchCase, run_case, suite
 from dsi_online.cli import main
-from dsi_online.scenario import Scenario
+from dsi_online.sim.scenario import Scenario
+from dsi_online.studies.bench import SUITE, BenchCase, run_case, suite
 
 TINY = BenchCase(
     "tiny",

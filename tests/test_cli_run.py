@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dsi_online.analytic import si_time_per_token
 from dsi_online.cli import main
+from dsi_online.units.analytic import si_time_per_token
 
 DONE_MEANS = [
     "run",

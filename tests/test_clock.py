@@ -13,8 +13,10 @@ from collections.abc import Callable
 
 import pytest
 
-from dsi_online import clock
-from dsi_online.clock import (
+from dsi_online.errors import InvalidParameterError
+from dsi_online.schedulers import RunResult
+from dsi_online.sim import clock
+from dsi_online.sim.clock import (
     RANK_DEFAULT,
     RANK_DRAFT,
     SimulationStalled,
@@ -25,10 +27,8 @@ from dsi_online.clock import (
     run,
     wake_at,
 )
-from dsi_online.errors import InvalidParameterError
-from dsi_online.runner import play_repeat
-from dsi_online.scenario import Scenario
-from dsi_online.schedulers import RunResult
+from dsi_online.sim.runner import play_repeat
+from dsi_online.sim.scenario import Scenario
 
 
 async def sleeps(n: int, seconds: float) -> float:

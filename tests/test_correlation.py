@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from dsi_online.errors import InvalidParameterError
-from dsi_online.latency import CorrelatedStream, ModelLatency, StepDraws, empirical_ms
-from dsi_online.runner import run_scenario
-from dsi_online.scenario import Scenario
+from dsi_online.sim.latency import CorrelatedStream, ModelLatency, StepDraws, empirical_ms
+from dsi_online.sim.runner import run_scenario
+from dsi_online.sim.scenario import Scenario
 
 Z = 4.0
 MEAN_S, CV = 0.010, 0.5

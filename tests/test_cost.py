@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dsi_online.cost import CostStream, TokenCost
 from dsi_online.errors import InvalidParameterError
+from dsi_online.sim.cost import CostStream, TokenCost
 
 COST = TokenCost(tokens=(1, 2, 4, 8), mean_s=(1.0, 1.2, 1.6, 2.0), reference_context=100)
 

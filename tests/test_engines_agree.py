@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsi_online import engines_compare
-from dsi_online.engines_compare import compare, report
-from dsi_online.runner import ScenarioResult, oracle_for, run_scenario
-from dsi_online.scenario import Scenario, servers_needed
-from dsi_online.units import UnitsResult, simulate_scenario
+from dsi_online.sim.runner import ScenarioResult, oracle_for, run_scenario
+from dsi_online.sim.scenario import Scenario, servers_needed
+from dsi_online.units import compare as engines_compare
+from dsi_online.units.compare import compare, report
+from dsi_online.units.engine import UnitsResult, simulate_scenario
 
 TARGET_US = 10_000
 RELATIVE = 1e-12  # latencies are whole microseconds, so only the model's float sums round
@@ -98,7 +98,7 @@ def test_with_the_servers_it_needs_dsi_is_not_slower_on_average(c: float, a: flo
 
 
 def test_the_comparison_command(capsys: pytest.CaptureFixture[str]) -> None:
-    """`python -m dsi_online.engines_compare` (docs/engines.md): a table and a summary;
+    """`python -m dsi_online.units.compare` (docs/engines.md): a table and a summary;
     bad input is one line and exit code 2."""
     scenario = Scenario.from_ms(
         target_ms=10, drafter_ms=1, acceptance=0.8, lookahead=5, servers=2, tokens=50, repeats=3

@@ -23,9 +23,9 @@ import pytest
 from rich.console import Console
 
 from dsi_online.cli import main
-from dsi_online.profile import SHIPPED_DIR
 from dsi_online.reports.heatmap_view import SPEEDUP_BANDS, band_of, render_grid
-from dsi_online.stats import Speedup
+from dsi_online.sim.profile import SHIPPED_DIR
+from dsi_online.sim.stats import Speedup
 
 VIRTUAL = ["run", "--clock", "virtual"]
 SMALL_HEATMAP = ["heatmap", "--ndim", "2", "--max-lookahead", "2", "-S", "20", "-r", "1"]
@@ -268,7 +268,9 @@ def test_presets_that_cannot_fit_are_refused(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("torch")
-    monkeypatch.setattr("dsi_online.measure.runtime.available_memory", lambda device: 16 * 10**9)
+    monkeypatch.setattr(
+        "dsi_online.measure.torch_runtime.available_memory", lambda device: 16 * 10**9
+    )
     args = ["measure", "latency", "--target", "vicuna-13b", "--device", "cpu"]
     line = one_error(capsys, args)
     assert "vicuna-13b" in line and "float32" in line and "--dtype" in line and "GPU" in line
@@ -387,9 +389,9 @@ def _render(renderable: Any, width: int) -> str:
 def test_tables_at_80_columns_cut_no_number() -> None:
     from dsi_online.cli.table import load_profiles, render_table
     from dsi_online.reports.run import render_table as render_run
-    from dsi_online.runner import run_scenario
-    from dsi_online.scenario import Scenario
-    from dsi_online.table import TableConfig, build_table
+    from dsi_online.sim.runner import run_scenario
+    from dsi_online.sim.scenario import Scenario
+    from dsi_online.studies.table import TableConfig, build_table
 
     config = TableConfig(acceptance=0.8, tokens=30, repeats=3, max_lookahead=3)
     rows = build_table(load_profiles(["tiny-llama-cpu"]), config)
@@ -416,7 +418,7 @@ def test_redirected_output_has_no_width_limit(capsys: pytest.CaptureFixture[str]
 
 
 def test_heatmap_cells_have_gaps() -> None:
-    from dsi_online.heatmap import PanelGrid
+    from dsi_online.studies.heatmap import PanelGrid
 
     grid = PanelGrid([0.1, 0.2, 0.3], [0.5, 0.9], [[1.0, 1.0, 1.0], [1.24, 2.5, 0.8]])
     text = _render(render_grid(grid, "t", SPEEDUP_BANDS, False), 80)
@@ -439,13 +441,13 @@ def test_plot_extra_hint_keeps_its_brackets(
 
 def test_png_axes_span_the_grid_and_sweep_ticks_are_integers(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from dsi_online.heatmap import CellBest
     from dsi_online.reports.plots import _span_grid, pyplot
+    from dsi_online.studies.heatmap import CellBest
 
     plt = pyplot()
     fig, ax = plt.subplots()
     best = [CellBest(c, a, 1.0, 1.0, 1, 1.0, 1, 1.0, "si") for c in (0.3, 0.4) for a in (0.6, 0.8)]
-    from dsi_online.heatmap import panel_grid
+    from dsi_online.studies.heatmap import panel_grid
 
     _span_grid(ax, panel_grid(best, "dsi_over_si"))
     assert ax.get_xlim() == pytest.approx((0.25, 0.45)) and ax.get_ylim() == pytest.approx(

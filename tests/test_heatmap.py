@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dsi_online import heatmap as hm
 from dsi_online.cli import main
 from dsi_online.errors import InvalidParameterError, MissingExtraError
-from dsi_online.heatmap import (
+from dsi_online.studies import heatmap as hm
+from dsi_online.studies.heatmap import (
     BEST_FILE,
     JOURNAL_FILE,
     ROWS_FILE,
@@ -26,8 +26,8 @@ from dsi_online.heatmap import (
     read_rows,
     run_heatmap,
 )
-from dsi_online.results import write_atomic
-from dsi_online.units import UnitsCell
+from dsi_online.studies.results import write_atomic
+from dsi_online.units.engine import UnitsCell
 
 TINY = HeatmapConfig(ndim=3, max_lookahead=4, tokens=60, repeats=3, seed=1)
 TINY_ASYNC = HeatmapConfig(ndim=4, max_lookahead=3, tokens=30, repeats=2, seed=1, engine="async")

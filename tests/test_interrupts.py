@@ -245,8 +245,8 @@ def test_ctrl_c_inside_a_task_cancels_the_whole_run(
     """Ctrl-C that lands in a task's callback, among siblings, cancels the run as a whole:
     KeyboardInterrupt from `run`, every task finished, no 'Task was destroyed' or 'exception
     was never retrieved' (raised where it landed, it left tasks pending; seen 2 in 50 runs)."""
-    from dsi_online import clock as clocks
     from dsi_online import interrupts
+    from dsi_online.sim import clock as clocks
 
     finished: list[asyncio.Task[None]] = []
 

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsi_online.analytic import si_expected_latency, si_time_per_token
-from dsi_online.runner import ScenarioResult, oracle_for, run_scenario
-from dsi_online.scenario import Scenario
-from dsi_online.tokens import digest
+from dsi_online.schedulers.tokens import digest
+from dsi_online.sim.runner import ScenarioResult, oracle_for, run_scenario
+from dsi_online.sim.scenario import Scenario
+from dsi_online.units.analytic import si_expected_latency, si_time_per_token
 from tests.strategies import scenarios
 
 # One-sided z for statistical assertions: a false alarm has probability ~3e-5 per check.

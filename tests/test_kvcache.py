@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dsi_online.kvcache import ForwardPlan, KVCache
-from dsi_online.tokens import Prefix
+from dsi_online.schedulers.tokens import Prefix
+from dsi_online.sim.kvcache import ForwardPlan, KVCache
 
 
 def test_decoding_processes_one_token_a_step() -> None:

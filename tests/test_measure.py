@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from dsi_online.cli import main
-from dsi_online.latency import Empirical
 from dsi_online.measure.acceptance import estimate_acceptance
 from dsi_online.measure.presets import PAIRS, PRESETS
-from dsi_online.profile import SHIPPED_DIR, load_profile, resolve_profile, shipped_profiles
-from dsi_online.trace import load_trace
+from dsi_online.sim.latency import Empirical
+from dsi_online.sim.profile import SHIPPED_DIR, load_profile, resolve_profile, shipped_profiles
+from dsi_online.sim.trace import load_trace
 
 SHIPPED = "tiny-llama-cpu"
 PROMPTS = ["def fibonacci(n):", "The capital of France is", "Once upon a time", "USER: hi"]
@@ -108,8 +108,8 @@ def test_shipped_measured_profile_loads_with_provenance() -> None:
 
 def test_shipped_profile_drives_a_simulation() -> None:
     """non-SI's mean latency is E[TTFT] + (S - 1) E[TPOT], within 5 standard errors."""
-    from dsi_online.runner import run_scenario
-    from dsi_online.scenario import Scenario
+    from dsi_online.sim.runner import run_scenario
+    from dsi_online.sim.scenario import Scenario
 
     profile = resolve_profile(SHIPPED)
     tokens, repeats = 50, 8

@@ -10,8 +10,8 @@ import pytest
 
 from dsi_online.cli import main
 from dsi_online.errors import InvalidParameterError, ProfileError
-from dsi_online.latency import Constant, Empirical, LatencyStream, LogNormal, ModelLatency
-from dsi_online.profile import (
+from dsi_online.sim.latency import Constant, Empirical, LatencyStream, LogNormal, ModelLatency
+from dsi_online.sim.profile import (
     AcceptanceProfile,
     ModelProfile,
     Profile,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsi_online.runner import oracle_for, run_scenario
-from dsi_online.scenario import Scenario
+from dsi_online.sim.runner import oracle_for, run_scenario
+from dsi_online.sim.scenario import Scenario
 from tests.reference import (
     MODEL,
     Latencies,

@@ -8,10 +8,10 @@ import contextlib
 
 import numpy as np
 
-from dsi_online.clock import run
-from dsi_online.latency import LatencyStream, ModelLatency
-from dsi_online.oracle import SimulatedOracle
-from dsi_online.server import SimulatedServer
+from dsi_online.sim.clock import run
+from dsi_online.sim.latency import LatencyStream, ModelLatency
+from dsi_online.sim.oracle import SimulatedOracle
+from dsi_online.sim.servers import SimulatedServer
 
 
 def _server() -> SimulatedServer:

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import dsi_online.sweep as sweep_module
+import dsi_online.studies.sweep as sweep_module
 from dsi_online.cli import main
 from dsi_online.errors import InvalidParameterError
-from dsi_online.scenario import Scenario
-from dsi_online.sweep import (
+from dsi_online.sim.scenario import Scenario
+from dsi_online.studies.sweep import (
     CSV_FILE,
     LatencySettings,
     SweepConfig,

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-import dsi_online.profile
+import dsi_online.sim.profile
 from dsi_online.cli import main
-from dsi_online.latency import ModelLatency
-from dsi_online.profile import (
+from dsi_online.sim.latency import ModelLatency
+from dsi_online.sim.profile import (
     AcceptanceProfile,
     ModelProfile,
     Profile,
@@ -23,9 +23,9 @@ from dsi_online.profile import (
     load_profile,
     profile_to_toml,
 )
-from dsi_online.runner import run_scenario
-from dsi_online.scenario import Scenario
-from dsi_online.table import COLUMNS, TableConfig, build_table, total_repeats
+from dsi_online.sim.runner import run_scenario
+from dsi_online.sim.scenario import Scenario
+from dsi_online.studies.table import COLUMNS, TableConfig, build_table, total_repeats
 
 TARGET_MS = 30.0
 DRAFTER_MS = 3.0  # c = 0.1: k = 1..4 need 10, 5, 4, 3 target servers
@@ -72,8 +72,8 @@ def no_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     mine = tmp_path / "mine"
     shipped.mkdir()
     mine.mkdir()
-    monkeypatch.setattr(dsi_online.profile, "SHIPPED_DIR", shipped)
-    monkeypatch.setenv(dsi_online.profile.USER_DIR_ENV, str(mine))
+    monkeypatch.setattr(dsi_online.sim.profile, "SHIPPED_DIR", shipped)
+    monkeypatch.setenv(dsi_online.sim.profile.USER_DIR_ENV, str(mine))
     return mine
 
 

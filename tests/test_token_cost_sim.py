@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from dsi_online.cost import TokenCost
-from dsi_online.latency import Constant, ModelLatency
-from dsi_online.runner import run_scenario
-from dsi_online.scenario import Scenario
+from dsi_online.sim.cost import TokenCost
+from dsi_online.sim.latency import Constant, ModelLatency
+from dsi_online.sim.runner import run_scenario
+from dsi_online.sim.scenario import Scenario
 from tests.test_invariants import assert_accounted, assert_lossless
 
 # 10 ms for one token, +1 ms per token more; the drafter 1 ms a token.

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from dsi_online.errors import InvalidParameterError
-from dsi_online.runner import oracle_for, run_scenario
-from dsi_online.scenario import Scenario
-from dsi_online.trace import AcceptanceTrace, load_trace
+from dsi_online.sim.runner import oracle_for, run_scenario
+from dsi_online.sim.scenario import Scenario
+from dsi_online.sim.trace import AcceptanceTrace, load_trace
 
 
 def si_latency(trace: str, tokens: int) -> float:

@@ -8,10 +8,10 @@ import re
 import numpy as np
 import pytest
 
-from dsi_online.analytic import si_expected_latency, si_time_per_token
 from dsi_online.errors import InvalidParameterError
-from dsi_online.scenario import Scenario
-from dsi_online.units import (
+from dsi_online.sim.scenario import Scenario
+from dsi_online.units.analytic import si_expected_latency, si_time_per_token
+from dsi_online.units.engine import (
     UnitsCell,
     chunk_draws,
     leading_runs,
@@ -169,7 +169,7 @@ def test_a_cell_does_not_depend_on_its_batch() -> None:
 def test_batches_split_by_memory_bound_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     cells = [UnitsCell(0.1, a, 5) for a in (0.2, 0.5, 0.8, 0.95)]
     whole = simulate_units_batch(cells, 100, 3, seed=2)
-    monkeypatch.setattr("dsi_online.units._MAX_BATCH_DRAWS", 1)  # one cell per batch
+    monkeypatch.setattr("dsi_online.units.engine._MAX_BATCH_DRAWS", 1)  # one cell per batch
     split = simulate_units_batch(cells, 100, 3, seed=2)
     assert np.array_equal(whole.si, split.si) and np.array_equal(whole.dsi, split.dsi)
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from dsi_online.cli import main
-from dsi_online.cost import monotone
 from dsi_online.errors import InvalidParameterError
-from dsi_online.profile import load_profile
 from dsi_online.real.calibrate import Calibration
-from dsi_online.trace import load_trace
-from dsi_online.validate import ValidateRequest
+from dsi_online.real.validate import ValidateRequest
+from dsi_online.sim.cost import monotone
+from dsi_online.sim.profile import load_profile
+from dsi_online.sim.trace import load_trace
 
 
 def test_monotone_pools_adjacent_violators() -> None:

@@ -9,14 +9,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dsi_online.bench import (
-    SUITE_VERSION,
-    machine,
-    run_case,
-    suite,
-    virtual_forwards_per_s,
-    virtual_long_forwards_per_s,
-)
 from dsi_online.cli.app import app
 from dsi_online.cli.common import (
     EXECUTION,
@@ -31,6 +23,14 @@ from dsi_online.cli.common import (
 )
 from dsi_online.errors import require
 from dsi_online.reports.run import COMPACT, number_column
+from dsi_online.studies.bench import (
+    SUITE_VERSION,
+    machine,
+    run_case,
+    suite,
+    virtual_forwards_per_s,
+    virtual_long_forwards_per_s,
+)
 
 
 @app.command()

@@ -38,7 +38,7 @@ from rich.progress import (
 
 from dsi_online.errors import InvalidParameterError
 from dsi_online.interrupts import keeping
-from dsi_online.results import check_output_file, check_output_folder, write_output
+from dsi_online.studies.results import check_output_file, check_output_folder, write_output
 
 __all__ = ["keeping"]
 
@@ -312,7 +312,7 @@ def announce(text: str) -> None:
 def progress_bar(description: str, total: int) -> Iterator[Progress]:
     """A rich progress bar on a terminal's stderr, shown at once, that vanishes when done;
     nothing at all when stderr is redirected. It redraws on each update, from this thread:
-    no refresh thread, so that process pools can still fork (see dsi_online.parallel)."""
+    no refresh thread, so that process pools can still fork (see dsi_online.studies.parallel)."""
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

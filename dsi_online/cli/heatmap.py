@@ -39,16 +39,16 @@ from dsi_online.cli.common import (
     want_png,
 )
 from dsi_online.errors import InvalidParameterError, require
-from dsi_online.heatmap import (
+from dsi_online.reports.heatmap_view import render_heatmap
+from dsi_online.studies.heatmap import (
     CONFIG_FILE,
     CellBest,
     HeatmapConfig,
     load_rows,
     run_heatmap,
 )
-from dsi_online.parallel import check_ray_address
-from dsi_online.reports.heatmap_view import render_heatmap
-from dsi_online.results import read_settings
+from dsi_online.studies.parallel import check_ray_address
+from dsi_online.studies.results import read_settings
 
 SPEEDUPS_PNG = "heatmap.png"
 LOOKAHEAD_PNG = "best-lookahead.png"

@@ -37,7 +37,7 @@ from dsi_online.measure.latency import (
     parse_counts,
     parse_prompt_tokens,
 )
-from dsi_online.profile import load_profile, profile_to_toml
+from dsi_online.sim.profile import load_profile, profile_to_toml
 
 measure_app = typer.Typer(
     help=(

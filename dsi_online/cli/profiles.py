@@ -12,8 +12,8 @@ from rich.text import Text
 from dsi_online.cli.app import app
 from dsi_online.cli.common import JsonPath, check_output, output_console, write_json
 from dsi_online.errors import ProfileError
-from dsi_online.latency import ModelLatency
-from dsi_online.profile import (
+from dsi_online.sim.latency import ModelLatency
+from dsi_online.sim.profile import (
     Profile,
     load_profile,
     readable_profiles,

@@ -35,10 +35,7 @@ from dsi_online.cli.common import (
     progress_bar,
     write_json,
 )
-from dsi_online.clock import check_clock
 from dsi_online.errors import InvalidParameterError, require
-from dsi_online.latency import Constant
-from dsi_online.profile import resolve_profile
 from dsi_online.reports.run import (
     render_overhead,
     render_table,
@@ -47,10 +44,13 @@ from dsi_online.reports.run import (
     units_to_json,
     verdict,
 )
-from dsi_online.runner import check_concurrency, run_scenario
-from dsi_online.scenario import Scenario, check_acceptance, check_comm_ms, check_cv, check_ms
-from dsi_online.trace import load_trace
-from dsi_online.units import simulate_scenario
+from dsi_online.sim.clock import check_clock
+from dsi_online.sim.latency import Constant
+from dsi_online.sim.profile import resolve_profile
+from dsi_online.sim.runner import check_concurrency, run_scenario
+from dsi_online.sim.scenario import Scenario, check_acceptance, check_comm_ms, check_cv, check_ms
+from dsi_online.sim.trace import load_trace
+from dsi_online.units.engine import simulate_scenario
 
 DEFAULT_TARGET_MS = 30.0
 DEFAULT_DRAFTER_MS = 3.0

@@ -47,9 +47,7 @@ from dsi_online.cli.common import (
     write_json,
 )
 from dsi_online.cli.run import DEFAULT_DRAFTER_MS, DEFAULT_TARGET_MS, build_scenario
-from dsi_online.clock import check_clock
 from dsi_online.errors import InvalidParameterError, require
-from dsi_online.parallel import check_ray_address
 from dsi_online.reports.sweep_view import (
     knee_sentence,
     render_chart,
@@ -57,8 +55,10 @@ from dsi_online.reports.sweep_view import (
     render_tables,
     to_json,
 )
-from dsi_online.results import OPTIONS, read_settings
-from dsi_online.sweep import (
+from dsi_online.sim.clock import check_clock
+from dsi_online.studies.parallel import check_ray_address
+from dsi_online.studies.results import OPTIONS, read_settings
+from dsi_online.studies.sweep import (
     CONFIG_FILE,
     CSV_FILE,
     RANGE_HELP,

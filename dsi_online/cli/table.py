@@ -26,10 +26,17 @@ from dsi_online.cli.common import (
 )
 from dsi_online.cli.profiles import list_profiles
 from dsi_online.errors import InvalidParameterError, ProfileError
-from dsi_online.profile import Profile, load_profile, resolve_profile, user_profiles_dir
 from dsi_online.reports.run import COMPACT, number_column
-from dsi_online.stats import Speedup
-from dsi_online.table import TableConfig, TableRow, build_table, to_csv, to_json, total_repeats
+from dsi_online.sim.profile import Profile, load_profile, resolve_profile, user_profiles_dir
+from dsi_online.sim.stats import Speedup
+from dsi_online.studies.table import (
+    TableConfig,
+    TableRow,
+    build_table,
+    to_csv,
+    to_json,
+    total_repeats,
+)
 
 
 def load_profiles(names: list[str]) -> list[Profile]:

@@ -1,5 +1,5 @@
 """`dsi-online validate`: predict non-SI, SI and DSI from a real pair's measurements, run them
-for real, and report how far the prediction was (see dsi_online.validate)."""
+for real, and report how far the prediction was (see dsi_online.real.validate)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ from dsi_online.cli.common import (
     write_text,
 )
 from dsi_online.cli.pair import train_with_progress
-from dsi_online.profile import profile_to_toml
+from dsi_online.real.validate import Phase, ValidateRequest, validate
 from dsi_online.reports.validate_view import render_validation, to_json
-from dsi_online.validate import Phase, ValidateRequest, validate
+from dsi_online.sim.profile import profile_to_toml
 
 PHASES: dict[Phase, str] = {
     "pair": "the pair",

@@ -35,7 +35,7 @@ import numpy as np
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.measure.latency import Advance
 from dsi_online.measure.models import LoadedModel, check_memory, load_model
-from dsi_online.measure.runtime import (
+from dsi_online.measure.torch_runtime import (
     Environment,
     cached,
     check_device_and_dtype,
@@ -45,9 +45,9 @@ from dsi_online.measure.runtime import (
     returned_cache,
     torch_module,
 )
-from dsi_online.profile import AcceptanceProfile, Profile, load_profile, profile_to_toml
-from dsi_online.results import write_output
-from dsi_online.trace import AcceptanceTrace
+from dsi_online.sim.profile import AcceptanceProfile, Profile, load_profile, profile_to_toml
+from dsi_online.sim.trace import AcceptanceTrace
+from dsi_online.studies.results import write_output
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ first token's argmax. TPOT: after a prefill of the first prompt length, one forw
 token with the KV cache, up to its argmax; the context grows by one token per step, as in
 decoding. With `--by-tokens`, forwards over n new tokens (a verification of k + 1 tokens, a
 cache catch-up) at the context decoding reached, the cache cropped back after each: the
-profile then prices every forward by the tokens it processes (`dsi_online.cost`). Warm-up
+profile then prices every forward by the tokens it processes (`dsi_online.sim.cost`). Warm-up
 forwards run first and are not recorded. Every timed forward is bracketed by device
 synchronisation (torch.cuda.synchronize on CUDA), so the host clock measures the work, not
 its launch.
@@ -22,11 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dsi_online.cost import TokenCost, monotone
 from dsi_online.errors import InvalidParameterError, require
-from dsi_online.latency import Empirical, ModelLatency
 from dsi_online.measure.models import LoadedModel, check_memory, load_model
-from dsi_online.measure.runtime import (
+from dsi_online.measure.torch_runtime import (
     Environment,
     cached,
     check_device_and_dtype,
@@ -37,7 +35,9 @@ from dsi_online.measure.runtime import (
     synchronize,
     torch_module,
 )
-from dsi_online.profile import ModelProfile, Profile, Provenance
+from dsi_online.sim.cost import TokenCost, monotone
+from dsi_online.sim.latency import Empirical, ModelLatency
+from dsi_online.sim.profile import ModelProfile, Profile, Provenance
 
 Advance = Callable[[int], None]
 """Called with the number of forwards just done: progress reporting, kept out of this module."""

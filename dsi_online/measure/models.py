@@ -8,7 +8,7 @@ from typing import Any
 
 from dsi_online.errors import InvalidParameterError
 from dsi_online.measure.presets import PRESETS, Preset
-from dsi_online.measure.runtime import check_fits, torch_module, transformers_module
+from dsi_online.measure.torch_runtime import check_fits, torch_module, transformers_module
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dsi_online.errors import InvalidParameterError, MissingExtraError, require
-from dsi_online.measure.runtime import Environment, torch_module, transformers_module
+from dsi_online.measure.torch_runtime import Environment, torch_module, transformers_module
 from dsi_online.pair.corpus import HELDOUT_MODULUS, Corpus
 from dsi_online.pair.info import (
     FORMAT,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dsi_online.measure.acceptance import estimate_acceptance, greedy_matches
-from dsi_online.measure.runtime import cached, torch_module, transformers_module
+from dsi_online.measure.torch_runtime import cached, torch_module, transformers_module
 from dsi_online.pair.corpus import Corpus
 from dsi_online.pair.info import AgreementInfo, LatencyInfo, ModelInfo
 from dsi_online.pair.recipes import ModelShape, Recipe, Schedule

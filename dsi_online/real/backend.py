@@ -26,9 +26,9 @@ from dsi_online.interrupts import run_interruptible
 from dsi_online.real.handles import WORKERS, WorkerHandle, Workers, start_worker
 from dsi_online.real.server import ForwardRecord, RealPool
 from dsi_online.real.worker import DTYPES, PREFILLS, Prefill, Request, WorkerSpec
-from dsi_online.runner import LeakedTasksError
 from dsi_online.schedulers import Generation, RunResult, Scheduler
-from dsi_online.server import Role
+from dsi_online.schedulers.seam import Role
+from dsi_online.sim.runner import LeakedTasksError
 
 T = TypeVar("T")
 ATTENTIONS = ("sdpa", "eager")
@@ -210,7 +210,7 @@ class RealBackend:
 
     def __enter__(self) -> RealBackend:
         if self.settings.workers == "thread":
-            from dsi_online.measure.runtime import torch_module
+            from dsi_online.measure.torch_runtime import torch_module
 
             self._torch_threads = int(torch_module().get_num_threads())
         self._runner = asyncio.Runner()
@@ -257,7 +257,7 @@ class RealBackend:
             runner.close()
             self._targets, self._drafter = [], None
             if self._torch_threads is not None:
-                from dsi_online.measure.runtime import torch_module
+                from dsi_online.measure.torch_runtime import torch_module
 
                 torch_module().set_num_threads(self._torch_threads)
 

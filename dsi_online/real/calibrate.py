@@ -19,13 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsi_online.cost import TokenCost, monotone
 from dsi_online.errors import require
-from dsi_online.latency import Empirical, ModelLatency
 from dsi_online.real.backend import RealBackend
 from dsi_online.real.server import RealPool, RealServer
-from dsi_online.server import Role
-from dsi_online.trace import AcceptanceTrace
+from dsi_online.schedulers.seam import Role
+from dsi_online.sim.cost import TokenCost, monotone
+from dsi_online.sim.latency import Empirical, ModelLatency
+from dsi_online.sim.trace import AcceptanceTrace
 
 COUNTS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 24, 32, 48, 64, 96)
 """Token counts a calibration measures: decodes, verifications, catch-ups and prefills."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dsi_online.errors import require
-from dsi_online.measure.runtime import Environment, torch_module, transformers_module
+from dsi_online.measure.torch_runtime import Environment, torch_module, transformers_module
 
 Method = Literal["greedy", "assisted"]
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from dsi_online.errors import InvalidParameterError
 from dsi_online.real.handles import WorkerHandle
 from dsi_online.real.worker import Reply, Request
-from dsi_online.server import Account, Link, Role, ServerStats
+from dsi_online.schedulers.seam import Account, InstantChannel, Role, ServerStats
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ class RealPool:
         self._origin = origin
         self._targets: dict[int, RealServer] = {}
         self._drafter = RealServer("drafter-0", "drafter", drafter, prompt, origin)
-        self._link = Link(None)
+        self._link = InstantChannel()
 
     def target(self, index: int = 0) -> RealServer:
         if not 0 <= index < len(self._workers):
@@ -206,7 +206,7 @@ class RealPool:
     def drafter(self) -> RealServer:
         return self._drafter
 
-    def link(self, index: int = 0) -> Link:
+    def link(self, index: int = 0) -> InstantChannel:
         return self._link
 
     def servers(self) -> tuple[RealServer, ...]:

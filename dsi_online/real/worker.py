@@ -5,7 +5,7 @@ it never touches the event loop. A forward gets the whole context (prompt + comm
 + drafts) and keeps what its cache already holds: it crops the cache to the longest common
 prefix of what it holds and the new context and runs the model over the rest in one forward
 (cache catch-up; a rejected suffix is cropped the same way; the last token is always run,
-as `dsi_online.kvcache` models it). It keeps each cached position's greedy token, so the
+as `dsi_online.sim.kvcache` models it). It keeps each cached position's greedy token, so the
 tokens a forward returns need no recomputation of positions it holds.
 
 A forward stops between two decoder layers once its cancel flag covers it (a forward
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Literal, Protocol
 
-from dsi_online.measure.runtime import cached, torch_module, transformers_module
+from dsi_online.measure.torch_runtime import cached, torch_module, transformers_module
 
 DTYPES = ("float32", "float64")
 Kind = Literal["forward", "greedy", "reset", "stop"]
@@ -232,7 +232,7 @@ class ModelWorker:
         started = time.monotonic()
         cpu = time.thread_time()
         context = request.context
-        # the last token is always processed (as `dsi_online.kvcache` models it)
+        # the last token is always processed (as `dsi_online.sim.kvcache` models it)
         kept = min(common_prefix(self._tokens, context), len(context) - 1)
         if kept < len(self._tokens):
             self._crop(kept)

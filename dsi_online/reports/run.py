@@ -9,10 +9,10 @@ from rich.console import Group
 from rich.table import Table
 
 from dsi_online.assumptions import ASSUMPTIONS, notes
-from dsi_online.runner import ALGORITHMS, ScenarioResult
-from dsi_online.scenario import Scenario
-from dsi_online.stats import Speedup, Summary
-from dsi_online.units import UnitsResult
+from dsi_online.sim.runner import ALGORITHMS, ScenarioResult
+from dsi_online.sim.scenario import Scenario
+from dsi_online.sim.stats import Speedup, Summary
+from dsi_online.units.engine import UnitsResult
 
 LABELS = {"nonsi": "non-SI", "si": "SI", "dsi": "DSI"}
 

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from dsi_online.reports.plots import pyplot
-from dsi_online.runner import ALGORITHMS
-from dsi_online.sweep import PARAMETERS, SweepResult, SweepRow
+from dsi_online.sim.runner import ALGORITHMS
+from dsi_online.studies.sweep import PARAMETERS, SweepResult, SweepRow
 
 LABELS = {"nonsi": "non-SI", "si": "SI", "dsi": "DSI"}
 COLOURS = {"nonsi": "#7f7f7f", "si": "#1f77b4", "dsi": "#d62728"}

@@ -10,9 +10,9 @@ from rich.text import Text
 
 from dsi_online.assumptions import ASSUMPTIONS, notes
 from dsi_online.reports.run import COMPACT, number_column
-from dsi_online.runner import ALGORITHMS
-from dsi_online.stats import Speedup
-from dsi_online.sweep import (
+from dsi_online.sim.runner import ALGORITHMS
+from dsi_online.sim.stats import Speedup
+from dsi_online.studies.sweep import (
     NEAR_BEST,
     AxisValue,
     Knee,

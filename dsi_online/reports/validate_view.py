@@ -11,10 +11,10 @@ from rich.table import Table
 from rich.text import Text
 from scipy.special import stdtrit
 
+from dsi_online.real.validate import MODELS, ValidationResult
 from dsi_online.reports.run import COMPACT, LABELS, number_column
-from dsi_online.runner import ALGORITHMS
-from dsi_online.stats import CONFIDENCE
-from dsi_online.validate import MODELS, ValidationResult
+from dsi_online.sim.runner import ALGORITHMS
+from dsi_online.sim.stats import CONFIDENCE
 
 SPEEDUPS = (("si", "dsi"), ("nonsi", "dsi"), ("nonsi", "si"))
 """(baseline, candidate) of every speedup reported, as `candidate_over_baseline`."""

@@ -6,8 +6,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from dsi_online.server import ServerPool, ServerStats, whole_ns
-from dsi_online.tokens import digest
+from dsi_online.schedulers.seam import ServerPool, ServerStats, whole_ns
+from dsi_online.schedulers.tokens import digest
 
 
 @dataclass(frozen=True)

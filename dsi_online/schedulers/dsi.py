@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from dsi_online.errors import require
 from dsi_online.schedulers.base import Generation, RunResult
-from dsi_online.server import Outcome, Server, whole_ns
-from dsi_online.tokens import Prefix
+from dsi_online.schedulers.seam import Outcome, Server, whole_ns
+from dsi_online.schedulers.tokens import Prefix
 
 
 @dataclass(eq=False)

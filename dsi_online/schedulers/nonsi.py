@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dsi_online.schedulers.base import Generation, RunResult
-from dsi_online.server import Outcome
+from dsi_online.schedulers.seam import Outcome
 
 
 class NonSI:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dsi_online.errors import require
 from dsi_online.schedulers.base import Generation, RunResult
-from dsi_online.server import Outcome
+from dsi_online.schedulers.seam import Outcome
 
 
 class SI:

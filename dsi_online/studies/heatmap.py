@@ -23,11 +23,11 @@ from typing import Any, Literal, TextIO
 import numpy as np
 
 from dsi_online.errors import InvalidParameterError, require
-from dsi_online.latency import MAX_MS, MIN_MS
-from dsi_online.parallel import BACKENDS, Backend, run_chunks
-from dsi_online.results import complete_lines, prepare_out_dir, write_atomic
-from dsi_online.scenario import MAX_REPEATS, MAX_SERVERS, MAX_TOKENS
-from dsi_online.units import (
+from dsi_online.sim.latency import MAX_MS, MIN_MS
+from dsi_online.sim.scenario import MAX_REPEATS, MAX_SERVERS, MAX_TOKENS
+from dsi_online.studies.parallel import BACKENDS, Backend, run_chunks
+from dsi_online.studies.results import complete_lines, prepare_out_dir, write_atomic
+from dsi_online.units.engine import (
     ALGORITHMS,
     UnitsCell,
     expected_chunks,
@@ -364,8 +364,8 @@ def cell_seed(seed: int, cell: UnitsCell) -> int:
 
 def _async_rows(cells: Sequence[UnitsCell], config: HeatmapConfig) -> list[CellRow]:
     """The asyncio engine: one constant-latency Scenario per cell, all in one event loop."""
-    from dsi_online.runner import run_many
-    from dsi_online.scenario import Scenario
+    from dsi_online.sim.runner import run_many
+    from dsi_online.sim.scenario import Scenario
 
     scenarios = [
         Scenario.from_ms(

@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dsi_online.cost import TokenCost
 from dsi_online.errors import require
+from dsi_online.sim.cost import TokenCost
 
 _BATCH = 512
 

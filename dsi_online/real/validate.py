@@ -11,7 +11,7 @@ The prediction is made three ways, so that every modelling feature shows what it
   processes, acceptance is an i.i.d. coin at the measured rate.
 - `traced`: the same latencies, with the measured traces as the coins.
 - `full` (what `predicted_s` reports): traces, and a forward priced by the tokens it
-  processes (`dsi_online.cost.TokenCost`, with a KV-cache model per server and cancelled
+  processes (`dsi_online.sim.cost.TokenCost`, with a KV-cache model per server and cancelled
   forwards that stop at a layer boundary).
 """
 
@@ -23,21 +23,21 @@ from pathlib import Path
 from typing import Literal
 
 from dsi_online.errors import require
-from dsi_online.latency import ModelLatency
 from dsi_online.measure.acceptance import AcceptanceEstimate, estimate_acceptance
-from dsi_online.measure.runtime import Environment
+from dsi_online.measure.torch_runtime import Environment
 from dsi_online.pair import PairInfo, heldout_prompts, train_pair
-from dsi_online.profile import AcceptanceProfile, ModelProfile, Profile, Provenance
 from dsi_online.real import RealBackend, RealRunResult
 from dsi_online.real.backend import Breakdown
 from dsi_online.real.calibrate import Calibration, acceptance_trace, calibrate
 from dsi_online.real.peer import PeerResult, time_peer
-from dsi_online.runner import ALGORITHMS, ScenarioResult, run_scenario
-from dsi_online.scenario import Scenario
 from dsi_online.schedulers import DSI, SI, NonSI, Scheduler
-from dsi_online.server import Role
-from dsi_online.stats import Speedup, Summary
-from dsi_online.trace import AcceptanceTrace
+from dsi_online.schedulers.seam import Role
+from dsi_online.sim.latency import ModelLatency
+from dsi_online.sim.profile import AcceptanceProfile, ModelProfile, Profile, Provenance
+from dsi_online.sim.runner import ALGORITHMS, ScenarioResult, run_scenario
+from dsi_online.sim.scenario import Scenario
+from dsi_online.sim.stats import Speedup, Summary
+from dsi_online.sim.trace import AcceptanceTrace
 
 Model = Literal["paper", "traced", "full"]
 MODELS: tuple[Model, ...] = ("paper", "traced", "full")

@@ -27,13 +27,13 @@ from typing import Any, TextIO
 import numpy as np
 from scipy.special import stdtrit
 
-from dsi_online.clock import Clock
 from dsi_online.errors import InvalidParameterError, require
-from dsi_online.parallel import BACKENDS, Backend, run_chunks
-from dsi_online.results import OPTIONS, complete_lines, prepare_out_dir, write_atomic
-from dsi_online.runner import ALGORITHMS, Speedups, gpus_held, run_many
-from dsi_online.scenario import MAX_LOOKAHEAD, MAX_SERVERS, Scenario
-from dsi_online.stats import Speedup, Summary
+from dsi_online.sim.clock import Clock
+from dsi_online.sim.runner import ALGORITHMS, Speedups, gpus_held, run_many
+from dsi_online.sim.scenario import MAX_LOOKAHEAD, MAX_SERVERS, Scenario
+from dsi_online.sim.stats import Speedup, Summary
+from dsi_online.studies.parallel import BACKENDS, Backend, run_chunks
+from dsi_online.studies.results import OPTIONS, complete_lines, prepare_out_dir, write_atomic
 
 AxisValue = int | float
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from dsi_online.runner import ScenarioResult, run_many
-from dsi_online.scenario import Scenario
+from dsi_online.sim.runner import ScenarioResult, run_many
+from dsi_online.sim.scenario import Scenario
 
 SUITE_VERSION = "2"
 ALGORITHMS = ("nonsi", "si", "dsi")

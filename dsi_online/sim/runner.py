@@ -13,14 +13,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from dsi_online.clock import Clock, VirtualEventLoop, check_clock
-from dsi_online.clock import run as run_on_clock
 from dsi_online.errors import require
-from dsi_online.oracle import VOCAB, SimulatedOracle
-from dsi_online.scenario import Scenario
 from dsi_online.schedulers import DSI, SI, Generation, NonSI, RunResult, Scheduler
-from dsi_online.server import ORACLE_KEY, ServerSet
-from dsi_online.stats import Speedup, Summary
+from dsi_online.sim.clock import Clock, VirtualEventLoop, check_clock
+from dsi_online.sim.clock import run as run_on_clock
+from dsi_online.sim.oracle import VOCAB, SimulatedOracle
+from dsi_online.sim.scenario import Scenario
+from dsi_online.sim.servers import ORACLE_KEY, ServerSet
+from dsi_online.sim.stats import Speedup, Summary
 
 ALGORITHMS = ("nonsi", "si", "dsi")
 Progress = Callable[[int], None]

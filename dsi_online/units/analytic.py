@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dsi_online.scenario import check_acceptance, check_int
+from dsi_online.sim.scenario import check_acceptance, check_int
 
 
 def si_time_per_token(c: float, a: float, k: int) -> float:

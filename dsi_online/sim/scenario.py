@@ -8,7 +8,7 @@ from fractions import Fraction
 from typing import Any
 
 from dsi_online.errors import require
-from dsi_online.latency import (
+from dsi_online.sim.latency import (
     MAX_CV,
     MAX_MS,
     MIN_MS,
@@ -18,7 +18,7 @@ from dsi_online.latency import (
     check_correlation,
     correlatable,
 )
-from dsi_online.trace import AcceptanceTrace
+from dsi_online.sim.trace import AcceptanceTrace
 
 MAX_TOKENS = 1_000_000
 """Most tokens a run generates: the oracle draws them all up front (and real outputs are
@@ -184,7 +184,7 @@ class Scenario:
         `comm_ms` is the delay of each message between the drafter's host and a target
         server (0: none), drawn like the forwards. `latency_correlation` in [0, 1]
         correlates the target servers' draws by decoding step (0: independent; see
-        `dsi_online.latency.CorrelatedStream`)."""
+        `dsi_online.sim.latency.CorrelatedStream`)."""
         check_ms(target_ms, "target latency", "--target-ms")
         check_ms(drafter_ms, "drafter latency", "--drafter-ms")
         if target_ttft_ms is not None:

@@ -1,12 +1,12 @@
 """Measurements behind docs/real.md: threads against processes, cancellation tails, what a
 forward costs by the tokens it processes, prompt prefill, numerics, and the real peer.
 
-    python -m dsi_online.real.experiments concurrency --pair DIR --workers process
-    python -m dsi_online.real.experiments cancel --pair DIR
-    python -m dsi_online.real.experiments costs --pair DIR
-    python -m dsi_online.real.experiments numerics --pair DIR --dtype float32
-    python -m dsi_online.real.experiments peer --pair DIR -k 5
-    python -m dsi_online.real.experiments prefill --pair DIR -k 5 -n 3
+    python scripts/real_experiments.py concurrency --pair DIR --workers process
+    python scripts/real_experiments.py cancel --pair DIR
+    python scripts/real_experiments.py costs --pair DIR
+    python scripts/real_experiments.py numerics --pair DIR --dtype float32
+    python scripts/real_experiments.py peer --pair DIR -k 5
+    python scripts/real_experiments.py prefill --pair DIR -k 5 -n 3
 
 Each prints one JSON document. Slow by design (seconds to minutes); benchmarks, not tests.
 """
@@ -306,7 +306,7 @@ class Costs:
 def costs(pair: Path, model: str = "target", context: int = 128, repeats: int = 15) -> Costs:
     """Forward cost by tokens processed (1 = decode, k + 1 = a verification, more = a catch-up)
     and by prompt length (prefill), measured in this thread with 1 torch thread."""
-    from dsi_online.measure.runtime import torch_module
+    from dsi_online.measure.torch_runtime import torch_module
 
     torch_module().set_num_threads(1)
     worker = ModelWorker(WorkerSpec(str(pair / model)), ThreadFlag())
@@ -370,7 +370,7 @@ def numerics(
     """Decode `tokens` tokens one forward at a time (the reference), then run the same
     sequence in forwards of `chunk` tokens (as a verification does) and compare the logits of
     every position; 1 torch thread."""
-    from dsi_online.measure.runtime import cached, torch_module, transformers_module
+    from dsi_online.measure.torch_runtime import cached, torch_module, transformers_module
 
     torch = torch_module()
     transformers = transformers_module()
@@ -551,7 +551,7 @@ def _prompts(pair: Path, count: int, length: int) -> list[list[int]]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run one experiment and print its JSON."""
-    parser = argparse.ArgumentParser(prog="python -m dsi_online.real.experiments")
+    parser = argparse.ArgumentParser(prog="python scripts/real_experiments.py")
     parser.add_argument(
         "experiment",
         choices=["concurrency", "cancel", "costs", "numerics", "peer", "prefill"],

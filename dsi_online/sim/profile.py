@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dsi_online.cost import TokenCost
 from dsi_online.errors import DSIOnlineError, ProfileError
-from dsi_online.latency import Constant, Empirical, LatencyModel, LogNormal, ModelLatency
+from dsi_online.sim.cost import TokenCost
+from dsi_online.sim.latency import Constant, Empirical, LatencyModel, LogNormal, ModelLatency
 
-SHIPPED_DIR = Path(__file__).parent / "profiles"
+SHIPPED_DIR = Path(__file__).parent.parent / "profiles"
 USER_DIR_ENV = "DSI_ONLINE_PROFILES"
 PROVENANCE_FIELDS = ("source", "hardware", "date", "command")
 

@@ -19,9 +19,9 @@ import numpy as np
 
 from dsi_online.assumptions import ASSUMPTIONS
 from dsi_online.errors import InvalidParameterError
-from dsi_online.profile import Profile
-from dsi_online.runner import Progress, ScenarioResult, gpus_held, run_many
-from dsi_online.scenario import (
+from dsi_online.sim.profile import Profile
+from dsi_online.sim.runner import Progress, ScenarioResult, gpus_held, run_many
+from dsi_online.sim.scenario import (
     MAX_REPEATS,
     MAX_SERVERS,
     MAX_TOKENS,
@@ -29,7 +29,7 @@ from dsi_online.scenario import (
     check_acceptance,
     check_int,
 )
-from dsi_online.stats import Speedup
+from dsi_online.sim.stats import Speedup
 
 ACCEPTANCE_FROM_PROFILE = "profile"
 ACCEPTANCE_FROM_USER = "user"

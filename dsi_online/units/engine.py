@@ -41,8 +41,8 @@ import numpy as np
 import numpy.typing as npt
 
 from dsi_online.errors import require
-from dsi_online.scenario import Scenario
-from dsi_online.scenario import servers_needed as exact_servers_needed
+from dsi_online.sim.scenario import Scenario
+from dsi_online.sim.scenario import servers_needed as exact_servers_needed
 
 ALGORITHMS = ("nonsi", "si", "dsi")
 """The algorithms every result reports, in this order."""
@@ -465,7 +465,7 @@ def simulate_units_on_coins(
 
 def servers_needed(c: float, k: int) -> int:
     """Target servers DSI needs so that no verification waits: ceil(1 / (k c)), computed
-    exactly (`dsi_online.scenario.servers_needed`, the one definition)."""
+    exactly (`dsi_online.sim.scenario.servers_needed`, the one definition)."""
     validate_cell(c, 0.0, k)
     return exact_servers_needed(c, int(k))
 

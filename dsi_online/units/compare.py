@@ -1,7 +1,7 @@
 """The two engines compared on the same coins: the asyncio schedulers (virtual clock) and the
 time-unit model priced on each repeat's oracle coins, repeat by repeat (paired).
 
-    python -m dsi_online.engines_compare [--tokens 300] [--repeats 20] [--seed 5]
+    python -m dsi_online.units.compare [--tokens 300] [--repeats 20] [--seed 5]
                                          [--extra-servers 0]
 
 prints, for a grid of (c, a, k) with ceil(1/(k c)) target servers (plus `--extra-servers`),
@@ -23,9 +23,9 @@ import numpy as np
 import numpy.typing as npt
 
 from dsi_online.errors import InvalidParameterError, require
-from dsi_online.runner import oracle_for, run_scenario
-from dsi_online.scenario import Scenario
-from dsi_online.units import simulate_scenario
+from dsi_online.sim.runner import oracle_for, run_scenario
+from dsi_online.sim.scenario import Scenario
+from dsi_online.units.engine import simulate_scenario
 
 GRID_C = (0.05, 0.1, 0.3, 0.6)
 GRID_A = (0.3, 0.6, 0.8, 0.95)
@@ -127,7 +127,7 @@ def report(results: Sequence[PairedComparison]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the grid and print the report."""
-    parser = argparse.ArgumentParser(prog="python -m dsi_online.engines_compare")
+    parser = argparse.ArgumentParser(prog="python -m dsi_online.units.compare")
     parser.add_argument("--tokens", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--seed", type=int, default=5)
