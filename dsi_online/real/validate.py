@@ -30,11 +30,11 @@ from dsi_online.real import RealBackend, RealRunResult
 from dsi_online.real.backend import Breakdown
 from dsi_online.real.calibrate import Calibration, acceptance_trace, calibrate
 from dsi_online.real.peer import PeerResult, time_peer
-from dsi_online.schedulers import DSI, SI, NonSI, Scheduler
+from dsi_online.schedulers.registry import ALGORITHMS, schedulers
 from dsi_online.schedulers.seam import Role
 from dsi_online.sim.latency import ModelLatency
 from dsi_online.sim.profile import AcceptanceProfile, ModelProfile, Profile, Provenance
-from dsi_online.sim.runner import ALGORITHMS, ScenarioResult, run_scenario
+from dsi_online.sim.runner import ScenarioResult, run_scenario
 from dsi_online.sim.scenario import Scenario
 from dsi_online.sim.stats import Speedup, Summary
 from dsi_online.sim.trace import AcceptanceTrace
@@ -308,11 +308,7 @@ def _measure_and_run(
     minutes). The prediction never sees the runs. Within a round the order of the
     algorithms rotates from one prompt to the next; runs are listed round by round, prompt
     by prompt, the same for every algorithm (paired)."""
-    schedulers: dict[str, Scheduler] = {
-        "nonsi": NonSI(),
-        "si": SI(request.lookahead),
-        "dsi": DSI(request.lookahead, request.servers),
-    }
+    by_name = schedulers(request.lookahead, request.servers)
     roles: tuple[Role, ...] = ("target", "drafter")
     parts: dict[str, list[Calibration]] = {role: [] for role in roles}
     runs: dict[str, list[RealRunResult]] = {name: [] for name in ALGORITHMS}
@@ -335,7 +331,7 @@ def _measure_and_run(
         for index, prompt in enumerate(prompts):
             order = ALGORITHMS[index % 3 :] + ALGORITHMS[: index % 3]
             for name in order:
-                runs[name].append(backend.play(schedulers[name], prompt, request.tokens))
+                runs[name].append(backend.play(by_name[name], prompt, request.tokens))
                 done += 1
                 step("measure", done, total)
     return {role: Calibration.merge(parts[role]) for role in roles}, runs

@@ -9,13 +9,11 @@ from rich.console import Group
 from rich.table import Table
 
 from dsi_online.assumptions import ASSUMPTIONS, notes
-from dsi_online.sim.runner import ALGORITHMS, ScenarioResult
+from dsi_online.schedulers.registry import ALGORITHMS, LABELS
+from dsi_online.sim.runner import ScenarioResult
 from dsi_online.sim.scenario import Scenario
 from dsi_online.sim.stats import Speedup, Summary
 from dsi_online.units.engine import UnitsResult
-
-LABELS = {"nonsi": "non-SI", "si": "SI", "dsi": "DSI"}
-
 
 COMPACT: dict[str, Any] = {"box": box.SIMPLE_HEAD, "padding": (0, 1, 0, 0), "pad_edge": False}
 """Table settings of every report: a rule under the header, columns two spaces apart, so

@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from dsi_online.reports.plots import pyplot
-from dsi_online.sim.runner import ALGORITHMS
+from dsi_online.schedulers.registry import ALGORITHMS, LABELS
 from dsi_online.studies.sweep import PARAMETERS, SweepResult, SweepRow
 
-LABELS = {"nonsi": "non-SI", "si": "SI", "dsi": "DSI"}
 COLOURS = {"nonsi": "#7f7f7f", "si": "#1f77b4", "dsi": "#d62728"}
 KNEE_LABEL = "open circle: enough servers (conclusive knee)"
 

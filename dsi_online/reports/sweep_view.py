@@ -10,7 +10,7 @@ from rich.text import Text
 
 from dsi_online.assumptions import ASSUMPTIONS, notes
 from dsi_online.reports.run import COMPACT, number_column
-from dsi_online.sim.runner import ALGORITHMS
+from dsi_online.schedulers.registry import ALGORITHMS
 from dsi_online.sim.stats import Speedup
 from dsi_online.studies.sweep import (
     NEAR_BEST,
@@ -22,7 +22,6 @@ from dsi_online.studies.sweep import (
     row_json,
 )
 
-LABELS = {"nonsi": "non-SI", "si": "SI", "dsi": "DSI"}
 BAR_WIDTH = 30
 
 

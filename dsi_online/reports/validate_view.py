@@ -12,8 +12,8 @@ from rich.text import Text
 from scipy.special import stdtrit
 
 from dsi_online.real.validate import MODELS, ValidationResult
-from dsi_online.reports.run import COMPACT, LABELS, number_column
-from dsi_online.sim.runner import ALGORITHMS
+from dsi_online.reports.run import COMPACT, number_column
+from dsi_online.schedulers.registry import ALGORITHMS, LABELS
 from dsi_online.sim.stats import CONFIDENCE
 
 SPEEDUPS = (("si", "dsi"), ("nonsi", "dsi"), ("nonsi", "si"))

@@ -14,7 +14,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dsi_online.errors import require
-from dsi_online.schedulers import DSI, SI, Generation, NonSI, RunResult, Scheduler
+from dsi_online.schedulers import Generation, RunResult, Scheduler
+from dsi_online.schedulers.registry import ALGORITHMS, gpus_held, schedulers
 from dsi_online.sim.clock import Clock, VirtualEventLoop, check_clock
 from dsi_online.sim.clock import run as run_on_clock
 from dsi_online.sim.oracle import VOCAB, SimulatedOracle
@@ -22,14 +23,7 @@ from dsi_online.sim.scenario import Scenario
 from dsi_online.sim.servers import ORACLE_KEY, ServerSet
 from dsi_online.sim.stats import Speedup, Summary
 
-ALGORITHMS = ("nonsi", "si", "dsi")
 Progress = Callable[[int], None]
-
-
-def gpus_held(algorithm: str, servers: int) -> int:
-    """GPUs an algorithm holds for its whole latency: non-SI its target server, SI a target
-    and a drafter server, DSI its `servers` target servers and a drafter server."""
-    return {"nonsi": 1, "si": 2, "dsi": servers + 1}[algorithm]
 
 
 class LeakedTasksError(RuntimeError):
@@ -38,11 +32,7 @@ class LeakedTasksError(RuntimeError):
 
 def schedulers_for(scenario: Scenario) -> dict[str, Scheduler]:
     """The three algorithms configured for `scenario`."""
-    return {
-        "nonsi": NonSI(),
-        "si": SI(scenario.lookahead),
-        "dsi": DSI(scenario.lookahead, scenario.servers),
-    }
+    return schedulers(scenario.lookahead, scenario.servers)
 
 
 def oracle_for(scenario: Scenario, repeat: int) -> SimulatedOracle:

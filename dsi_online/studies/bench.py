@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from dsi_online.schedulers.registry import ALGORITHMS
 from dsi_online.sim.runner import ScenarioResult, run_many
 from dsi_online.sim.scenario import Scenario
 
 SUITE_VERSION = "2"
-ALGORITHMS = ("nonsi", "si", "dsi")
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,12 @@ from typing import Any, Literal, TextIO
 import numpy as np
 
 from dsi_online.errors import InvalidParameterError, require
+from dsi_online.schedulers.registry import ALGORITHMS
 from dsi_online.sim.latency import MAX_MS, MIN_MS
 from dsi_online.sim.scenario import MAX_REPEATS, MAX_SERVERS, MAX_TOKENS
 from dsi_online.studies.parallel import BACKENDS, Backend, run_chunks
 from dsi_online.studies.results import complete_lines, prepare_out_dir, write_atomic
 from dsi_online.units.engine import (
-    ALGORITHMS,
     UnitsCell,
     expected_chunks,
     servers_needed,

@@ -28,8 +28,9 @@ import numpy as np
 from scipy.special import stdtrit
 
 from dsi_online.errors import InvalidParameterError, require
+from dsi_online.schedulers.registry import ALGORITHMS, gpus_held
 from dsi_online.sim.clock import Clock
-from dsi_online.sim.runner import ALGORITHMS, Speedups, gpus_held, run_many
+from dsi_online.sim.runner import Speedups, run_many
 from dsi_online.sim.scenario import MAX_LOOKAHEAD, MAX_SERVERS, Scenario
 from dsi_online.sim.stats import Speedup, Summary
 from dsi_online.studies.parallel import BACKENDS, Backend, run_chunks

@@ -19,8 +19,9 @@ import numpy as np
 
 from dsi_online.assumptions import ASSUMPTIONS
 from dsi_online.errors import InvalidParameterError
+from dsi_online.schedulers.registry import gpus_held
 from dsi_online.sim.profile import Profile
-from dsi_online.sim.runner import Progress, ScenarioResult, gpus_held, run_many
+from dsi_online.sim.runner import Progress, ScenarioResult, run_many
 from dsi_online.sim.scenario import (
     MAX_REPEATS,
     MAX_SERVERS,

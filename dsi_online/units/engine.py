@@ -41,10 +41,10 @@ import numpy as np
 import numpy.typing as npt
 
 from dsi_online.errors import require
+from dsi_online.schedulers.registry import ALGORITHMS
 from dsi_online.sim.scenario import Scenario
 from dsi_online.sim.scenario import servers_needed as exact_servers_needed
 
-ALGORITHMS = ("nonsi", "si", "dsi")
 """The algorithms every result reports, in this order."""
 
 _BLOCK = 256
