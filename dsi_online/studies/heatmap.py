@@ -14,11 +14,10 @@ import functools
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import ExitStack
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Literal
 
 import numpy as np
 
@@ -26,8 +25,9 @@ from dsi_online.errors import InvalidParameterError, require
 from dsi_online.schedulers.registry import ALGORITHMS
 from dsi_online.sim.latency import MAX_MS, MIN_MS
 from dsi_online.sim.scenario import MAX_REPEATS, MAX_SERVERS, MAX_TOKENS
-from dsi_online.studies.parallel import BACKENDS, Backend, run_chunks
-from dsi_online.studies.results import complete_lines, prepare_out_dir, write_atomic
+from dsi_online.studies.grid import Execution, Journal, JournalFormat, Progress, drive
+from dsi_online.studies.parallel import Backend
+from dsi_online.studies.results import prepare_out_dir, write_atomic
 from dsi_online.units.engine import (
     UnitsCell,
     expected_chunks,
@@ -57,10 +57,6 @@ MAX_GRID_LOOKAHEAD = 100
 """Largest lookahead k a grid tries (the paper's: 20)."""
 MAX_CELLS = 1_000_000
 """Most (c, a, k) cells in one heatmap (the paper's grid: 8,463)."""
-
-Progress = Callable[[int, int], None]
-"""progress(cells done, cells in the grid), called first before any work starts, then as
-results arrive."""
 
 
 @dataclass(frozen=True)
@@ -484,32 +480,17 @@ def read_rows(path: Path) -> list[CellRow]:
         raise InvalidParameterError(f"{path} holds a malformed row: {exc}") from exc
 
 
-class _Journal:
-    """The rows computed so far, one line each, appended and flushed as they arrive."""
+def _journal_rows(path: Path, text: str) -> list[CellRow]:
+    return read_rows(path)
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.rows: dict[tuple[int, int, int], CellRow] = {}
-        complete = complete_lines(path)
-        if complete:
-            self.rows = {row.key: row for row in read_rows(path)}
-        self._file: TextIO = path.open("a", encoding="utf-8")
-        if not complete:
-            self._write(_csv_line(ROW_COLUMNS))
 
-    def _write(self, line: str) -> None:
-        self._file.write(line)
-        self._file.flush()
-
-    def add(self, rows: Iterable[CellRow]) -> None:
-        """Append rows, one flushed line each."""
-        for row in rows:
-            self.rows[row.key] = row
-            self._write(_csv_line(_row_values(row)))
-
-    def close(self) -> None:
-        """Close the journal file."""
-        self._file.close()
+ROWS_JOURNAL = JournalFormat[CellRow, tuple[int, int, int]](
+    header=_csv_line(ROW_COLUMNS),
+    encode=lambda row: _csv_line(_row_values(row)),
+    decode=_journal_rows,
+    key=lambda row: row.key,
+)
+"""The heatmap's journal: heatmap.csv's header and rows, appended as they arrive."""
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -551,55 +532,35 @@ def run_heatmap(
     progress: Progress | None = None,
 ) -> HeatmapRun:
     """Simulate every cell of the grid not yet in `out_dir`, then write heatmap.csv and best.csv."""
-    workers = (os.cpu_count() or 1) if workers is None else workers
-    require(
-        isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1,
-        f"workers (--workers) must be an integer >= 1; got {workers}",
-    )
-    require(
-        backend in BACKENDS,
-        f"backend (--backend) must be one of {', '.join(BACKENDS)}; got {backend!r}",
-    )
-    require(
-        ray_address is None or backend == "ray",
-        "ray address (--ray-address) needs --backend ray",
+    execution = Execution(
+        (os.cpu_count() or 1) if workers is None else workers, backend, ray_address
     )
     prepare_out_dir(out_dir, config.to_dict(), CONFIG_FILE, "heatmap run", resume)
     cells = config.cells()
     start = time.perf_counter()
-    journal = _Journal(out_dir / JOURNAL_FILE)
-    with ExitStack() as stack:
-        stack.callback(journal.close)
+    with Journal(out_dir / JOURNAL_FILE, ROWS_JOURNAL) as journal:
         if (out_dir / ROWS_FILE).exists():  # a finished run: its rows are all there
-            journal.add(r for r in read_rows(out_dir / ROWS_FILE) if r.key not in journal.rows)
-        reused = sum(cell_key(cell) in journal.rows for cell in cells)
-        todo = [cell for cell in cells if cell_key(cell) not in journal.rows]
-        chunks = _chunks(todo, workers, config)
-        done = reused
-        if progress is not None:
-            progress(done, len(cells))
-        batches = run_chunks(
+            journal.add(r for r in read_rows(out_dir / ROWS_FILE) if r.key not in journal.items)
+        done = drive(
+            journal,
+            cells,
+            cell_key,
+            functools.partial(_chunks, workers=execution.workers, config=config),
             functools.partial(compute_cells, config=config),
-            chunks,
-            workers=workers,
-            backend=backend,
-            ray_address=ray_address,
-            stack=stack,
+            execution,
             command="heatmap",
+            progress=progress,
         )
-        for batch in batches:
-            journal.add(batch)
-            done += len(batch)
-            if progress is not None:
-                progress(done, len(cells))
     wanted = {cell_key(cell) for cell in cells}
-    rows = sorted((r for k, r in journal.rows.items() if k in wanted), key=lambda r: r.key)
+    rows = sorted((r for k, r in journal.items.items() if k in wanted), key=lambda r: r.key)
     best = best_per_cell(rows)
     write_atomic(out_dir / ROWS_FILE, rows_csv(rows))
     write_atomic(out_dir / BEST_FILE, best_csv(best))
     (out_dir / JOURNAL_FILE).unlink()
     elapsed = time.perf_counter() - start
-    return HeatmapRun(config, rows, best, out_dir, len(todo), reused, elapsed, workers)
+    return HeatmapRun(
+        config, rows, best, out_dir, done.computed, done.reused, elapsed, execution.workers
+    )
 
 
 def load_rows(path: Path) -> tuple[list[CellRow], list[CellBest]]:

@@ -12,17 +12,17 @@ depend on the backend, the worker count or the chunking.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import itertools
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 from scipy.special import stdtrit
@@ -33,8 +33,9 @@ from dsi_online.sim.clock import Clock
 from dsi_online.sim.runner import Speedups, run_many
 from dsi_online.sim.scenario import MAX_LOOKAHEAD, MAX_SERVERS, Scenario
 from dsi_online.sim.stats import Speedup, Summary
-from dsi_online.studies.parallel import BACKENDS, Backend, run_chunks
-from dsi_online.studies.results import OPTIONS, complete_lines, prepare_out_dir, write_atomic
+from dsi_online.studies.grid import Execution, Journal, JournalFormat, Progress, drive
+from dsi_online.studies.parallel import Backend
+from dsi_online.studies.results import OPTIONS, prepare_out_dir, write_atomic
 
 AxisValue = int | float
 
@@ -50,9 +51,6 @@ MAX_CHUNK = 8
 """Most cells one task computes (bounds the wait for results and for an interrupt)."""
 MAX_CELLS = 10_000
 """Most cells in one sweep (each is a full comparison of the three algorithms)."""
-
-Progress = Callable[[int, int], None]
-"""progress(cells done, cells in the sweep), called as results arrive."""
 
 RANGE_HELP = (
     "NAME=VALUES with VALUES a comma list (acceptance=0.5,0.7,0.9), an inclusive integer "
@@ -609,32 +607,25 @@ def row_json(row: SweepRow, names: Sequence[str]) -> dict[str, Any]:
     return dict(zip(keys, _record(row), strict=True))
 
 
-class _Journal:
-    """The cells computed so far, one JSON line each, appended and flushed as they arrive."""
+def _journal_cells(path: Path, text: str) -> list[CellRuns]:
+    cells = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            cells.append(CellRuns.from_json(json.loads(line)))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidParameterError(
+                f"{path} line {number} is not a sweep cell ({exc}); start a new --out"
+            ) from None
+    return cells
 
-    def __init__(self, path: Path) -> None:
-        self.cells: dict[tuple[AxisValue, ...], CellRuns] = {}
-        complete = complete_lines(path)
-        for number, line in enumerate(complete.splitlines(), start=1):
-            try:
-                runs = CellRuns.from_json(json.loads(line))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise InvalidParameterError(
-                    f"{path} line {number} is not a sweep cell ({exc}); start a new --out"
-                ) from None
-            self.cells[runs.values] = runs
-        self._file: TextIO = path.open("a", encoding="utf-8")
 
-    def add(self, runs: Sequence[CellRuns]) -> None:
-        """Append cells, one flushed line each."""
-        for cell in runs:
-            self.cells[cell.values] = cell
-            self._file.write(json.dumps(cell.to_json(), allow_nan=False) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        """Close the journal file."""
-        self._file.close()
+CELLS_JOURNAL = JournalFormat[CellRuns, tuple[AxisValue, ...]](
+    header=None,
+    encode=lambda cell: json.dumps(cell.to_json(), allow_nan=False) + "\n",
+    decode=_journal_cells,
+    key=lambda cell: cell.values,
+)
+"""The sweep's journal: one JSON line per cell, appended as cells arrive."""
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -657,26 +648,19 @@ class SweepRun:
         return self.out_dir / CSV_FILE
 
 
-def _check_execution(
-    config: SweepConfig, workers: int, backend: str, ray_address: str | None
-) -> None:
-    require(
-        isinstance(workers, int) and not isinstance(workers, bool) and workers >= 1,
-        f"workers (--workers) must be an integer >= 1; got {workers}",
-    )
-    require(
-        backend in BACKENDS,
-        f"backend (--backend) must be one of {', '.join(BACKENDS)}; got {backend!r}",
-    )
-    require(
-        ray_address is None or backend == "ray", "ray address (--ray-address) needs --backend ray"
-    )
+def _execution(
+    config: SweepConfig, workers: int | None, backend: Backend, ray_address: str | None
+) -> Execution:
+    if workers is None:
+        workers = 1 if config.clock == "wall" else (os.cpu_count() or 1)
+    execution = Execution(workers, backend, ray_address)
     if config.clock == "wall":
         require(
             workers == 1 and backend == "process",
             "--clock wall runs the cells in one event loop (set --concurrency); "
             "--workers and --backend ray apply to --clock virtual",
         )
+    return execution
 
 
 def run_sweep(
@@ -692,40 +676,31 @@ def run_sweep(
 ) -> SweepRun:
     """Simulate every cell not yet journaled in `out_dir`, writing sweep.csv as cells arrive.
     `options` (the command line's) are saved in sweep.json for `--resume` to reuse."""
-    if workers is None:
-        workers = 1 if config.clock == "wall" else (os.cpu_count() or 1)
-    _check_execution(config, workers, backend, ray_address)
+    execution = _execution(config, workers, backend, ray_address)
     settings = config.to_dict() | ({} if options is None else {OPTIONS: options})
     prepare_out_dir(out_dir, settings, CONFIG_FILE, "sweep", resume)
     cells = config.cells()
     start = time.perf_counter()
-    journal = _Journal(out_dir / JOURNAL_FILE)
-    with ExitStack() as stack:
-        stack.callback(journal.close)
-        todo = [cell for cell in cells if cell.values not in journal.cells]
-        reused = len(cells) - len(todo)
-        if progress is not None:
-            progress(reused, len(cells))
-        batches = run_chunks(
-            compute_chunk,
-            _chunks(todo, config, workers),
-            workers=workers,
-            backend=backend,
-            ray_address=ray_address,
-            stack=stack,
-            command="sweep",
-        )
-        done = reused
-        for batch in batches:
-            journal.add(batch)
-            done += len(batch)
+    with Journal(out_dir / JOURNAL_FILE, CELLS_JOURNAL) as journal:
+
+        def write_csv() -> None:
             write_atomic(
-                out_dir / CSV_FILE, sweep_csv(analyse(config, list(journal.cells.values())))
+                out_dir / CSV_FILE, sweep_csv(analyse(config, list(journal.items.values())))
             )
-            if progress is not None:
-                progress(done, len(cells))
+
+        done = drive(
+            journal,
+            cells,
+            lambda cell: cell.values,
+            functools.partial(_chunks, config=config, workers=execution.workers),
+            compute_chunk,
+            execution,
+            command="sweep",
+            progress=progress,
+            after_batch=write_csv,
+        )
     elapsed = time.perf_counter() - start
     wanted = {cell.values for cell in cells}
-    result = analyse(config, [r for v, r in journal.cells.items() if v in wanted])
+    result = analyse(config, [r for v, r in journal.items.items() if v in wanted])
     write_atomic(out_dir / CSV_FILE, sweep_csv(result))
-    return SweepRun(result, out_dir, len(todo), reused, elapsed, workers)
+    return SweepRun(result, out_dir, done.computed, done.reused, elapsed, execution.workers)
