@@ -418,7 +418,7 @@ def test_redirected_output_has_no_width_limit(capsys: pytest.CaptureFixture[str]
 
 
 def test_heatmap_cells_have_gaps() -> None:
-    from dsi_online.studies.heatmap import PanelGrid
+    from dsi_online.studies.heatmap_rows import PanelGrid
 
     grid = PanelGrid([0.1, 0.2, 0.3], [0.5, 0.9], [[1.0, 1.0, 1.0], [1.24, 2.5, 0.8]])
     text = _render(render_grid(grid, "t", SPEEDUP_BANDS, False), 80)
@@ -442,12 +442,12 @@ def test_plot_extra_hint_keeps_its_brackets(
 def test_png_axes_span_the_grid_and_sweep_ticks_are_integers(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     from dsi_online.reports.plots import _span_grid, pyplot
-    from dsi_online.studies.heatmap import CellBest
+    from dsi_online.studies.heatmap_rows import CellBest
 
     plt = pyplot()
     fig, ax = plt.subplots()
     best = [CellBest(c, a, 1.0, 1.0, 1, 1.0, 1, 1.0, "si") for c in (0.3, 0.4) for a in (0.6, 0.8)]
-    from dsi_online.studies.heatmap import panel_grid
+    from dsi_online.studies.heatmap_rows import panel_grid
 
     _span_grid(ax, panel_grid(best, "dsi_over_si"))
     assert ax.get_xlim() == pytest.approx((0.25, 0.45)) and ax.get_ylim() == pytest.approx(

@@ -19,13 +19,11 @@ from dsi_online.studies.heatmap import (
     BEST_FILE,
     JOURNAL_FILE,
     ROWS_FILE,
-    CellRow,
     HeatmapConfig,
-    best_per_cell,
     load_rows,
-    read_rows,
     run_heatmap,
 )
+from dsi_online.studies.heatmap_rows import CellRow, best_per_cell, read_rows
 from dsi_online.studies.results import write_atomic
 from dsi_online.units.engine import UnitsCell
 

@@ -14,13 +14,8 @@ import dsi_online.studies.sweep as sweep_module
 from dsi_online.cli import main
 from dsi_online.errors import InvalidParameterError
 from dsi_online.sim.scenario import Scenario
-from dsi_online.studies.sweep import (
-    CSV_FILE,
-    LatencySettings,
-    SweepConfig,
-    parse_axis,
-    run_sweep,
-)
+from dsi_online.studies.sweep import CSV_FILE, run_sweep
+from dsi_online.studies.sweep_grid import LatencySettings, SweepConfig, parse_axis
 
 BASE_MS = LatencySettings(target_ms=10, drafter_ms=1)
 

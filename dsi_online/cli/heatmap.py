@@ -40,13 +40,8 @@ from dsi_online.cli.common import (
 )
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.reports.heatmap_view import render_heatmap
-from dsi_online.studies.heatmap import (
-    CONFIG_FILE,
-    CellBest,
-    HeatmapConfig,
-    load_rows,
-    run_heatmap,
-)
+from dsi_online.studies.heatmap import CONFIG_FILE, HeatmapConfig, load_rows, run_heatmap
+from dsi_online.studies.heatmap_rows import CellBest
 from dsi_online.studies.parallel import check_ray_address
 from dsi_online.studies.results import read_settings
 

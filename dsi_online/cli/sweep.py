@@ -58,16 +58,9 @@ from dsi_online.reports.sweep_view import (
 from dsi_online.sim.clock import check_clock
 from dsi_online.studies.parallel import check_ray_address
 from dsi_online.studies.results import OPTIONS, read_settings
-from dsi_online.studies.sweep import (
-    CONFIG_FILE,
-    CSV_FILE,
-    RANGE_HELP,
-    LatencySettings,
-    SweepConfig,
-    SweepResult,
-    parse_axis,
-    run_sweep,
-)
+from dsi_online.studies.sweep import CONFIG_FILE, CSV_FILE, run_sweep
+from dsi_online.studies.sweep_analysis import SweepResult
+from dsi_online.studies.sweep_grid import RANGE_HELP, LatencySettings, SweepConfig, parse_axis
 
 PNG_FILE = "sweep.png"
 

@@ -9,7 +9,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from dsi_online.studies.heatmap import PANELS, CellBest, PanelGrid, panel_grid
+from dsi_online.studies.heatmap_rows import PANELS, CellBest, PanelGrid, panel_grid
 
 MAX_COLUMNS = 21
 """Widest grid drawn in the terminal; finer grids show evenly spaced rows and columns."""

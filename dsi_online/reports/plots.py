@@ -10,7 +10,7 @@ from typing import Any
 
 from dsi_online.errors import MissingExtraError
 from dsi_online.reports.heatmap_view import LOOKAHEAD_BANDS, SPEEDUP_BANDS, Band
-from dsi_online.studies.heatmap import PANELS, CellBest, PanelGrid, panel_grid
+from dsi_online.studies.heatmap_rows import PANELS, CellBest, PanelGrid, panel_grid
 
 INSTALL_HINT = "pip install 'dsi-online[plot]'"
 

@@ -7,7 +7,8 @@ from typing import Any
 
 from dsi_online.reports.plots import pyplot
 from dsi_online.schedulers.registry import ALGORITHMS, LABELS
-from dsi_online.studies.sweep import PARAMETERS, SweepResult, SweepRow
+from dsi_online.studies.sweep_analysis import SweepResult, SweepRow
+from dsi_online.studies.sweep_grid import PARAMETERS
 
 COLOURS = {"nonsi": "#7f7f7f", "si": "#1f77b4", "dsi": "#d62728"}
 KNEE_LABEL = "open circle: enough servers (conclusive knee)"

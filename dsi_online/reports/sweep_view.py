@@ -12,15 +12,9 @@ from dsi_online.assumptions import ASSUMPTIONS, notes
 from dsi_online.reports.run import COMPACT, number_column
 from dsi_online.schedulers.registry import ALGORITHMS
 from dsi_online.sim.stats import Speedup
-from dsi_online.studies.sweep import (
-    NEAR_BEST,
-    AxisValue,
-    Knee,
-    SweepResult,
-    SweepRow,
-    SweepRun,
-    row_json,
-)
+from dsi_online.studies.sweep import SweepRun
+from dsi_online.studies.sweep_analysis import NEAR_BEST, Knee, SweepResult, SweepRow, row_json
+from dsi_online.studies.sweep_grid import AxisValue
 
 BAR_WIDTH = 30
 
