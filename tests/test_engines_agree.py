@@ -16,7 +16,8 @@ from dsi_online.sim.runner import ScenarioResult, oracle_for, run_scenario
 from dsi_online.sim.scenario import Scenario, servers_needed
 from dsi_online.units import compare as engines_compare
 from dsi_online.units.compare import compare, report
-from dsi_online.units.engine import UnitsResult, simulate_scenario
+from dsi_online.units.engine import UnitsResult
+from dsi_online.units.scenario import simulate_scenario
 
 TARGET_US = 10_000
 RELATIVE = 1e-12  # latencies are whole microseconds, so only the model's float sums round

@@ -14,12 +14,11 @@ from dsi_online.units.analytic import si_expected_latency, si_time_per_token
 from dsi_online.units.engine import (
     UnitsCell,
     chunk_draws,
-    leading_runs,
     servers_needed,
     simulate_units,
     simulate_units_batch,
-    simulate_units_on_coins,
 )
+from dsi_online.units.scenario import leading_runs, simulate_units_on_coins
 
 Z = 4.0  # tolerance in standard errors: a false alarm about once in 16,000 checks
 

@@ -50,7 +50,7 @@ from dsi_online.sim.profile import resolve_profile
 from dsi_online.sim.runner import check_concurrency, run_scenario
 from dsi_online.sim.scenario import Scenario, check_acceptance, check_comm_ms, check_cv, check_ms
 from dsi_online.sim.trace import load_trace
-from dsi_online.units.engine import simulate_scenario
+from dsi_online.units.scenario import simulate_scenario
 
 DEFAULT_TARGET_MS = 30.0
 DEFAULT_DRAFTER_MS = 3.0

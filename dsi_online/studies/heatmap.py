@@ -38,12 +38,7 @@ from dsi_online.studies.heatmap_rows import (
 )
 from dsi_online.studies.parallel import Backend
 from dsi_online.studies.results import prepare_out_dir, write_atomic
-from dsi_online.units.engine import (
-    UnitsCell,
-    expected_chunks,
-    servers_needed,
-    simulate_units_batch,
-)
+from dsi_online.units.engine import UnitsCell, expected_chunks, servers_needed, simulate_units_batch
 
 Engine = Literal["units", "async"]
 ClockName = Literal["virtual", "wall"]

@@ -11,9 +11,7 @@ from pathlib import Path
 
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.studies.grid import JournalFormat
-from dsi_online.units.engine import (
-    UnitsCell,
-)
+from dsi_online.units.engine import UnitsCell
 
 
 def unique_sorted(values: Iterable[float]) -> list[float]:

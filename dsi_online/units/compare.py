@@ -25,7 +25,7 @@ import numpy.typing as npt
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.sim.runner import oracle_for, run_scenario
 from dsi_online.sim.scenario import Scenario
-from dsi_online.units.engine import simulate_scenario
+from dsi_online.units.scenario import simulate_scenario
 
 GRID_C = (0.05, 0.1, 0.3, 0.6)
 GRID_A = (0.3, 0.6, 0.8, 0.95)

@@ -26,7 +26,7 @@ of either algorithm accepts `min(size, draws[i])` drafts (see `chunk_draws`).
 The loop runs over chunk indices only; each step updates every unfinished
 (cell, repeat, algorithm) lane at once with numpy.
 
-`simulate_units_on_coins` prices the same model on given per-position coins instead (the
+`dsi_online.units.scenario` prices the same model on given per-position coins instead (the
 asyncio engine's oracles'), one repeat at a time, so the two engines compare repeat by
 repeat on the same coins (docs/engines.md).
 """
@@ -42,10 +42,7 @@ import numpy.typing as npt
 
 from dsi_online.errors import require
 from dsi_online.schedulers.registry import ALGORITHMS
-from dsi_online.sim.scenario import Scenario
 from dsi_online.sim.scenario import servers_needed as exact_servers_needed
-
-"""The algorithms every result reports, in this order."""
 
 _BLOCK = 256
 """Chunk draws per repeat fetched from a cell's generator at a time."""
@@ -409,108 +406,8 @@ def _simulate_batch(
     return si_out.reshape(len(cells), repeats), dsi_out.reshape(len(cells), repeats)
 
 
-def leading_runs(coins: Sequence[bool]) -> list[int]:
-    """`runs[p]`: how many coins from position p on are true before the first false one, so a
-    chunk of `size` drafts starting at p accepts `min(size, runs[p])` of them."""
-    runs = [0] * (len(coins) + 1)
-    for p in range(len(coins) - 1, -1, -1):
-        runs[p] = runs[p + 1] + 1 if coins[p] else 0
-    return runs[:-1]
-
-
-def _si_on_runs(runs: Sequence[int], c: float, k: int, tokens: int) -> float:
-    """SI of the time-unit model, each chunk priced on the coins at its positions."""
-    cost, done = 0.0, 0
-    while done < tokens:
-        size = min(k, tokens - 1 - done)
-        cost += size * c + 1.0
-        done += min(size, runs[done]) + 1
-    return cost
-
-
-def _dsi_on_runs(runs: Sequence[int], c: float, k: int, tokens: int) -> float:
-    """DSI of the time-unit model (see `_dsi_step`), each chunk priced on its coins."""
-    cost, done = 0.0, 0
-    while done < tokens:
-        new, spec = 0, 0.0
-        while True:
-            size = min(k, tokens - 1 - done - new)
-            accepted = min(size, runs[done + new])
-            new += accepted
-            spec += size * c
-            if accepted < max(size, 1):
-                break
-        cost += min(spec + 1.0, float(new + 1))
-        done += new + 1
-    return cost
-
-
-def simulate_units_on_coins(
-    c: float, a: float, k: int, coins: Sequence[Sequence[bool]], seed: int = 0
-) -> UnitsResult:
-    """The time-unit model priced on given per-position coins (one sequence of S coins per
-    repeat, e.g. the asyncio engine's oracles'): a chunk accepts its leading drafts whose
-    coins are true, at most its size. The engines then compare per repeat on the same
-    coins (a paired comparison). `a` and `seed` only label the result."""
-    require(len(coins) > 0, "coins: at least one repeat is needed")
-    tokens = len(coins[0])
-    validate_run(tokens, len(coins), seed)
-    require(all(len(row) == tokens for row in coins), "coins: every repeat needs S coins")
-    cell = UnitsCell(c, a, k)
-    runs = [leading_runs(row) for row in coins]
-    si = np.array([_si_on_runs(r, c, k, tokens) for r in runs])
-    dsi = np.array([_dsi_on_runs(r, c, k, tokens) for r in runs])
-    return UnitsResult(cell, tokens, seed, np.full(len(coins), float(tokens)), si, dsi)
-
-
 def servers_needed(c: float, k: int) -> int:
     """Target servers DSI needs so that no verification waits: ceil(1 / (k c)), computed
     exactly (`dsi_online.sim.scenario.servers_needed`, the one definition)."""
     validate_cell(c, 0.0, k)
     return exact_servers_needed(c, int(k))
-
-
-def simulate_scenario(
-    scenario: Scenario, coins: Sequence[Sequence[bool]] | None = None
-) -> UnitsResult:
-    """A Scenario under the time-unit model, which assumes what the scenario must then say:
-    constant latencies, TTFT = TPOT, no communication delay, and DSI with enough servers.
-    With `coins` (one sequence per repeat), chunks are priced on them instead of on the
-    model's own Geometric draws (see `simulate_units_on_coins`)."""
-    target, drafter = scenario.target, scenario.drafter
-    require(
-        target.is_constant and drafter.is_constant,
-        "--engine units models constant latencies: drop --latency-cv (or use a profile "
-        "with constant latencies)",
-    )
-    require(
-        target.ttft.mean == target.tpot.mean and drafter.ttft.mean == drafter.tpot.mean,
-        "--engine units models TTFT = TPOT: drop --target-ttft-ms and --drafter-ttft-ms",
-    )
-    require(scenario.link is None, "--engine units has no communication delay: drop --comm-ms")
-    require(
-        scenario.c <= 1,
-        "--engine units models a drafter no slower than the target: --drafter-ms must be "
-        f"<= --target-ms; got c = {scenario.c:g}",
-    )
-    require(
-        scenario.servers >= scenario.servers_needed,
-        f"--engine units models DSI with enough servers: --servers/-n must be >= "
-        f"ceil(1/(k c)) = {scenario.servers_needed}; got {scenario.servers}",
-    )
-    if coins is not None:
-        require(
-            len(coins) == scenario.repeats and all(len(r) == scenario.tokens for r in coins),
-            "coins: one sequence of --tokens coins per repeat is needed",
-        )
-        return simulate_units_on_coins(
-            scenario.c, scenario.acceptance, scenario.lookahead, coins, scenario.seed
-        )
-    return simulate_units(
-        scenario.c,
-        scenario.acceptance,
-        scenario.lookahead,
-        scenario.tokens,
-        scenario.repeats,
-        scenario.seed,
-    )
