@@ -7,6 +7,7 @@ import gc
 import itertools
 import math
 import random
+import re
 import select
 import selectors
 from collections.abc import Callable
@@ -77,8 +78,9 @@ def test_new_loop_kinds() -> None:
         assert isinstance(loop, VirtualEventLoop)
     finally:
         loop.close()
-    with pytest.raises(InvalidParameterError, match="--clock"):
+    with pytest.raises(InvalidParameterError) as raised:
         check_clock("lunar")
+    assert re.search("--clock", raised.value.cli_message)
 
 
 def test_cancelling_a_run_leaves_no_task_pending() -> None:

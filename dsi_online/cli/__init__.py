@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     import typer
-    from typer import _click as click  # typer's own copy of click: its exceptions
+    from typer.exceptions import TyperException  # click's exceptions derive from it
 
     from dsi_online.cli.commands import command
     from dsi_online.errors import DSIOnlineError
@@ -85,12 +85,12 @@ def _main(argv: list[str]) -> int:
     try:
         result = command().main(args=argv, prog_name="dsi-online", standalone_mode=False)
     except DSIOnlineError as exc:
-        return _error(str(exc))
+        return _error(exc.cli_message)
     except MemoryError:
         return _error("out of memory: choose fewer tokens, repeats, servers or cells")
-    except click.exceptions.NoArgsIsHelpError:
-        return 0  # the help is already printed
-    except click.exceptions.ClickException as exc:
+    except TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # typer keeps click's classes private
+            return 0  # the help is already printed
         return _error(_click_message(exc))
     except typer.Abort:
         return _error("aborted")

@@ -266,13 +266,11 @@ def resumed_options(ctx: typer.Context, saved: dict[str, Any], folder: Path) -> 
     """`--resume` takes its settings from the folder: the saved value of every option in
     `saved` (keyed by parameter name). An option given on this command line must agree with
     the saved one; InvalidParameterError naming it otherwise."""
-    from typer._click.core import ParameterSource
-
     values: dict[str, Any] = {}
     for name, stored in saved.items():
         given = ctx.params.get(name)
         source = ctx.get_parameter_source(name)
-        explicit = source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+        explicit = source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
         if explicit and _plain(given) != _plain(stored):
             option = _option_name(ctx, name)
             raise InvalidParameterError(

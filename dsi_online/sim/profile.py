@@ -134,7 +134,7 @@ def _latency(data: Mapping[str, Any], where: str) -> LatencyModel:
     except ProfileError:
         raise
     except DSIOnlineError as exc:
-        raise _fail(where, str(exc)) from None
+        raise _fail(where, exc.cli_message) from None
     raise _fail(where, f"field 'kind' must be constant, lognormal or empirical; got {kind!r}")
 
 
@@ -173,7 +173,7 @@ def _cost(data: Mapping[str, Any], where: str) -> TokenCost:
     except ProfileError:
         raise
     except DSIOnlineError as exc:
-        raise _fail(where, str(exc)) from None
+        raise _fail(where, exc.cli_message) from None
 
 
 def cost_to_toml(cost: TokenCost) -> dict[str, Any]:

@@ -99,4 +99,6 @@ def load_trace(path: str | Path, option: str = "--acceptance-trace") -> Acceptan
     try:
         return AcceptanceTrace(tuple(traces), source)
     except InvalidParameterError as exc:
-        raise InvalidParameterError(f"acceptance trace ({option}) {path}: {exc}") from None
+        raise InvalidParameterError(
+            f"acceptance trace ({option}) {path}: {exc.cli_message}"
+        ) from None

@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenarios = grid(args.tokens, args.repeats, args.seed, args.extra_servers)
         results = [compare(s) for s in scenarios]
     except InvalidParameterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.cli_message}", file=sys.stderr)
         return 2
     print(report(results))
     return 0
