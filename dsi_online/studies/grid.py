@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Generic, TextIO, TypeVar
 
 from dsi_online.errors import require
-from dsi_online.studies.parallel import BACKENDS, Backend, run_chunks
+from dsi_online.studies.parallel import EXECUTORS, Executor, run_chunks
 from dsi_online.studies.results import complete_lines
 
 Cell = TypeVar("Cell")
@@ -31,7 +31,7 @@ class Execution:
     """Where a grid's chunks run: `workers` processes (1: in this process) or Ray tasks."""
 
     workers: int
-    backend: Backend = "process"
+    backend: Executor = "process"
     ray_address: str | None = None
 
     def __post_init__(self) -> None:
@@ -41,8 +41,8 @@ class Execution:
             f"workers (--workers) must be an integer >= 1; got {workers}",
         )
         require(
-            self.backend in BACKENDS,
-            f"backend (--backend) must be one of {', '.join(BACKENDS)}; got {self.backend!r}",
+            self.backend in EXECUTORS,
+            f"backend (--backend) must be one of {', '.join(EXECUTORS)}; got {self.backend!r}",
         )
         require(
             self.ray_address is None or self.backend == "ray",

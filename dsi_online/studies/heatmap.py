@@ -36,7 +36,7 @@ from dsi_online.studies.heatmap_rows import (
     rows_csv,
     unique_sorted,
 )
-from dsi_online.studies.parallel import Backend
+from dsi_online.studies.parallel import Executor
 from dsi_online.studies.results import prepare_out_dir, write_atomic
 from dsi_online.units.engine import UnitsCell, expected_chunks, servers_needed, simulate_units_batch
 
@@ -306,7 +306,7 @@ def run_heatmap(
     *,
     resume: bool = False,
     workers: int | None = None,
-    backend: Backend = "process",
+    backend: Executor = "process",
     ray_address: str | None = None,
     progress: Progress | None = None,
 ) -> HeatmapRun:

@@ -23,8 +23,10 @@ from typing import Any, Literal, TypeVar
 from dsi_online.errors import BackendError, InvalidParameterError, MissingExtraError
 from dsi_online.interrupts import worker_init
 
-Backend = Literal["process", "ray"]
-BACKENDS: tuple[Backend, ...] = ("process", "ray")
+Executor = Literal["process", "ray"]
+"""Where a grid's chunks run: a local process pool or Ray tasks (the CLI's `--backend`; not
+to be confused with the real-model backend of `dsi_online.real`)."""
+EXECUTORS: tuple[Executor, ...] = ("process", "ray")
 
 RAY_CONNECT_TIMEOUT_S = 5.0
 """How long a Ray address may take to accept a connection before it counts as unreachable."""
@@ -177,7 +179,7 @@ def run_chunks(
     chunks: Sequence[Chunk],
     *,
     workers: int,
-    backend: Backend,
+    backend: Executor,
     ray_address: str | None,
     stack: ExitStack,
     command: str,

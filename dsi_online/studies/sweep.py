@@ -25,7 +25,7 @@ from dsi_online.errors import InvalidParameterError, require
 from dsi_online.sim.clock import Clock
 from dsi_online.sim.runner import run_many
 from dsi_online.studies.grid import Execution, Journal, JournalFormat, Progress, drive
-from dsi_online.studies.parallel import Backend
+from dsi_online.studies.parallel import Executor
 from dsi_online.studies.results import OPTIONS, prepare_out_dir, write_atomic
 from dsi_online.studies.sweep_analysis import (
     AlgorithmRuns,
@@ -137,7 +137,7 @@ class SweepRun:
 
 
 def _execution(
-    config: SweepConfig, workers: int | None, backend: Backend, ray_address: str | None
+    config: SweepConfig, workers: int | None, backend: Executor, ray_address: str | None
 ) -> Execution:
     if workers is None:
         workers = 1 if config.clock == "wall" else (os.cpu_count() or 1)
@@ -157,7 +157,7 @@ def run_sweep(
     *,
     resume: bool = False,
     workers: int | None = None,
-    backend: Backend = "process",
+    backend: Executor = "process",
     ray_address: str | None = None,
     progress: Progress | None = None,
     options: dict[str, Any] | None = None,
