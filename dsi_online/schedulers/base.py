@@ -95,6 +95,11 @@ class Scheduler(Protocol):
 
     name: str
 
+    @property
+    def target_servers(self) -> int:
+        """How many target servers it uses (a backend starts that many)."""
+        ...
+
     async def generate(self, gen: Generation) -> RunResult:
         """Run the algorithm to the last token and return what it did."""
         ...

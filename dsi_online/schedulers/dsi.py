@@ -58,6 +58,11 @@ class DSI:
         self.lookahead = lookahead
         self.servers = servers
 
+    @property
+    def target_servers(self) -> int:
+        """Its pool of target servers (the SP degree)."""
+        return self.servers
+
     async def generate(self, gen: Generation) -> RunResult:
         return await _DSIRun(self, gen).run()
 

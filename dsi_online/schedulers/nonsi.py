@@ -10,6 +10,7 @@ class NonSI:
     """One target server; every forward yields the next token."""
 
     name = "nonsi"
+    target_servers = 1
 
     async def generate(self, gen: Generation) -> RunResult:
         target = gen.servers.target()

@@ -11,6 +11,7 @@ class SI:
     """Speculative inference with lookahead k (Leviathan et al. 2023, Chen et al. 2023)."""
 
     name = "si"
+    target_servers = 1
 
     def __init__(self, lookahead: int) -> None:
         require(
