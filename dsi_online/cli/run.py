@@ -35,6 +35,7 @@ from dsi_online.cli.common import (
     progress_bar,
     write_json,
 )
+from dsi_online.cli.profiles import find_profile
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.reports.run import (
     render_overhead,
@@ -46,7 +47,6 @@ from dsi_online.reports.run import (
 )
 from dsi_online.sim.clock import check_clock
 from dsi_online.sim.latency import Constant
-from dsi_online.sim.profile import resolve_profile
 from dsi_online.sim.runner import check_concurrency, run_scenario
 from dsi_online.sim.scenario import Scenario, check_acceptance, check_comm_ms, check_cv, check_ms
 from dsi_online.sim.trace import load_trace
@@ -111,7 +111,7 @@ def build_scenario(
             "--latency-cv": latency_cv,
         },
     )
-    loaded = resolve_profile(profile)
+    loaded = find_profile(profile)
     if acceptance is None:
         if loaded.acceptance is None:
             raise InvalidParameterError(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -24,10 +23,10 @@ from dsi_online.cli.common import (
     write_json,
     write_text,
 )
-from dsi_online.cli.profiles import list_profiles
+from dsi_online.cli.profiles import find_profile, warn_skipped
 from dsi_online.errors import InvalidParameterError, ProfileError
 from dsi_online.reports.run import COMPACT, number_column
-from dsi_online.sim.profile import Profile, load_profile, resolve_profile, user_profiles_dir
+from dsi_online.sim.profile import Profile, readable_profiles, user_profiles_dir
 from dsi_online.sim.stats import Speedup
 from dsi_online.studies.table import (
     TableConfig,
@@ -42,8 +41,8 @@ from dsi_online.studies.table import (
 def load_profiles(names: list[str]) -> list[Profile]:
     """The named profiles, or every readable one (yours, then the shipped ones) when none is."""
     if names:
-        return [resolve_profile(name) for name in names]
-    profiles = [load_profile(Path(entry.path)) for entry in list_profiles()]
+        return [find_profile(name) for name in names]
+    profiles = [profile for _, profile in readable_profiles(warn_skipped)]
     if not profiles:
         raise ProfileError(
             f"no profiles found, neither shipped nor in {user_profiles_dir()}: make one with "

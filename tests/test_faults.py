@@ -1,0 +1,105 @@
+"""Issue 17's fault and fuzz findings on the real-model commands (and issue 15 item 6), one
+regression test each, at the command line: bad input is one line with exit code 2, refused
+before any work; what is printed is true of the run it describes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dsi_online.cli import main
+from tests.test_hardening import VIRTUAL, one_error
+
+COST = (
+    "cost = { tokens = [1, 2, 4], mean_ms = [2.0, 2.5, 3.0], reference_context = 64, "
+    "attention_ns = 0.0, layers = 2, contended = 1.0 }"
+)
+PROFILE = f"""name = "faulty"
+[provenance]
+source = "written by hand for a test"
+hardware = "none"
+date = "2026-12-06"
+command = "none"
+[target]
+name = "t"
+ttft = {{ kind = "constant", ms = 30.0 }}
+tpot = {{ kind = "constant", ms = 30.0 }}
+{COST}
+[drafter]
+name = "d"
+ttft = {{ kind = "constant", ms = 3.0 }}
+tpot = {{ kind = "constant", ms = 3.0 }}
+[acceptance]
+rate = 0.8
+source = "by hand"
+by_position = [0.9, 0.8]
+ci95 = [0.7, 0.9]
+samples = 100
+"""
+
+
+def write_profile(folder: Path, replace: tuple[str, str] = ("", ""), name: str = "p") -> Path:
+    """A valid profile file with a token-cost target, one string of it replaced."""
+    path = folder / f"{name}.toml"
+    old, new = replace
+    assert old in PROFILE
+    path.write_text(PROFILE.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+# --- finding 2: every field of a profile is checked on load ---------------------------------
+
+BAD_FIELDS = [
+    (("ci95 = [0.7, 0.9]", "ci95 = [0.5]"), "ci95"),
+    (("ci95 = [0.7, 0.9]", "ci95 = [0.9, 0.7]"), "ci95"),
+    (("by_position = [0.9, 0.8]", 'by_position = "high"'), "by_position"),
+    (("by_position = [0.9, 0.8]", "by_position = [0.9, nan]"), "by_position"),
+    (("samples = 100", 'samples = "many"'), "samples"),
+    (("samples = 100", "samples = 0"), "samples"),
+    (("reference_context = 64", "reference_context = inf"), "reference_context"),
+    (("layers = 2", "layers = nan"), "layers"),
+    (("layers = 2", "layers = 1.5"), "layers"),
+    (("tokens = [1, 2, 4]", "tokens = [1, 2.5, 4]"), "tokens"),
+    (('kind = "constant", ms = 30.0', 'kind = "constant", ms = inf'), "ms"),
+    (('name = "faulty"', "name = 7"), "name"),
+]
+
+
+@pytest.mark.parametrize(("replace", "field"), BAD_FIELDS)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["profiles", "show"],
+        [*VIRTUAL, "-S", "10", "-r", "1", "--profile"],
+        ["table", "-S", "10", "-r", "1", "--max-lookahead", "2"],
+    ],
+)
+def test_a_bad_profile_field_is_one_line_naming_file_and_field(
+    command: list[str],
+    replace: tuple[str, str],
+    field: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = write_profile(tmp_path, replace)
+    line = one_error(capsys, [*command, str(path)])
+    assert str(path) in line and f"'{field}'" in line
+
+
+def test_a_bad_user_profile_is_skipped_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DSI_ONLINE_PROFILES", str(tmp_path))
+    bad = write_profile(tmp_path, ("layers = 2", "layers = nan"), name="bad")
+    write_profile(tmp_path, name="good")
+    for args in (
+        ["profiles", "--json", "-"],
+        [*VIRTUAL, "--profile", "tiny-llama-cpu", "-a", "0.8", "-S", "10", "-r", "1"],
+        ["table", "faulty", "-S", "10", "-r", "1", "--max-lookahead", "2"],
+    ):
+        assert main(args) == 0, args
+        err = capsys.readouterr().err.splitlines()
+        warnings = [line for line in err if line.startswith("warning: skipped")]
+        assert len(warnings) == 1 and str(bad) in warnings[0] and "'layers'" in warnings[0]
+        assert not any("Traceback" in line for line in err)
