@@ -103,3 +103,86 @@ def test_a_bad_user_profile_is_skipped_with_a_warning(
         warnings = [line for line in err if line.startswith("warning: skipped")]
         assert len(warnings) == 1 and str(bad) in warnings[0] and "'layers'" in warnings[0]
         assert not any("Traceback" in line for line in err)
+
+
+# --- finding 3: a symlink loop as an output path --------------------------------------------
+
+
+def symlink_loop(folder: Path) -> Path:
+    """Two links that point to each other: following either never ends."""
+    (folder / "a").symlink_to(folder / "b")
+    (folder / "b").symlink_to(folder / "a")
+    return folder / "a"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["table", "tiny-llama-cpu", "-a", "0.8", "-S", "10", "-r", "1", "--json"],
+        ["table", "tiny-llama-cpu", "-a", "0.8", "-S", "10", "-r", "1", "--csv"],
+        [*VIRTUAL, "-a", "0.8", "-S", "10", "-r", "1", "--json"],
+        ["validate", "--pair", "/nonexistent", "--trace-out"],
+        ["sweep", "--vary", "acceptance=0.5,0.7", "-S", "10", "-r", "1", "--no-png", "--out"],
+    ],
+)
+def test_a_symlink_loop_as_output_is_one_line(
+    args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loop = symlink_loop(tmp_path)
+    line = one_error(capsys, [*args, str(loop)])
+    assert "symlink loop" in line and str(loop) in line
+
+
+# --- finding 4: one path given to two outputs -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["validate", "--pair", "/nonexistent", "--trace-out", "X", "--profile-out", "X"],
+        ["validate", "--pair", "/nonexistent", "--trace-out", "X", "--json", "LINK"],
+        ["validate", "--pair", "/nonexistent", "--json", "-", "--trace-out", "-"],
+        ["table", "tiny-llama-cpu", "-a", "0.8", "--csv", "X", "--json", "X"],
+    ],
+)
+def test_one_path_for_two_outputs_is_refused_before_work(
+    args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "LINK").symlink_to(tmp_path / "X")
+    paths = {"X": str(tmp_path / "X"), "LINK": str(tmp_path / "LINK")}
+    line = one_error(capsys, [paths.get(arg, arg) for arg in args])
+    assert "both name" in line
+    assert not (tmp_path / "X").exists()
+
+
+# --- finding 5: pair train --out follows links and names the user's path ---------------------
+
+TRAIN = ["pair", "train", "--size", "test", "--out"]
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("target", ["empty", "missing/pair"])
+def test_pair_out_follows_a_link(
+    target: str, test_pair: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty").mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / target)
+    assert main([*TRAIN, str(link)]) == 0, capsys.readouterr().err
+    assert link.is_symlink() and (tmp_path / target / "pair.toml").is_file()
+    assert not [p for p in tmp_path.rglob(".tmp-*")]
+
+
+@pytest.mark.torch
+def test_pair_out_errors_name_the_users_path(
+    test_pair: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert "must name a folder" in one_error(capsys, [*TRAIN, ""])
+    assert not (Path.cwd() / "pair.toml").exists()
+    loop = symlink_loop(tmp_path)
+    line = one_error(capsys, [*TRAIN, str(loop)])
+    assert "symlink loop" in line and str(loop) in line
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to("/proc/no-such-folder")
+    line = one_error(capsys, [*TRAIN, str(dangling)])
+    assert str(dangling) in line and ".tmp-" not in line

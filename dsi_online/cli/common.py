@@ -17,6 +17,7 @@ should use them too:
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -38,7 +39,12 @@ from rich.progress import (
 
 from dsi_online.errors import InvalidParameterError
 from dsi_online.interrupts import keeping
-from dsi_online.studies.results import check_output_file, check_output_folder, write_output
+from dsi_online.studies.results import (
+    check_output_file,
+    check_output_folder,
+    resolve_path,
+    write_output,
+)
 
 __all__ = ["keeping"]
 
@@ -216,6 +222,25 @@ def check_output(path: str | None, option: str) -> None:
     if path is not None and path != "-":
         require_text(path, option)
         check_output_file(Path(path), option)
+
+
+def check_outputs(paths: dict[str, str | None]) -> None:
+    """check_output for each option's path, and no file (nor stdout) named by two options:
+    the last write would replace the other's output. os.devnull may repeat."""
+    seen: dict[str, str] = {}
+    for option, path in paths.items():
+        check_output(path, option)
+        if path is None:
+            continue
+        key = path if path == "-" else str(resolve_path(Path(path), option))
+        if key == os.devnull:
+            continue
+        if key in seen:
+            what = "stdout, '-'," if key == "-" else path
+            raise InvalidParameterError(
+                f"{seen[key]} and {option} both name {what}; give each output its own file"
+            )
+        seen[key] = option
 
 
 def require_text(path: str, option: str) -> None:

@@ -16,7 +16,7 @@ from dsi_online.cli.common import (
     SCENARIO,
     JsonPath,
     advance,
-    check_output,
+    check_outputs,
     keeping,
     output_console,
     progress_bar,
@@ -170,8 +170,7 @@ def latency(
         raise InvalidParameterError(
             "a profile holds a target/drafter pair: give --drafter with --out"
         )
-    check_output(None if out is None else str(out), "--out")
-    check_output(json_path, "--json")
+    check_outputs({"--out": None if out is None else str(out), "--json": json_path})
     models = 1 if drafter is None else 2
     with (
         keeping("nothing is kept (the profile is written at the end)"),
@@ -271,9 +270,13 @@ def acceptance(
     )
     if profile is not None:
         load_profile(profile)  # a bad profile fails now, not after the measurement
-        check_output(str(profile), "--profile")
-    check_output(json_path, "--json")
-    check_output(trace_out, "--trace-out")
+    check_outputs(
+        {
+            "--profile": None if profile is None else str(profile),
+            "--json": json_path,
+            "--trace-out": trace_out,
+        }
+    )
     with (
         keeping("nothing is kept (the rate is written at the end)"),
         progress_bar("prompts", len(read_prompts(prompts))) as bar,

@@ -49,7 +49,7 @@ def _summary(info: PairInfo) -> Table:
     return table
 
 
-def train_with_progress(size: str, seed: int, out: Path | None = None) -> TrainResult:
+def train_with_progress(size: str, seed: int, out: Path | str | None = None) -> TrainResult:
     """Train the pair (or find it in the cache) under a progress bar."""
     recipe = get_recipe(size)
     # Idle OpenMP threads sleep instead of spinning: on a machine whose cores other jobs
@@ -81,7 +81,7 @@ def train(
     ] = "small",
     seed: Annotated[int, typer.Option(help="Seed of the weights and the training batches.")] = 0,
     out: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             help="Also copy the pair into this folder (new or empty).", show_default=False
         ),

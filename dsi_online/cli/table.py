@@ -16,7 +16,7 @@ from dsi_online.cli.common import (
     OUTPUT,
     SCENARIO,
     advance,
-    check_output,
+    check_outputs,
     keeping,
     output_console,
     progress_bar,
@@ -212,8 +212,7 @@ def table(
     )
     if csv_path == "-" and json_path == "-":
         raise InvalidParameterError("--csv and --json cannot both write to stdout ('-')")
-    check_output(csv_path, "--csv")
-    check_output(json_path, "--json")
+    check_outputs({"--csv": csv_path, "--json": json_path})
     profiles = load_profiles(names or [])
     total = total_repeats(profiles, config)
     with (

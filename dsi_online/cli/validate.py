@@ -19,7 +19,7 @@ from dsi_online.cli.common import (
     SCENARIO,
     JsonPath,
     announce,
-    check_output,
+    check_outputs,
     keeping,
     output_console,
     progress_bar,
@@ -114,9 +114,7 @@ def validate_command(
 ) -> None:
     """Predict non-SI, SI and DSI from a real pair's measured latencies and acceptance, run
     them for real on the same prompts, and report the prediction's error."""
-    check_output(json_path, "--json")
-    check_output(trace_out, "--trace-out")
-    check_output(profile_out, "--profile-out")
+    check_outputs({"--json": json_path, "--trace-out": trace_out, "--profile-out": profile_out})
     request = ValidateRequest(
         pair=pair,
         lookahead=lookahead,
