@@ -4,6 +4,7 @@ before any work; what is printed is true of the run it describes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,34 @@ def test_pair_out_errors_name_the_users_path(
     dangling.symlink_to("/proc/no-such-folder")
     line = one_error(capsys, [*TRAIN, str(dangling)])
     assert str(dangling) in line and ".tmp-" not in line
+
+
+# --- finding 6: a trace satisfies the profile's acceptance; its version is checked -----------
+
+
+def write_trace(folder: Path, version: object = 1) -> Path:
+    """A trace file of two prompts, 20 positions each, of this version."""
+    path = folder / "trace.json"
+    document = {"format": "dsi-online acceptance trace", "source": "by hand", "version": version}
+    document["traces"] = ["11011101111011111101", "01111011101111101110"]
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return path
+
+
+def test_a_trace_gives_a_profile_its_acceptance(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = str(write_trace(tmp_path))
+    args = [*VIRTUAL, "--profile", "tiny-llama-cpu", "--acceptance-trace", trace]
+    assert main([*args, "-S", "10", "-r", "2", "--json", "-"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["scenario"]["acceptance"] == pytest.approx(0.775)
+    assert "--acceptance-trace" in one_error(capsys, [*args, "-a", "0.5"])
+
+
+@pytest.mark.parametrize("version", [99, None, "1", True])
+def test_a_trace_of_another_version_is_refused(
+    version: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = str(write_trace(tmp_path, version))
+    line = one_error(capsys, [*VIRTUAL, "--acceptance-trace", trace, "-S", "10", "-r", "1"])
+    assert "unsupported version" in line and trace in line

@@ -215,12 +215,20 @@ def run(
     _validate_floats(
         target_ms, target_ttft_ms, drafter_ms, drafter_ttft_ms, acceptance, latency_cv, comm_ms
     )
+    trace = None
+    if acceptance_trace is not None:
+        require(
+            acceptance is None,
+            "--acceptance/-a cannot be combined with --acceptance-trace: the traces give the "
+            "acceptance (drop one of the two)",
+        )
+        trace = load_trace(acceptance_trace)
     scenario = build_scenario(
         target_ms=target_ms,
         target_ttft_ms=target_ttft_ms,
         drafter_ms=drafter_ms,
         drafter_ttft_ms=drafter_ttft_ms,
-        acceptance=acceptance,
+        acceptance=acceptance if trace is None else trace.rate,
         lookahead=lookahead,
         servers=servers,
         tokens=tokens,
@@ -231,15 +239,7 @@ def run(
         comm_ms=comm_ms,
         latency_correlation=latency_correlation,
     )
-    if acceptance_trace is not None:
-        require(
-            acceptance is None,
-            "--acceptance/-a cannot be combined with --acceptance-trace: the traces give the "
-            "acceptance (drop one of the two)",
-        )
-        trace = load_trace(acceptance_trace)
-        scenario = replace(scenario, trace=trace, acceptance=trace.rate)
-    scenario = replace(scenario, prompt_tokens=prompt_tokens)
+    scenario = replace(scenario, trace=trace, prompt_tokens=prompt_tokens)
     if engine == "units":
         document = units_to_json(scenario, simulate_scenario(scenario))
         output_console(json_path).print(render_units_table(document))
