@@ -218,3 +218,38 @@ def test_a_trace_of_another_version_is_refused(
     trace = str(write_trace(tmp_path, version))
     line = one_error(capsys, [*VIRTUAL, "--acceptance-trace", trace, "-S", "10", "-r", "1"])
     assert "unsupported version" in line and trace in line
+
+
+# --- finding 7: table states the assumptions that hold for its profiles ----------------------
+
+
+@pytest.mark.parametrize("with_cost", [[True], [True, False]])
+def test_table_states_the_assumptions_of_token_cost_profiles(
+    with_cost: list[bool], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = []
+    for number, cost in enumerate(with_cost):
+        replace = ('name = "faulty"', f'name = "p{number}"')
+        path = write_profile(tmp_path, replace, name=f"p{number}")
+        if not cost:
+            path.write_text(path.read_text(encoding="utf-8").replace(COST, ""), encoding="utf-8")
+        paths.append(str(path))
+    assert main(["table", *paths, "-S", "20", "-r", "2", "--max-lookahead", "2"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "prices each forward by the tokens it processes" in text
+    if all(with_cost):
+        assert "does not depend on how many tokens it verifies" not in text
+    else:
+        assert "For p0: Measured here, not assumed" in text
+        assert "For the others: Assumed, in DSI's favour" in text
+
+
+def test_sweep_states_the_assumptions_of_a_token_cost_profile(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(write_profile(tmp_path))
+    args = ["sweep", "--profile", path, "--vary", "servers=1,2", "-S", "10", "-r", "1"]
+    assert main([*args, "--no-png", "--workers", "1", "--out", str(tmp_path / "out")]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "prices each forward by the tokens it processes" in text
+    assert "does not depend on how many tokens it verifies" not in text

@@ -226,7 +226,14 @@ def table(
     variable = any(
         not (p.target.latency.is_constant and p.drafter.latency.is_constant) for p in profiles
     )
-    console.print(Text(" ".join(notes(variable_latency=variable, comm_delay=False))))
+    priced = [p.name for p in profiles if p.target.latency.cost is not None]
+    sentences = notes(
+        variable_latency=variable,
+        comm_delay=False,
+        token_cost=bool(priced),
+        only=priced if len(priced) < len(profiles) else (),
+    )
+    console.print(Text(" ".join(sentences)))
     if csv_path is not None:
         write_text(to_csv(rows), csv_path, "--csv")
     if json_path is not None:

@@ -191,7 +191,8 @@ def render_notes(result: SweepResult) -> Text:
     scenarios = [cell.scenario for cell in result.config.cells()]
     variable = any(not (s.target.is_constant and s.drafter.is_constant) for s in scenarios)
     comm = any(s.link is not None for s in scenarios)
-    return Text(" ".join(notes(variable_latency=variable, comm_delay=comm)))
+    priced = any(s.target.cost is not None for s in scenarios)  # one profile for every cell
+    return Text(" ".join(notes(variable_latency=variable, comm_delay=comm, token_cost=priced)))
 
 
 def to_json(run: SweepRun) -> dict[str, Any]:
