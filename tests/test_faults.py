@@ -5,6 +5,7 @@ before any work; what is printed is true of the run it describes."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,24 @@ def test_sweep_states_the_assumptions_of_a_token_cost_profile(
     text = " ".join(capsys.readouterr().out.split())
     assert "prices each forward by the tokens it processes" in text
     assert "does not depend on how many tokens it verifies" not in text
+
+
+# --- finding 1: validate refuses a pair whose vocabularies differ, before any work ------------
+
+TINY_VALIDATE = ["--prompts", "1", "--prompt-bytes", "16", "-S", "8", "-r", "1"]
+TINY_VALIDATE += ["--workers", "thread", "--calibration-samples", "3"]
+
+
+@pytest.mark.torch
+def test_validate_refuses_drafters_of_another_vocabulary(
+    test_pair: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    transformers = pytest.importorskip("transformers")
+    pair = tmp_path / "pair"
+    shutil.copytree(test_pair, pair)
+    config = transformers.AutoConfig.from_pretrained(pair / "drafter")
+    config.vocab_size = 300
+    shutil.rmtree(pair / "drafter")
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(pair / "drafter")
+    line = one_error(capsys, ["validate", "--pair", str(pair), *TINY_VALIDATE])
+    assert "300" in line and "256" in line and "--pair" in line
