@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -275,3 +277,24 @@ def test_validate_refuses_drafters_of_another_vocabulary(
     transformers.AutoModelForCausalLM.from_config(config).save_pretrained(pair / "drafter")
     line = one_error(capsys, ["validate", "--pair", str(pair), *TINY_VALIDATE])
     assert "300" in line and "256" in line and "--pair" in line
+
+
+# --- finding 9: validate's latency interval cannot go below 0 --------------------------------
+
+
+def test_latency_interval_is_positive_with_two_spread_runs() -> None:
+    from dsi_online.reports.validate_view import _ci95
+    from dsi_online.sim.stats import Summary
+
+    runs = [0.0667, 0.0858]  # the two runs behind the reported "-0.0453-0.1977"
+    real = [SimpleNamespace(run=SimpleNamespace(latency_s=x)) for x in runs]
+    algorithm = SimpleNamespace(actual=Summary.of(runs), runs=real)
+    result: Any = SimpleNamespace(algorithms={"nonsi": algorithm})
+    interval = _ci95(result, "nonsi")
+    assert interval is not None
+    low, high = interval
+    mean = Summary.of(runs).mean
+    assert 0 < low < mean < high
+    assert low * high == pytest.approx(mean**2)  # symmetric on the log scale
+    algorithm.runs = real[:1]
+    assert _ci95(result, "nonsi") is None
