@@ -298,3 +298,54 @@ def test_latency_interval_is_positive_with_two_spread_runs() -> None:
     assert low * high == pytest.approx(mean**2)  # symmetric on the log scale
     algorithm.runs = real[:1]
     assert _ci95(result, "nonsi") is None
+
+
+# --- issue 15 item 6: validate fails when reality disagrees -----------------------------------
+
+
+def corrupt(tokens: tuple[int, ...]) -> tuple[int, ...]:
+    """The same tokens with the first one changed."""
+    return ((tokens[0] + 1) % 256, *tokens[1:])
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["ours", "transformers"])
+def test_validate_fails_when_an_output_differs(
+    where: str,
+    test_pair: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import dataclasses
+
+    from dsi_online.real import validate as real_validate
+    from dsi_online.real.backend import RealBackend
+
+    if where == "ours":
+        play = RealBackend.play
+
+        def wrong_play(self: RealBackend, scheduler: Any, prompt: Any, tokens: int) -> Any:
+            result = play(self, scheduler, prompt, tokens)
+            return dataclasses.replace(result, output=corrupt(result.output))
+
+        monkeypatch.setattr(RealBackend, "play", wrong_play)
+        needle = "output differs from the target's greedy decoding in 2 of 2 runs"
+    else:
+        time_peer = real_validate.time_peer
+
+        def wrong_peer(*args: Any, **kwargs: Any) -> Any:
+            peer = time_peer(*args, **kwargs)
+            wrong = tuple(dataclasses.replace(r, output=corrupt(r.output)) for r in peer.assisted)
+            return dataclasses.replace(peer, assisted=wrong)
+
+        monkeypatch.setattr(real_validate, "time_peer", wrong_peer)
+        needle = "transformers' assisted generation differs from its greedy one"
+    document = tmp_path / "v.json"
+    args = ["validate", "--pair", str(test_pair), *TINY_VALIDATE, "--prompts", "2"]
+    assert main([*args, "--json", str(document)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("validate failed: ") and needle in err[-1]
+    assert not any("Traceback" in line for line in err)
+    assert json.loads(document.read_text(encoding="utf-8"))["lossless"] is False

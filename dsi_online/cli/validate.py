@@ -28,7 +28,7 @@ from dsi_online.cli.common import (
 )
 from dsi_online.cli.pair import train_with_progress
 from dsi_online.real.validate import Phase, ValidateRequest, validate
-from dsi_online.reports.validate_view import render_validation, to_json
+from dsi_online.reports.validate_view import disagreements, render_validation, to_json
 from dsi_online.sim.profile import profile_to_toml
 
 PHASES: dict[Phase, str] = {
@@ -113,7 +113,8 @@ def validate_command(
     json_path: JsonPath = None,
 ) -> None:
     """Predict non-SI, SI and DSI from a real pair's measured latencies and acceptance, run
-    them for real on the same prompts, and report the prediction's error."""
+    them for real on the same prompts, and report the prediction's error; exit code 1 when
+    an output differs from the target's greedy decoding or transformers' from ours."""
     check_outputs({"--json": json_path, "--trace-out": trace_out, "--profile-out": profile_out})
     request = ValidateRequest(
         pair=pair,
@@ -155,3 +156,7 @@ def validate_command(
         console.print(Text(f"wrote {profile_out}"))
     if json_path is not None:
         write_json(to_json(result), json_path)
+    failed = disagreements(result)
+    if failed:
+        typer.echo(f"validate failed: {'; '.join(failed)}", err=True)
+        raise typer.Exit(1)

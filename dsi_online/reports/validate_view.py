@@ -25,6 +25,26 @@ def _ci95(result: ValidationResult, name: str) -> tuple[float, float] | None:
     return mean_ci95([r.run.latency_s for r in result.algorithms[name].runs])
 
 
+def disagreements(result: ValidationResult) -> list[str]:
+    """How reality disagrees with itself, one phrase each (none: every real output equals
+    the target's greedy decoding, and transformers' greedy and assisted generations equal
+    each other and ours). Any of them makes validate fail (exit code 1)."""
+    found = []
+    for name in ALGORITHMS:
+        runs = result.algorithms[name].runs
+        wrong = sum(not r.lossless for r in runs)
+        if wrong:
+            found.append(
+                f"{LABELS[name]}'s output differs from the target's greedy decoding in {wrong} "
+                f"of {len(runs)} runs"
+            )
+    if not result.peer.tokens_match:
+        found.append("transformers' assisted generation differs from its greedy one")
+    if not result.peer_matches_ours:
+        found.append("transformers' tokens differ from ours")
+    return found
+
+
 def render_validation(result: ValidationResult) -> Group:
     """The tables and the closing lines."""
     request = result.request
@@ -182,6 +202,7 @@ def to_json(result: ValidationResult) -> dict[str, Any]:
             "layers": cost.layers,
         }
     return {
+        "lossless": not disagreements(result),
         "pair": {"path": str(result.pair_path), **_plain(dataclasses.asdict(result.pair))},
         "scenario": {
             "lookahead": request.lookahead,
