@@ -4,6 +4,7 @@ before any work; what is printed is true of the run it describes."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from dsi_online.cli import main
 from tests.test_hardening import VIRTUAL, one_error
@@ -349,3 +351,40 @@ def test_validate_fails_when_an_output_differs(
     assert err[-1].startswith("validate failed: ") and needle in err[-1]
     assert not any("Traceback" in line for line in err)
     assert json.loads(document.read_text(encoding="utf-8"))["lossless"] is False
+
+
+# --- finding 10: numbers are never cut; progress counters show at 80 columns ------------------
+
+
+def render(renderable: Any, width: int) -> str:
+    """What a terminal `width` columns wide shows of `renderable`."""
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, force_terminal=True, color_system=None).print(renderable)
+    return buffer.getvalue()
+
+
+@pytest.mark.torch
+def test_pair_train_cuts_no_number(
+    test_pair: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dsi_online.cli.pair import _summary
+    from dsi_online.pair import PairInfo
+
+    monkeypatch.setenv("COLUMNS", "60")
+    assert main(["pair", "train", "--size", "test"]) == 0
+    assert "…" not in capsys.readouterr().out  # redirected: no width limit
+    info = PairInfo.read(test_pair)
+    table = render(_summary(info), 60)  # a terminal 60 wide
+    assert "…" not in table
+    assert f"{info.target.heldout_loss:.3f}" in table and f"{info.drafter.seconds:.1f}" in table
+
+
+def test_progress_counters_show_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsi_online.cli import common
+
+    monkeypatch.setattr(common, "stderr", Console(file=io.StringIO(), force_terminal=True))
+    long = "measuring /home/someone/models/checkpoints/vicuna-13b-v1.3-distilled/target"
+    with common.progress_bar(long, 48_000) as bar:
+        common.set_progress(bar, 12_300)
+        shown = render(bar.make_tasks_table(bar.tasks), 80)
+    assert "12300/48000" in shown and "0:00:00" in shown

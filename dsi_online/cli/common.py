@@ -36,6 +36,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 from dsi_online.errors import InvalidParameterError
 from dsi_online.interrupts import keeping
@@ -333,17 +334,28 @@ def announce(text: str) -> None:
     stderr.print(text, markup=False, highlight=False)
 
 
+DESCRIPTION_WIDTH = 30
+BAR_WIDTH = 20
+"""Widths of a progress bar's description (cut with '…' beyond) and bar: its counters (done
+of total, elapsed, remaining, 7 characters each when under 10 hours) show whole at 80."""
+
+
 @contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Progress]:
-    """A rich progress bar on a terminal's stderr, shown at once, that vanishes when done;
+    """A rich progress bar on a terminal's stderr, shown at once, that vanishes when done
+    (its counters whole at 80 columns, see DESCRIPTION_WIDTH);
     nothing at all when stderr is redirected. It redraws on each update, from this thread:
     no refresh thread, so that process pools can still fork (see dsi_online.studies.parallel)."""
+    counter = Column(no_wrap=True)
     progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
+        TextColumn(
+            "[bold]{task.description}",
+            table_column=Column(max_width=DESCRIPTION_WIDTH, no_wrap=True, overflow="ellipsis"),
+        ),
+        BarColumn(bar_width=BAR_WIDTH),
+        MofNCompleteColumn(table_column=counter),
+        TimeElapsedColumn(table_column=counter),
+        TimeRemainingColumn(table_column=counter),
         console=stderr,
         transient=True,
         auto_refresh=False,

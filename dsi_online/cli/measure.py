@@ -37,6 +37,7 @@ from dsi_online.measure.latency import (
     parse_counts,
     parse_prompt_tokens,
 )
+from dsi_online.reports.run import number_column
 from dsi_online.sim.profile import load_profile, profile_to_toml
 
 measure_app = typer.Typer(
@@ -179,16 +180,20 @@ def latency(
         result = measure_latency(
             request,
             advance=lambda n: advance(bar, n),
-            loading=lambda spec: bar.update(bar.task_ids[0], description=f"measuring {spec}"),
+            loading=lambda spec: bar.update(
+                bar.task_ids[0], description=f"measuring {Path(spec).name or spec}"
+            ),
         )
     console = output_console(json_path)
     table = Table(
         title=Text(f"Latency on {result.environment.hardware}, {result.environment.dtype}")
     )
     for column in ("model", "TTFT mean ms (prompt tokens)", "TPOT mean ms", "TPOT cv"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     if request.by_tokens:
-        table.add_column(f"forward mean ms (tokens) at context {request.by_tokens_context}")
+        table.add_column(
+            f"forward mean ms (tokens) at context {request.by_tokens_context}", overflow="fold"
+        )
     for measured in (result.target, result.drafter):
         if measured is not None:
             ttft = ", ".join(f"{_ms(t.mean_s)} ({t.prompt_tokens})" for t in measured.ttft)
@@ -301,7 +306,7 @@ def acceptance(
     )
     table = Table(title=f"Acceptance of draft i given drafts 1..i-1 (lookahead {lookahead})")
     for column in ("i", "acceptance", "windows"):
-        table.add_column(column, justify="right")
+        number_column(table, column)
     for i, (rate, windows) in enumerate(
         zip(est.by_position, est.by_position_windows, strict=True), start=1
     ):

@@ -144,9 +144,9 @@ def render_chart(result: SweepResult) -> Table:
     each servers group marked."""
     first = result.config.names[0]
     table = Table(title="DSI latency per cell (s)", box=None, show_header=False, pad_edge=False)
-    table.add_column(justify="right")
+    table.add_column(justify="right", overflow="fold")
     table.add_column()
-    table.add_column(justify="right")
+    table.add_column(justify="right", overflow="fold")
     table.add_column()
     top = max((row.latency("dsi").mean for row in result.rows), default=0.0)
     for label, rows in groups(result).items():
