@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -388,3 +389,53 @@ def test_progress_counters_show_at_80_columns(monkeypatch: pytest.MonkeyPatch) -
         common.set_progress(bar, 12_300)
         shown = render(bar.make_tasks_table(bar.tasks), 80)
     assert "12300/48000" in shown and "0:00:00" in shown
+
+
+# --- finding 11: measure sleeps idle threads and warns of unstable timings -------------------
+
+
+def latency_result(tpot: list[float], by_tokens: dict[int, list[float]]) -> Any:
+    """A model's measurement made of these timing series (seconds)."""
+    from dsi_online.measure.latency import ModelLatencyResult, PromptTTFT, TokenCountLatency
+
+    counts = tuple(TokenCountLatency(n, tuple(s)) for n, s in by_tokens.items())
+    return ModelLatencyResult(
+        spec="m", label="m", ttft=(PromptTTFT(8, (0.01,) * 8),), tpot_s=tuple(tpot),
+        decode_context=8, random_weights=True, by_tokens=counts, by_tokens_context=16,
+    )  # fmt: skip
+
+
+def test_timings_a_loaded_machine_gives_are_flagged() -> None:
+    quiet = [0.0014, 0.0015, 0.0013, 0.0014] * 4
+    assert latency_result(quiet, {1: quiet, 2: [0.0019] * 16, 64: [0.02] * 16}).warnings == ()
+    # the issue's series: every forward of 2 or more tokens took 248 ms
+    loaded = latency_result(quiet, {1: quiet, 2: [0.248] * 16, 64: [0.25] * 16}).warnings
+    assert len(loaded) == 2 and "forward of 2 tokens took 248 ms, 88.6x as long" in loaded[0]
+    assert "forward of 64 tokens took 250 ms" in loaded[1]
+    drifting = latency_result(quiet[:8] + [0.0035] * 8, {}).warnings  # another job started
+    assert len(drifting) == 1 and "TPOT drifted" in drifting[0] and "2.5" in drifting[0]
+
+
+@pytest.mark.torch
+def test_measure_sets_a_passive_wait_policy_and_warns(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("torch")
+    from dsi_online.measure import latency
+
+    def loaded(device: str, step: Any, argument: object = None) -> float:
+        step(argument)
+        tokens = 1 if argument is None else int(argument.shape[-1])  # type: ignore[attr-defined]
+        return 0.0014 if tokens == 1 else 0.248
+
+    monkeypatch.setattr(latency, "_timed", loaded)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    args = ["measure", "latency", "--target", "tiny-llama-drafter", "--prompt-tokens", "4"]
+    args += ["--by-tokens", "1,2,4", "--samples", "8", "--warmup", "0", "--device", "cpu"]
+    assert main([*args, "--json", "-"]) == 0
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2 and "forward of 2 tokens" in warnings[0]
+    assert "forward of 4 tokens" in warnings[1]
+    assert json.loads(captured.out)["warnings"] == [w.removeprefix("warning: ") for w in warnings]

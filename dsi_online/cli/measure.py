@@ -37,6 +37,7 @@ from dsi_online.measure.latency import (
     parse_counts,
     parse_prompt_tokens,
 )
+from dsi_online.measure.torch_runtime import passive_openmp
 from dsi_online.reports.run import number_column
 from dsi_online.sim.profile import load_profile, profile_to_toml
 
@@ -151,6 +152,7 @@ def latency(
     json_path: JsonPath = None,
 ) -> None:
     """Time TTFT and TPOT of a target (and a drafter); --out writes the pair's profile."""
+    passive_openmp()
     request = LatencyRequest(
         target=target,
         drafter=drafter,
@@ -202,6 +204,8 @@ def latency(
                 cells.append(", ".join(f"{_ms(c.mean_s)} ({c.tokens})" for c in measured.by_tokens))
             table.add_row(Text(measured.label), *cells)
     console.print(table)
+    for warning in result.warnings:
+        stderr.print(Text(f"warning: {warning}"))
     if result.c is not None:
         console.print(Text(f"c = drafter TPOT / target TPOT = {result.c:.4g}"))
     if out is not None:
@@ -261,6 +265,7 @@ def acceptance(
     json_path: JsonPath = None,
 ) -> None:
     """Measure how often the drafter's greedy token is the target's, with a 95% CI."""
+    passive_openmp()
     request = AcceptanceRequest(
         target=target,
         drafter=drafter,

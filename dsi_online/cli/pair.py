@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +11,7 @@ from rich.text import Text
 
 from dsi_online.cli.app import app
 from dsi_online.cli.common import announce, make_console, progress_bar
+from dsi_online.measure.torch_runtime import passive_openmp
 from dsi_online.pair.info import PairInfo
 from dsi_online.pair.recipes import SIZES, get_recipe
 from dsi_online.pair.store import TrainResult, train_pair
@@ -52,10 +52,7 @@ def _summary(info: PairInfo) -> Table:
 def train_with_progress(size: str, seed: int, out: Path | str | None = None) -> TrainResult:
     """Train the pair (or find it in the cache) under a progress bar."""
     recipe = get_recipe(size)
-    # Idle OpenMP threads sleep instead of spinning: on a machine whose cores other jobs
-    # share, spinning threads made 2-thread training 3x slower (docs/pair.md). Read when
-    # torch loads, which is later; the weights do not depend on it.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    passive_openmp()  # the weights do not depend on it; the speed does
     took = " (5 min 10 s on an idle 2-core CPU, docs/pair.md)" if size == "small" else ""
 
     def starting(folder: Path) -> None:

@@ -39,6 +39,11 @@ from dsi_online.sim.cost import TokenCost, monotone
 from dsi_online.sim.latency import Empirical, ModelLatency
 from dsi_online.sim.profile import ModelProfile, Profile, Provenance
 
+UNSTABLE = 1.5
+"""The factor beyond which timings are unstable (see ModelLatencyResult.warnings)."""
+BLOCKS = 4
+"""Consecutive blocks a shape's samples are split into to see them drift."""
+
 Advance = Callable[[int], None]
 """Called with the number of forwards just done: progress reporting, kept out of this module."""
 
@@ -139,6 +144,20 @@ class TokenCountLatency:
         return statistics.fmean(self.samples_s)
 
 
+def block_drift(samples: Sequence[float], blocks: int = BLOCKS) -> float | None:
+    """The largest median of `blocks` consecutive blocks of `samples` over the smallest;
+    None with fewer than 2 samples a block."""
+    size = len(samples) // blocks
+    if size < 2:
+        return None
+    medians = [statistics.median(samples[i * size : (i + 1) * size]) for i in range(blocks)]
+    return max(medians) / min(medians)
+
+
+def _ms_text(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g}"
+
+
 @dataclass(frozen=True)
 class ModelLatencyResult:
     """One model's measured TTFT per prompt length, TPOT samples and, with --by-tokens, the
@@ -184,6 +203,43 @@ class ModelLatencyResult:
             ratios=ratios,
         )
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Timings that repeated samples cannot explain, one sentence each, by two
+        statistics (each must stay under UNSTABLE on a quiet machine):
+
+        - drift: a shape's samples (a prompt length's TTFT, TPOT, a --by-tokens count), in
+          the order taken, split into BLOCKS consecutive blocks; the largest block median
+          over the smallest. Noise moves a median of several samples by far less; the
+          machine changing under the measurement (another job starting) moves it more.
+        - excess: a forward over n >= 2 tokens against n one-token decoding steps: its
+          median over n x TPOT's median. One forward over n tokens does no more work than
+          n forwards over one; threads fighting for the cores (another job spinning on them)
+          made every forward of 2 or more tokens 130x slower (issue 17)."""
+        shapes = [(f"TTFT at {t.prompt_tokens} tokens", t.samples_s) for t in self.ttft]
+        shapes.append(("TPOT", self.tpot_s))
+        shapes += [(f"forwards of {c.tokens} tokens", c.samples_s) for c in self.by_tokens]
+        found = []
+        for what, samples in shapes:
+            drift = block_drift(samples)
+            if drift is not None and drift > UNSTABLE:
+                found.append(
+                    f"{self.label}: {what} drifted during the measurement: medians of "
+                    f"{BLOCKS} consecutive blocks of samples differ {drift:.2f}x (more than "
+                    f"{UNSTABLE}x); is another job running?"
+                )
+        step = statistics.median(self.tpot_s)
+        for count in self.by_tokens:
+            excess = statistics.median(count.samples_s) / (count.tokens * step)
+            if count.tokens >= 2 and excess > UNSTABLE:
+                found.append(
+                    f"{self.label}: a forward of {count.tokens} tokens took "
+                    f"{_ms_text(statistics.median(count.samples_s))} ms, {excess:.3g}x as long "
+                    f"as {count.tokens} decoding steps ({_ms_text(step)} ms each): threads "
+                    "contend for the cores; is another job running?"
+                )
+        return tuple(found)
+
     def summary(self) -> str:
         """TTFT means by prompt length and the TPOT mean, for provenance notes."""
         ttft = ", ".join(f"{t.prompt_tokens} tokens {t.mean_s * 1e3:.4g} ms" for t in self.ttft)
@@ -207,6 +263,12 @@ class LatencyResult:
     drafter: ModelLatencyResult | None
 
     @property
+    def warnings(self) -> tuple[str, ...]:
+        """Both models' unstable timings (ModelLatencyResult.warnings)."""
+        models = (self.target,) if self.drafter is None else (self.target, self.drafter)
+        return tuple(w for model in models for w in model.warnings)
+
+    @property
     def c(self) -> float | None:
         """Drafter TPOT / target TPOT (means), when a drafter was measured."""
         if self.drafter is None:
@@ -218,6 +280,7 @@ class LatencyResult:
         return {
             **dataclasses.asdict(self),
             "c": self.c,
+            "warnings": list(self.warnings),
             "command": self.request.command_line(),
         }
 
@@ -232,6 +295,8 @@ class LatencyResult:
             f"{env.describe()}. {self.target.summary()}. {self.drafter.summary()}. "
             f"Profile TTFT: the {self.request.decode_context}-token prompt samples."
         )
+        if self.warnings:
+            notes += " Unstable timings: " + " ".join(self.warnings)
         presets = self.target.random_weights or self.drafter.random_weights
         source = (
             f"measured with dsi-online measure latency: {self.request.samples} samples per "

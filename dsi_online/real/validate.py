@@ -25,7 +25,7 @@ from typing import Literal
 
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.measure.acceptance import AcceptanceEstimate, estimate_acceptance
-from dsi_online.measure.torch_runtime import Environment
+from dsi_online.measure.torch_runtime import Environment, passive_openmp
 from dsi_online.pair import PairInfo, heldout_prompts, train_pair
 from dsi_online.real import RealBackend, RealRunResult
 from dsi_online.real.backend import Breakdown
@@ -260,6 +260,7 @@ def validate(request: ValidateRequest, progress: Progress | None = None) -> Vali
         if progress is not None:
             progress(phase, done, total)
 
+    passive_openmp()  # before the workers start: they calibrate (real/calibrate.py)
     folder = _pair(request, progress)
     info = PairInfo.read(folder)
     prompts = heldout_prompts(info, request.prompts, request.prompt_bytes, request.seed)
