@@ -439,3 +439,25 @@ def test_measure_sets_a_passive_wait_policy_and_warns(
     assert len(warnings) == 2 and "forward of 2 tokens" in warnings[0]
     assert "forward of 4 tokens" in warnings[1]
     assert json.loads(captured.out)["warnings"] == [w.removeprefix("warning: ") for w in warnings]
+
+
+def test_calibration_rounds_that_drift_are_flagged() -> None:
+    from dsi_online.real.calibrate import Calibration
+
+    def round_(one: float, two: float) -> Calibration:
+        """One round's calibration: three samples a count at both contexts."""
+        rows = ((one,) * 3, (two,) * 3)
+        return Calibration(
+            role="target", counts=(1, 2), contexts=(10, 20), samples=(rows, rows),
+            prefill_s=(0.01,), layers=2, idle_ratios=((1.0,),) * 6, contended_ratios=(1.0,),
+        )  # fmt: skip
+
+    steady = Calibration.merge([round_(0.0014, 0.0019), round_(0.0015, 0.0019)])
+    assert steady.rounds == 2 and steady.warnings == ()
+    drifted = Calibration.merge([round_(0.0014, 0.0019), round_(0.0014, 0.248)])
+    assert drifted.warnings == (
+        "target: forwards of 2 tokens drifted during the measurement: the medians of 2 "
+        "consecutive blocks of samples differ 130.53x (more than 1.5x); is another job running?",
+        "target: a forward of 2 tokens took 125 ms, 44.6x as long as 2 decoding steps (1.4 ms "
+        "each): threads contend for the cores; is another job running?",
+    )

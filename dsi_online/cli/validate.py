@@ -147,6 +147,9 @@ def validate_command(
             result = validate(request, report)
     console = output_console(json_path)
     console.print(render_validation(result))
+    for calibration in result.calibrations.values():
+        for warning in calibration.warnings:
+            typer.echo(f"warning: {warning}", err=True)
     if trace_out is not None:
         write_text(result.trace.to_json() + "\n", trace_out, "--trace-out")
         console.print(Text(f"wrote {trace_out}"))

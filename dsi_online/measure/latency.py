@@ -144,6 +144,47 @@ class TokenCountLatency:
         return statistics.fmean(self.samples_s)
 
 
+def unstable_timings(
+    label: str,
+    shapes: Sequence[tuple[str, Sequence[float]]],
+    counts: Sequence[tuple[int, Sequence[float]]],
+    step: Sequence[float],
+    blocks: int = BLOCKS,
+) -> tuple[str, ...]:
+    """Timings that repeated samples cannot explain, one sentence each, by two statistics
+    (each stays under UNSTABLE on a quiet machine):
+
+    - drift, of each shape's samples (a prompt length's TTFT, TPOT, a token count), in the
+      order taken: split into `blocks` consecutive blocks (measure's quarters, or
+      validate's calibration rounds), the largest block median over the smallest. Noise
+      moves a median of several samples by far less; the machine changing under the
+      measurement (another job starting) moves it more.
+    - excess, of each forward over n >= 2 tokens (`counts`) against n one-token decoding
+      steps (`step`): its median over n x the steps' median. One forward over n tokens does
+      no more work than n forwards over one; threads fighting for the cores (another job
+      spinning on them) made every forward of 2 or more tokens 130x slower (issue 17)."""
+    found = []
+    for what, samples in shapes:
+        drift = block_drift(samples, blocks)
+        if drift is not None and drift > UNSTABLE:
+            found.append(
+                f"{label}: {what} drifted during the measurement: the medians of {blocks} "
+                f"consecutive blocks of samples differ {drift:.2f}x (more than {UNSTABLE}x); "
+                "is another job running?"
+            )
+    one = statistics.median(step)
+    for tokens, samples in counts:
+        median = statistics.median(samples)
+        excess = median / (tokens * one)
+        if tokens >= 2 and excess > UNSTABLE:
+            found.append(
+                f"{label}: a forward of {tokens} tokens took {_ms_text(median)} ms, "
+                f"{excess:.3g}x as long as {tokens} decoding steps ({_ms_text(one)} ms each): "
+                "threads contend for the cores; is another job running?"
+            )
+    return tuple(found)
+
+
 def block_drift(samples: Sequence[float], blocks: int = BLOCKS) -> float | None:
     """The largest median of `blocks` consecutive blocks of `samples` over the smallest;
     None with fewer than 2 samples a block."""
@@ -205,40 +246,12 @@ class ModelLatencyResult:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        """Timings that repeated samples cannot explain, one sentence each, by two
-        statistics (each must stay under UNSTABLE on a quiet machine):
-
-        - drift: a shape's samples (a prompt length's TTFT, TPOT, a --by-tokens count), in
-          the order taken, split into BLOCKS consecutive blocks; the largest block median
-          over the smallest. Noise moves a median of several samples by far less; the
-          machine changing under the measurement (another job starting) moves it more.
-        - excess: a forward over n >= 2 tokens against n one-token decoding steps: its
-          median over n x TPOT's median. One forward over n tokens does no more work than
-          n forwards over one; threads fighting for the cores (another job spinning on them)
-          made every forward of 2 or more tokens 130x slower (issue 17)."""
+        """Timings that repeated samples cannot explain (unstable_timings)."""
         shapes = [(f"TTFT at {t.prompt_tokens} tokens", t.samples_s) for t in self.ttft]
         shapes.append(("TPOT", self.tpot_s))
-        shapes += [(f"forwards of {c.tokens} tokens", c.samples_s) for c in self.by_tokens]
-        found = []
-        for what, samples in shapes:
-            drift = block_drift(samples)
-            if drift is not None and drift > UNSTABLE:
-                found.append(
-                    f"{self.label}: {what} drifted during the measurement: medians of "
-                    f"{BLOCKS} consecutive blocks of samples differ {drift:.2f}x (more than "
-                    f"{UNSTABLE}x); is another job running?"
-                )
-        step = statistics.median(self.tpot_s)
-        for count in self.by_tokens:
-            excess = statistics.median(count.samples_s) / (count.tokens * step)
-            if count.tokens >= 2 and excess > UNSTABLE:
-                found.append(
-                    f"{self.label}: a forward of {count.tokens} tokens took "
-                    f"{_ms_text(statistics.median(count.samples_s))} ms, {excess:.3g}x as long "
-                    f"as {count.tokens} decoding steps ({_ms_text(step)} ms each): threads "
-                    "contend for the cores; is another job running?"
-                )
-        return tuple(found)
+        counts = [(c.tokens, c.samples_s) for c in self.by_tokens]
+        shapes += [(f"forwards of {n} tokens", samples) for n, samples in counts]
+        return unstable_timings(self.label, shapes, counts, self.tpot_s)
 
     def summary(self) -> str:
         """TTFT means by prompt length and the TPOT mean, for provenance notes."""

@@ -200,6 +200,7 @@ def to_json(result: ValidationResult) -> dict[str, Any]:
             "idle_factor": list(cost.idle_factor),
             "contended": cost.contended,
             "layers": cost.layers,
+            "warnings": list(measured.warnings),
         }
     return {
         "lossless": not disagreements(result),
