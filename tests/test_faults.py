@@ -240,8 +240,11 @@ def test_table_states_the_assumptions_of_token_cost_profiles(
         if not cost:
             path.write_text(path.read_text(encoding="utf-8").replace(COST, ""), encoding="utf-8")
         paths.append(str(path))
-    assert main(["table", *paths, "-S", "20", "-r", "2", "--max-lookahead", "2"]) == 0
+    document = tmp_path / "table.json"
+    args = ["table", *paths, "-S", "20", "-r", "2", "--max-lookahead", "2"]
+    assert main([*args, "--json", str(document)]) == 0
     text = " ".join(capsys.readouterr().out.split())
+    assert " ".join(json.loads(document.read_text(encoding="utf-8"))["notes"]) in text
     assert "prices each forward by the tokens it processes" in text
     if all(with_cost):
         assert "does not depend on how many tokens it verifies" not in text

@@ -237,4 +237,4 @@ def table(
     if csv_path is not None:
         write_text(to_csv(rows), csv_path, "--csv")
     if json_path is not None:
-        write_json(to_json(rows), json_path)
+        write_json({**to_json(rows), "notes": sentences}, json_path)
