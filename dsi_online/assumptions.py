@@ -4,6 +4,8 @@ JSON document as "assumptions"."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 INDEPENDENT_DRAWS = (
     "each forward's latency is an independent draw, so redundant DSI jobs racing on several "
     "servers gain from the fastest draw: with noisy latencies DSI's edge grows with the "
@@ -37,14 +39,25 @@ COMM_NOTE = (
 )
 
 
-def notes(*, variable_latency: bool, comm_delay: bool, token_cost: bool = False) -> list[str]:
+def notes(
+    *,
+    variable_latency: bool,
+    comm_delay: bool,
+    token_cost: bool = False,
+    only: Sequence[str] = (),
+) -> list[str]:
     """The sentences a report of these results must carry: the racing caveat when latencies
     vary, the message caveat with a communication delay, and ALWAYS, or TOKEN_COST when a
-    profile's token-cost models price the forwards (those two assumptions then do not hold)."""
+    profile's token-cost models price the forwards (those two assumptions then do not hold).
+    `only`, with token_cost: the profiles priced so when the others are not (a table of
+    several): TOKEN_COST is said of them and ALWAYS of the rest."""
     sentences = []
     if variable_latency:
         sentences.append(RACING_NOTE)
     if comm_delay:
         sentences.append(COMM_NOTE)
-    sentences.append(TOKEN_COST if token_cost else ALWAYS)
+    if token_cost and only:
+        sentences.append(f"For {', '.join(only)}: {TOKEN_COST} For the others: {ALWAYS}")
+    else:
+        sentences.append(TOKEN_COST if token_cost else ALWAYS)
     return sentences

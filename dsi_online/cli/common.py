@@ -17,6 +17,7 @@ should use them too:
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -35,10 +36,16 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 from dsi_online.errors import InvalidParameterError
 from dsi_online.interrupts import keeping
-from dsi_online.studies.results import check_output_file, check_output_folder, write_output
+from dsi_online.studies.results import (
+    check_output_file,
+    check_output_folder,
+    resolve_path,
+    write_output,
+)
 
 __all__ = ["keeping"]
 
@@ -218,6 +225,25 @@ def check_output(path: str | None, option: str) -> None:
         check_output_file(Path(path), option)
 
 
+def check_outputs(paths: dict[str, str | None]) -> None:
+    """check_output for each option's path, and no file (nor stdout) named by two options:
+    the last write would replace the other's output. os.devnull may repeat."""
+    seen: dict[str, str] = {}
+    for option, path in paths.items():
+        check_output(path, option)
+        if path is None:
+            continue
+        key = path if path == "-" else str(resolve_path(Path(path), option))
+        if key == os.devnull:
+            continue
+        if key in seen:
+            what = "stdout, '-'," if key == "-" else path
+            raise InvalidParameterError(
+                f"{seen[key]} and {option} both name {what}; give each output its own file"
+            )
+        seen[key] = option
+
+
 def require_text(path: str, option: str) -> None:
     """An empty path names nothing: refuse it in one line."""
     if not path.strip():
@@ -306,17 +332,28 @@ def announce(text: str) -> None:
     stderr.print(text, markup=False, highlight=False)
 
 
+DESCRIPTION_WIDTH = 30
+BAR_WIDTH = 20
+"""Widths of a progress bar's description (cut with '…' beyond) and bar: its counters (done
+of total, elapsed, remaining, 7 characters each when under 10 hours) show whole at 80."""
+
+
 @contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Progress]:
-    """A rich progress bar on a terminal's stderr, shown at once, that vanishes when done;
+    """A rich progress bar on a terminal's stderr, shown at once, that vanishes when done
+    (its counters whole at 80 columns, see DESCRIPTION_WIDTH);
     nothing at all when stderr is redirected. It redraws on each update, from this thread:
     no refresh thread, so that process pools can still fork (see dsi_online.studies.parallel)."""
+    counter = Column(no_wrap=True)
     progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
+        TextColumn(
+            "[bold]{task.description}",
+            table_column=Column(max_width=DESCRIPTION_WIDTH, no_wrap=True, overflow="ellipsis"),
+        ),
+        BarColumn(bar_width=BAR_WIDTH),
+        MofNCompleteColumn(table_column=counter),
+        TimeElapsedColumn(table_column=counter),
+        TimeRemainingColumn(table_column=counter),
         console=stderr,
         transient=True,
         auto_refresh=False,

@@ -16,7 +16,7 @@ from dsi_online.cli.common import (
     SCENARIO,
     JsonPath,
     advance,
-    check_output,
+    check_outputs,
     keeping,
     output_console,
     progress_bar,
@@ -37,6 +37,8 @@ from dsi_online.measure.latency import (
     parse_counts,
     parse_prompt_tokens,
 )
+from dsi_online.measure.torch_runtime import passive_openmp
+from dsi_online.reports.run import number_column
 from dsi_online.sim.profile import load_profile, profile_to_toml
 
 measure_app = typer.Typer(
@@ -150,6 +152,7 @@ def latency(
     json_path: JsonPath = None,
 ) -> None:
     """Time TTFT and TPOT of a target (and a drafter); --out writes the pair's profile."""
+    passive_openmp()
     request = LatencyRequest(
         target=target,
         drafter=drafter,
@@ -170,8 +173,7 @@ def latency(
         raise InvalidParameterError(
             "a profile holds a target/drafter pair: give --drafter with --out"
         )
-    check_output(None if out is None else str(out), "--out")
-    check_output(json_path, "--json")
+    check_outputs({"--out": None if out is None else str(out), "--json": json_path})
     models = 1 if drafter is None else 2
     with (
         keeping("nothing is kept (the profile is written at the end)"),
@@ -180,16 +182,20 @@ def latency(
         result = measure_latency(
             request,
             advance=lambda n: advance(bar, n),
-            loading=lambda spec: bar.update(bar.task_ids[0], description=f"measuring {spec}"),
+            loading=lambda spec: bar.update(
+                bar.task_ids[0], description=f"measuring {Path(spec).name or spec}"
+            ),
         )
     console = output_console(json_path)
     table = Table(
         title=Text(f"Latency on {result.environment.hardware}, {result.environment.dtype}")
     )
     for column in ("model", "TTFT mean ms (prompt tokens)", "TPOT mean ms", "TPOT cv"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     if request.by_tokens:
-        table.add_column(f"forward mean ms (tokens) at context {request.by_tokens_context}")
+        table.add_column(
+            f"forward mean ms (tokens) at context {request.by_tokens_context}", overflow="fold"
+        )
     for measured in (result.target, result.drafter):
         if measured is not None:
             ttft = ", ".join(f"{_ms(t.mean_s)} ({t.prompt_tokens})" for t in measured.ttft)
@@ -198,6 +204,8 @@ def latency(
                 cells.append(", ".join(f"{_ms(c.mean_s)} ({c.tokens})" for c in measured.by_tokens))
             table.add_row(Text(measured.label), *cells)
     console.print(table)
+    for warning in result.warnings:
+        stderr.print(Text(f"warning: {warning}"))
     if result.c is not None:
         console.print(Text(f"c = drafter TPOT / target TPOT = {result.c:.4g}"))
     if out is not None:
@@ -257,6 +265,7 @@ def acceptance(
     json_path: JsonPath = None,
 ) -> None:
     """Measure how often the drafter's greedy token is the target's, with a 95% CI."""
+    passive_openmp()
     request = AcceptanceRequest(
         target=target,
         drafter=drafter,
@@ -271,9 +280,13 @@ def acceptance(
     )
     if profile is not None:
         load_profile(profile)  # a bad profile fails now, not after the measurement
-        check_output(str(profile), "--profile")
-    check_output(json_path, "--json")
-    check_output(trace_out, "--trace-out")
+    check_outputs(
+        {
+            "--profile": None if profile is None else str(profile),
+            "--json": json_path,
+            "--trace-out": trace_out,
+        }
+    )
     with (
         keeping("nothing is kept (the rate is written at the end)"),
         progress_bar("prompts", len(read_prompts(prompts))) as bar,
@@ -298,7 +311,7 @@ def acceptance(
     )
     table = Table(title=f"Acceptance of draft i given drafts 1..i-1 (lookahead {lookahead})")
     for column in ("i", "acceptance", "windows"):
-        table.add_column(column, justify="right")
+        number_column(table, column)
     for i, (rate, windows) in enumerate(
         zip(est.by_position, est.by_position_windows, strict=True), start=1
     ):

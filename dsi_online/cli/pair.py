@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from dsi_online.cli.app import app
-from dsi_online.cli.common import announce, progress_bar
+from dsi_online.cli.common import announce, make_console, progress_bar
+from dsi_online.measure.torch_runtime import passive_openmp
 from dsi_online.pair.info import PairInfo
 from dsi_online.pair.recipes import SIZES, get_recipe
 from dsi_online.pair.store import TrainResult, train_pair
 from dsi_online.pair.train import TrainProgress, total_units
+from dsi_online.reports.run import COMPACT, number_column
 
 pair_app = typer.Typer(
     help=(
@@ -31,10 +31,10 @@ app.add_typer(pair_app, name="pair")
 
 def _summary(info: PairInfo) -> Table:
     """Both models' shapes, training and losses, one row each."""
-    table = Table(title=Text(f"pair {info.size!r}, seed {info.seed}"))
-    columns = ("model", "layers x d", "params", "steps", "batch", "train s")
-    for column in (*columns, "train loss", "held-out loss"):
-        table.add_column(column, justify="right")
+    table = Table(title=Text(f"pair {info.size!r}, seed {info.seed}"), **COMPACT)
+    columns = ("model", "layers\nx d", "params", "steps", "batch", "train\ns")
+    for column in (*columns, "train\nloss", "held-out\nloss"):
+        number_column(table, column)
     for name, model in (("target", info.target), ("drafter", info.drafter)):
         table.add_row(
             name,
@@ -49,13 +49,10 @@ def _summary(info: PairInfo) -> Table:
     return table
 
 
-def train_with_progress(size: str, seed: int, out: Path | None = None) -> TrainResult:
+def train_with_progress(size: str, seed: int, out: Path | str | None = None) -> TrainResult:
     """Train the pair (or find it in the cache) under a progress bar."""
     recipe = get_recipe(size)
-    # Idle OpenMP threads sleep instead of spinning: on a machine whose cores other jobs
-    # share, spinning threads made 2-thread training 3x slower (docs/pair.md). Read when
-    # torch loads, which is later; the weights do not depend on it.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    passive_openmp()  # the weights do not depend on it; the speed does
     took = " (5 min 10 s on an idle 2-core CPU, docs/pair.md)" if size == "small" else ""
 
     def starting(folder: Path) -> None:
@@ -81,7 +78,7 @@ def train(
     ] = "small",
     seed: Annotated[int, typer.Option(help="Seed of the weights and the training batches.")] = 0,
     out: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             help="Also copy the pair into this folder (new or empty).", show_default=False
         ),
@@ -90,7 +87,7 @@ def train(
     """Train the pair into the cache (reused when already there); --out copies it."""
     result = train_with_progress(size, seed, out)
     info = result.info
-    console = Console()
+    console = make_console()
     if result.trained:
         console.print(Text(f"trained the pair into {result.cache_path}"))
     else:

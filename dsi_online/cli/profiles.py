@@ -15,7 +15,6 @@ from dsi_online.errors import ProfileError
 from dsi_online.sim.latency import ModelLatency
 from dsi_online.sim.profile import (
     Profile,
-    load_profile,
     readable_profiles,
     resolve_profile,
     shipped_profiles,
@@ -70,14 +69,19 @@ class ProfileEntry:
         )
 
 
+def warn_skipped(exc: ProfileError) -> None:
+    """Say in one line on stderr that a profile file was left out, and why."""
+    typer.echo(f"warning: skipped {' '.join(str(exc).split())}", err=True)
+
+
+def find_profile(name_or_path: str) -> Profile:
+    """resolve_profile, warning on stderr of each profile file that does not load."""
+    return resolve_profile(name_or_path, warn_skipped)
+
+
 def list_profiles() -> list[ProfileEntry]:
     """Every readable profile, the user's first; unreadable ones are reported on stderr."""
-    for path in (*user_profiles(), *shipped_profiles()):
-        try:
-            load_profile(path)
-        except ProfileError as exc:
-            typer.echo(f"warning: skipped {' '.join(str(exc).split())}", err=True)
-    return [ProfileEntry.of(profile, origin) for origin, profile in readable_profiles()]
+    return [ProfileEntry.of(p, origin) for origin, p in readable_profiles(warn_skipped)]
 
 
 @profiles_app.callback(invoke_without_command=True)
@@ -119,7 +123,7 @@ def show(
 ) -> None:
     """Print one profile: its models' latencies, its acceptance rate and provenance."""
     check_output(json_path, "--json")
-    profile = resolve_profile(name)
+    profile = find_profile(name)
     entry = ProfileEntry.of(profile, _origin(profile))
     rows = [
         ("path", f"{entry.path} ({entry.origin})"),

@@ -35,6 +35,7 @@ from dsi_online.cli.common import (
     progress_bar,
     write_json,
 )
+from dsi_online.cli.profiles import find_profile
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.reports.run import (
     render_overhead,
@@ -46,7 +47,6 @@ from dsi_online.reports.run import (
 )
 from dsi_online.sim.clock import check_clock
 from dsi_online.sim.latency import Constant
-from dsi_online.sim.profile import resolve_profile
 from dsi_online.sim.runner import check_concurrency, run_scenario
 from dsi_online.sim.scenario import Scenario, check_acceptance, check_comm_ms, check_cv, check_ms
 from dsi_online.sim.trace import load_trace
@@ -111,7 +111,7 @@ def build_scenario(
             "--latency-cv": latency_cv,
         },
     )
-    loaded = resolve_profile(profile)
+    loaded = find_profile(profile)
     if acceptance is None:
         if loaded.acceptance is None:
             raise InvalidParameterError(
@@ -215,12 +215,20 @@ def run(
     _validate_floats(
         target_ms, target_ttft_ms, drafter_ms, drafter_ttft_ms, acceptance, latency_cv, comm_ms
     )
+    trace = None
+    if acceptance_trace is not None:
+        require(
+            acceptance is None,
+            "--acceptance/-a cannot be combined with --acceptance-trace: the traces give the "
+            "acceptance (drop one of the two)",
+        )
+        trace = load_trace(acceptance_trace)
     scenario = build_scenario(
         target_ms=target_ms,
         target_ttft_ms=target_ttft_ms,
         drafter_ms=drafter_ms,
         drafter_ttft_ms=drafter_ttft_ms,
-        acceptance=acceptance,
+        acceptance=acceptance if trace is None else trace.rate,
         lookahead=lookahead,
         servers=servers,
         tokens=tokens,
@@ -231,15 +239,7 @@ def run(
         comm_ms=comm_ms,
         latency_correlation=latency_correlation,
     )
-    if acceptance_trace is not None:
-        require(
-            acceptance is None,
-            "--acceptance/-a cannot be combined with --acceptance-trace: the traces give the "
-            "acceptance (drop one of the two)",
-        )
-        trace = load_trace(acceptance_trace)
-        scenario = replace(scenario, trace=trace, acceptance=trace.rate)
-    scenario = replace(scenario, prompt_tokens=prompt_tokens)
+    scenario = replace(scenario, trace=trace, prompt_tokens=prompt_tokens)
     if engine == "units":
         document = units_to_json(scenario, simulate_scenario(scenario))
         output_console(json_path).print(render_units_table(document))

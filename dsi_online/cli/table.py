@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,17 +16,17 @@ from dsi_online.cli.common import (
     OUTPUT,
     SCENARIO,
     advance,
-    check_output,
+    check_outputs,
     keeping,
     output_console,
     progress_bar,
     write_json,
     write_text,
 )
-from dsi_online.cli.profiles import list_profiles
+from dsi_online.cli.profiles import find_profile, warn_skipped
 from dsi_online.errors import InvalidParameterError, ProfileError
 from dsi_online.reports.run import COMPACT, number_column
-from dsi_online.sim.profile import Profile, load_profile, resolve_profile, user_profiles_dir
+from dsi_online.sim.profile import Profile, readable_profiles, user_profiles_dir
 from dsi_online.sim.stats import Speedup
 from dsi_online.studies.table import (
     TableConfig,
@@ -42,8 +41,8 @@ from dsi_online.studies.table import (
 def load_profiles(names: list[str]) -> list[Profile]:
     """The named profiles, or every readable one (yours, then the shipped ones) when none is."""
     if names:
-        return [resolve_profile(name) for name in names]
-    profiles = [load_profile(Path(entry.path)) for entry in list_profiles()]
+        return [find_profile(name) for name in names]
+    profiles = [profile for _, profile in readable_profiles(warn_skipped)]
     if not profiles:
         raise ProfileError(
             f"no profiles found, neither shipped nor in {user_profiles_dir()}: make one with "
@@ -213,8 +212,7 @@ def table(
     )
     if csv_path == "-" and json_path == "-":
         raise InvalidParameterError("--csv and --json cannot both write to stdout ('-')")
-    check_output(csv_path, "--csv")
-    check_output(json_path, "--json")
+    check_outputs({"--csv": csv_path, "--json": json_path})
     profiles = load_profiles(names or [])
     total = total_repeats(profiles, config)
     with (
@@ -228,8 +226,15 @@ def table(
     variable = any(
         not (p.target.latency.is_constant and p.drafter.latency.is_constant) for p in profiles
     )
-    console.print(Text(" ".join(notes(variable_latency=variable, comm_delay=False))))
+    priced = [p.name for p in profiles if p.target.latency.cost is not None]
+    sentences = notes(
+        variable_latency=variable,
+        comm_delay=False,
+        token_cost=bool(priced),
+        only=priced if len(priced) < len(profiles) else (),
+    )
+    console.print(Text(" ".join(sentences)))
     if csv_path is not None:
         write_text(to_csv(rows), csv_path, "--csv")
     if json_path is not None:
-        write_json(to_json(rows), json_path)
+        write_json({**to_json(rows), "notes": sentences}, json_path)

@@ -19,7 +19,7 @@ from dsi_online.cli.common import (
     SCENARIO,
     JsonPath,
     announce,
-    check_output,
+    check_outputs,
     keeping,
     output_console,
     progress_bar,
@@ -28,7 +28,7 @@ from dsi_online.cli.common import (
 )
 from dsi_online.cli.pair import train_with_progress
 from dsi_online.real.validate import Phase, ValidateRequest, validate
-from dsi_online.reports.validate_view import render_validation, to_json
+from dsi_online.reports.validate_view import disagreements, render_validation, to_json
 from dsi_online.sim.profile import profile_to_toml
 
 PHASES: dict[Phase, str] = {
@@ -113,10 +113,9 @@ def validate_command(
     json_path: JsonPath = None,
 ) -> None:
     """Predict non-SI, SI and DSI from a real pair's measured latencies and acceptance, run
-    them for real on the same prompts, and report the prediction's error."""
-    check_output(json_path, "--json")
-    check_output(trace_out, "--trace-out")
-    check_output(profile_out, "--profile-out")
+    them for real on the same prompts, and report the prediction's error; exit code 1 when
+    an output differs from the target's greedy decoding or transformers' from ours."""
+    check_outputs({"--json": json_path, "--trace-out": trace_out, "--profile-out": profile_out})
     request = ValidateRequest(
         pair=pair,
         lookahead=lookahead,
@@ -148,6 +147,9 @@ def validate_command(
             result = validate(request, report)
     console = output_console(json_path)
     console.print(render_validation(result))
+    for calibration in result.calibrations.values():
+        for warning in calibration.warnings:
+            typer.echo(f"warning: {warning}", err=True)
     if trace_out is not None:
         write_text(result.trace.to_json() + "\n", trace_out, "--trace-out")
         console.print(Text(f"wrote {trace_out}"))
@@ -157,3 +159,7 @@ def validate_command(
         console.print(Text(f"wrote {profile_out}"))
     if json_path is not None:
         write_json(to_json(result), json_path)
+    failed = disagreements(result)
+    if failed:
+        typer.echo(f"validate failed: {'; '.join(failed)}", err=True)
+        raise typer.Exit(1)

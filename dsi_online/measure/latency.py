@@ -39,6 +39,11 @@ from dsi_online.sim.cost import TokenCost, monotone
 from dsi_online.sim.latency import Empirical, ModelLatency
 from dsi_online.sim.profile import ModelProfile, Profile, Provenance
 
+UNSTABLE = 1.5
+"""The factor beyond which timings are unstable (see ModelLatencyResult.warnings)."""
+BLOCKS = 4
+"""Consecutive blocks a shape's samples are split into to see them drift."""
+
 Advance = Callable[[int], None]
 """Called with the number of forwards just done: progress reporting, kept out of this module."""
 
@@ -139,6 +144,61 @@ class TokenCountLatency:
         return statistics.fmean(self.samples_s)
 
 
+def unstable_timings(
+    label: str,
+    shapes: Sequence[tuple[str, Sequence[float]]],
+    counts: Sequence[tuple[int, Sequence[float]]],
+    step: Sequence[float],
+    blocks: int = BLOCKS,
+) -> tuple[str, ...]:
+    """Timings that repeated samples cannot explain, one sentence each, by two statistics
+    (each stays under UNSTABLE on a quiet machine):
+
+    - drift, of each shape's samples (a prompt length's TTFT, TPOT, a token count), in the
+      order taken: split into `blocks` consecutive blocks (measure's quarters, or
+      validate's calibration rounds), the largest block median over the smallest. Noise
+      moves a median of several samples by far less; the machine changing under the
+      measurement (another job starting) moves it more.
+    - excess, of each forward over n >= 2 tokens (`counts`) against n one-token decoding
+      steps (`step`): its median over n x the steps' median. One forward over n tokens does
+      no more work than n forwards over one; threads fighting for the cores (another job
+      spinning on them) made every forward of 2 or more tokens 130x slower (issue 17)."""
+    found = []
+    for what, samples in shapes:
+        drift = block_drift(samples, blocks)
+        if drift is not None and drift > UNSTABLE:
+            found.append(
+                f"{label}: {what} drifted during the measurement: the medians of {blocks} "
+                f"consecutive blocks of samples differ {drift:.2f}x (more than {UNSTABLE}x); "
+                "is another job running?"
+            )
+    one = statistics.median(step)
+    for tokens, samples in counts:
+        median = statistics.median(samples)
+        excess = median / (tokens * one)
+        if tokens >= 2 and excess > UNSTABLE:
+            found.append(
+                f"{label}: a forward of {tokens} tokens took {_ms_text(median)} ms, "
+                f"{excess:.3g}x as long as {tokens} decoding steps ({_ms_text(one)} ms each): "
+                "threads contend for the cores; is another job running?"
+            )
+    return tuple(found)
+
+
+def block_drift(samples: Sequence[float], blocks: int = BLOCKS) -> float | None:
+    """The largest median of `blocks` consecutive blocks of `samples` over the smallest;
+    None with fewer than 2 samples a block."""
+    size = len(samples) // blocks
+    if size < 2:
+        return None
+    medians = [statistics.median(samples[i * size : (i + 1) * size]) for i in range(blocks)]
+    return max(medians) / min(medians)
+
+
+def _ms_text(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g}"
+
+
 @dataclass(frozen=True)
 class ModelLatencyResult:
     """One model's measured TTFT per prompt length, TPOT samples and, with --by-tokens, the
@@ -184,6 +244,15 @@ class ModelLatencyResult:
             ratios=ratios,
         )
 
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Timings that repeated samples cannot explain (unstable_timings)."""
+        shapes = [(f"TTFT at {t.prompt_tokens} tokens", t.samples_s) for t in self.ttft]
+        shapes.append(("TPOT", self.tpot_s))
+        counts = [(c.tokens, c.samples_s) for c in self.by_tokens]
+        shapes += [(f"forwards of {n} tokens", samples) for n, samples in counts]
+        return unstable_timings(self.label, shapes, counts, self.tpot_s)
+
     def summary(self) -> str:
         """TTFT means by prompt length and the TPOT mean, for provenance notes."""
         ttft = ", ".join(f"{t.prompt_tokens} tokens {t.mean_s * 1e3:.4g} ms" for t in self.ttft)
@@ -207,6 +276,12 @@ class LatencyResult:
     drafter: ModelLatencyResult | None
 
     @property
+    def warnings(self) -> tuple[str, ...]:
+        """Both models' unstable timings (ModelLatencyResult.warnings)."""
+        models = (self.target,) if self.drafter is None else (self.target, self.drafter)
+        return tuple(w for model in models for w in model.warnings)
+
+    @property
     def c(self) -> float | None:
         """Drafter TPOT / target TPOT (means), when a drafter was measured."""
         if self.drafter is None:
@@ -218,6 +293,7 @@ class LatencyResult:
         return {
             **dataclasses.asdict(self),
             "c": self.c,
+            "warnings": list(self.warnings),
             "command": self.request.command_line(),
         }
 
@@ -232,6 +308,8 @@ class LatencyResult:
             f"{env.describe()}. {self.target.summary()}. {self.drafter.summary()}. "
             f"Profile TTFT: the {self.request.decode_context}-token prompt samples."
         )
+        if self.warnings:
+            notes += " Unstable timings: " + " ".join(self.warnings)
         presets = self.target.random_weights or self.drafter.random_weights
         source = (
             f"measured with dsi-online measure latency: {self.request.samples} samples per "

@@ -37,6 +37,7 @@ from dsi_online.pair.info import (
 )
 from dsi_online.pair.recipes import Recipe, get_recipe
 from dsi_online.pair.train import ProgressCallback, train_models
+from dsi_online.studies.results import resolve_path
 
 
 def cache_root() -> Path:
@@ -102,6 +103,9 @@ def _temporary_folder(beside: Path) -> Path:
     return tmp
 
 
+OUT = "out (--out)"
+
+
 def _writable_folder(folder: Path, what: str) -> None:
     """InvalidParameterError unless a folder can be created inside `folder`."""
     try:
@@ -114,16 +118,17 @@ def _writable_folder(folder: Path, what: str) -> None:
 
 
 def check_out(out: Path, key: str) -> bool:
-    """Before any training: whether `out` already holds this pair; InvalidParameterError
-    when `out` holds something else or its folder cannot be written."""
-    if out.exists():
-        if (out / INFO_FILE).is_file():
-            held = PairInfo.read(out)
-            require(held.key == key, f"out (--out) {out} holds another pair (key {held.key[:16]})")
+    """Before any training: whether `out` (its symlinks followed) already holds this pair;
+    InvalidParameterError when `out` holds something else or its folder cannot be written."""
+    target = resolve_path(out, OUT)
+    if target.exists():
+        if (target / INFO_FILE).is_file():
+            held = PairInfo.read(target)
+            require(held.key == key, f"{OUT} {out} holds another pair (key {held.key[:16]})")
             return True
-        require(out.is_dir(), f"out (--out) {out} exists and is not a folder")
-        require(not any(out.iterdir()), f"out (--out) {out} exists and is not empty")
-    _writable_folder(out.resolve().parent, "out (--out): the folder")
+        require(target.is_dir(), f"{OUT} {out} exists and is not a folder")
+        require(not any(target.iterdir()), f"{OUT} {out} exists and is not empty")
+    _writable_folder(target.parent, f"{OUT} {out}: the folder")
     return False
 
 
@@ -206,15 +211,23 @@ def _train_into(
 
 
 def _copy_into(source: Path, out: Path) -> None:
-    """Copy a pair folder to `out` through a temporary folder and a rename."""
-    tmp = _temporary_folder(out.resolve())
+    """Copy a pair folder to `out` (its symlinks followed: the pair goes where they point)
+    through a temporary folder and a rename; InvalidParameterError naming `out` when the
+    copy fails."""
+    target = resolve_path(out, OUT)
+    tmp = _temporary_folder(target)
     try:
         for name in ("target", "drafter"):
             shutil.copytree(source / name, tmp / name)
         shutil.copy2(source / INFO_FILE, tmp / INFO_FILE)
-        if out.exists():
-            out.rmdir()  # check_out made sure it is empty
-        os.rename(tmp, out)
+        if target.exists():
+            target.rmdir()  # check_out made sure it is empty
+        os.rename(tmp, target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise InvalidParameterError(
+            f"{OUT} {out}: cannot copy the pair there ({exc.strerror or exc})"
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -245,6 +258,8 @@ def train_pair(
     _check_seed(seed)
     corpus = Corpus.from_stdlib()
     folder, key = _pair_folder(recipe, seed, corpus)
+    if isinstance(out, str):
+        require(bool(out.strip()), f"{OUT} must name a folder (new or empty); got ''")
     out_path = None if out is None else Path(out)
     out_holds_it = out_path is not None and check_out(out_path, key)
     trained = not (folder / INFO_FILE).is_file()

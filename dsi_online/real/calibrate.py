@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsi_online.errors import require
+from dsi_online.measure.latency import unstable_timings
 from dsi_online.real.backend import RealBackend
 from dsi_online.real.server import RealPool, RealServer
 from dsi_online.schedulers.seam import Role
@@ -52,6 +53,7 @@ class Calibration:
     layers: int
     idle_ratios: tuple[tuple[float, ...], ...]  # [gap] -> after IDLE_S[gap] idle / back to back
     contended_ratios: tuple[float, ...]  # per round: while the other model computes / alone
+    rounds: int = 1  # calibrations merged into this one, their samples in order
 
     @classmethod
     def merge(cls, parts: Sequence[Calibration]) -> Calibration:
@@ -78,7 +80,18 @@ class Calibration:
                 tuple(x for p in parts for x in p.idle_ratios[g]) for g in range(len(IDLE_S))
             ),
             contended_ratios=tuple(x for p in parts for x in p.contended_ratios),
+            rounds=sum(p.rounds for p in parts),
         )
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Timings that repeated samples cannot explain, at the first context: a count's
+        medians drifting between rounds, forwards of n tokens slower than n one-token ones
+        (measure.latency.unstable_timings, a block per round)."""
+        counts = list(zip(self.counts, self.samples[0], strict=True))
+        shapes = [(f"forwards of {n} tokens", samples) for n, samples in counts]
+        step = self.samples[0][self.counts.index(1)]
+        return unstable_timings(self.role, shapes, counts, step, blocks=self.rounds)
 
     @property
     def idle_factor(self) -> tuple[float, ...]:

@@ -17,14 +17,15 @@ The prediction is made three ways, so that every modelling feature shows what it
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from dsi_online.errors import require
+from dsi_online.errors import InvalidParameterError, require
 from dsi_online.measure.acceptance import AcceptanceEstimate, estimate_acceptance
-from dsi_online.measure.torch_runtime import Environment
+from dsi_online.measure.torch_runtime import Environment, passive_openmp
 from dsi_online.pair import PairInfo, heldout_prompts, train_pair
 from dsi_online.real import RealBackend, RealRunResult
 from dsi_online.real.backend import Breakdown
@@ -87,10 +88,33 @@ class ValidateRequest:
             f"pair (--pair) must be a folder made by dsi-online pair train (pair.toml, target/, "
             f"drafter/); got {self.pair}",
         )
+        if self.pair is not None:
+            check_vocabularies(Path(self.pair))
         require(
             self.workers in ("thread", "process"),
             f"workers (--workers) must be thread or process; got {self.workers!r}",
         )
+
+
+def check_vocabularies(folder: Path) -> None:
+    """InvalidParameterError, before any model loads, unless the pair's target and drafter
+    share a vocabulary (their config.json's vocab_size): a drafter's token ids must be the
+    target's, or no draft can be verified."""
+    sizes = {}
+    for role in ("target", "drafter"):
+        config = folder / role / "config.json"
+        try:
+            sizes[role] = json.loads(config.read_text(encoding="utf-8"))["vocab_size"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InvalidParameterError(
+                f"pair (--pair) {folder}: cannot read the vocabulary size from {config} "
+                f"({exc.__class__.__name__})"
+            ) from None
+    require(
+        sizes["target"] == sizes["drafter"],
+        f"pair (--pair) {folder}: the drafter's vocabulary ({sizes['drafter']} tokens) differs "
+        f"from the target's ({sizes['target']}): target and drafter must share a tokenizer",
+    )
 
 
 @dataclass(frozen=True)
@@ -236,6 +260,7 @@ def validate(request: ValidateRequest, progress: Progress | None = None) -> Vali
         if progress is not None:
             progress(phase, done, total)
 
+    passive_openmp()  # before the workers start: they calibrate (real/calibrate.py)
     folder = _pair(request, progress)
     info = PairInfo.read(folder)
     prompts = heldout_prompts(info, request.prompts, request.prompt_bytes, request.seed)

@@ -138,9 +138,9 @@ def render_chart(result: SweepResult) -> Table:
     each servers group marked."""
     first = result.config.names[0]
     table = Table(title="DSI latency per cell (s)", box=None, show_header=False, pad_edge=False)
-    table.add_column(justify="right")
+    table.add_column(justify="right", overflow="fold")
     table.add_column()
-    table.add_column(justify="right")
+    table.add_column(justify="right", overflow="fold")
     table.add_column()
     top = max((row.latency("dsi").mean for row in result.rows), default=0.0)
     for label, rows in groups(result).items():
@@ -185,7 +185,8 @@ def render_notes(result: SweepResult) -> Text:
     scenarios = [cell.scenario for cell in result.config.cells()]
     variable = any(not (s.target.is_constant and s.drafter.is_constant) for s in scenarios)
     comm = any(s.link is not None for s in scenarios)
-    return Text(" ".join(notes(variable_latency=variable, comm_delay=comm)))
+    priced = any(s.target.cost is not None for s in scenarios)  # one profile for every cell
+    return Text(" ".join(notes(variable_latency=variable, comm_delay=comm, token_cost=priced)))
 
 
 def to_json(run: SweepRun) -> dict[str, Any]:

@@ -9,26 +9,40 @@ from typing import Any
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
-from scipy.special import stdtrit
 
 from dsi_online.real.validate import MODELS, ValidationResult
 from dsi_online.reports.run import COMPACT, number_column
 from dsi_online.schedulers.registry import ALGORITHMS, LABELS
-from dsi_online.sim.stats import CONFIDENCE
+from dsi_online.sim.stats import mean_ci95
 
 SPEEDUPS = (("si", "dsi"), ("nonsi", "dsi"), ("nonsi", "si"))
 """(baseline, candidate) of every speedup reported, as `candidate_over_baseline`."""
 
 
 def _ci95(result: ValidationResult, name: str) -> tuple[float, float] | None:
-    """The 95% interval of an algorithm's actual mean latency (t over its real runs; None
-    with a single run)."""
-    actual = result.algorithms[name].actual
-    n = len(result.algorithms[name].runs)
-    if n < 2:
-        return None
-    half = float(stdtrit(n - 1, (1 + CONFIDENCE) / 2)) * actual.sem
-    return actual.mean - half, actual.mean + half
+    """The 95% interval of an algorithm's actual mean latency over its real runs, on the log
+    scale (sim.stats.mean_ci95: positive by construction); None with a single run."""
+    return mean_ci95([r.run.latency_s for r in result.algorithms[name].runs])
+
+
+def disagreements(result: ValidationResult) -> list[str]:
+    """How reality disagrees with itself, one phrase each (none: every real output equals
+    the target's greedy decoding, and transformers' greedy and assisted generations equal
+    each other and ours). Any of them makes validate fail (exit code 1)."""
+    found = []
+    for name in ALGORITHMS:
+        runs = result.algorithms[name].runs
+        wrong = sum(not r.lossless for r in runs)
+        if wrong:
+            found.append(
+                f"{LABELS[name]}'s output differs from the target's greedy decoding in {wrong} "
+                f"of {len(runs)} runs"
+            )
+    if not result.peer.tokens_match:
+        found.append("transformers' assisted generation differs from its greedy one")
+    if not result.peer_matches_ours:
+        found.append("transformers' tokens differ from ours")
+    return found
 
 
 def render_validation(result: ValidationResult) -> Group:
@@ -129,6 +143,9 @@ def render_validation(result: ValidationResult) -> Group:
         "error = 100 x (predicted - actual) / actual. predicted: the full model (traces, "
         "cost by tokens, KV cache, host effects); paper: TTFT/TPOT and an i.i.d. coin; "
         "traced: paper latencies with the traces.",
+        "95% CI of the actual mean: a t interval on the log scale over the real runs (prompts "
+        "x rounds; standard error of log(mean) = sem / mean), positive by construction and "
+        "wide with few runs; '-' with one run.",
         "every real output equals the target's greedy decoding"
         if result.lossless
         else "SOME REAL OUTPUTS DIFFER FROM THE TARGET'S GREEDY DECODING",
@@ -183,8 +200,10 @@ def to_json(result: ValidationResult) -> dict[str, Any]:
             "idle_factor": list(cost.idle_factor),
             "contended": cost.contended,
             "layers": cost.layers,
+            "warnings": list(measured.warnings),
         }
     return {
+        "lossless": not disagreements(result),
         "pair": {"path": str(result.pair_path), **_plain(dataclasses.asdict(result.pair))},
         "scenario": {
             "lookahead": request.lookahead,

@@ -31,10 +31,10 @@ from __future__ import annotations
 import math
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from dsi_online.errors import DSIOnlineError, ProfileError
 from dsi_online.sim.cost import TokenCost
@@ -110,11 +110,23 @@ def _string(data: Mapping[str, Any], key: str, where: str) -> str:
     return value
 
 
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    """A finite TOML number (TOML also spells inf and nan, which no field of a profile takes)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _number(data: Mapping[str, Any], key: str, where: str) -> float:
     value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail(where, f"field '{key}' must be a number")
+    if not _is_number(value):
+        raise _fail(where, f"field '{key}' must be a finite number; got {value!r}")
     return float(value)
+
+
+def _integer(data: Mapping[str, Any], key: str, where: str, minimum: int) -> int:
+    value = data.get(key)
+    if not _is_number(value) or value != int(value) or value < minimum:
+        raise _fail(where, f"field '{key}' must be an integer >= {minimum}; got {value!r}")
+    return int(value)
 
 
 def _latency(data: Mapping[str, Any], where: str) -> LatencyModel:
@@ -125,12 +137,9 @@ def _latency(data: Mapping[str, Any], where: str) -> LatencyModel:
         if kind == "lognormal":
             return LogNormal(_number(data, "mean_ms", where) / 1e3, _number(data, "cv", where))
         if kind == "empirical":
-            samples = data.get("samples_ms")
-            if not isinstance(samples, list) or not all(
-                isinstance(s, int | float) and not isinstance(s, bool) for s in samples
-            ):
-                raise _fail(where, "field 'samples_ms' must be a list of numbers")
-            return Empirical(tuple(float(s) / 1e3 for s in samples))
+            if not isinstance(data.get("samples_ms"), list):
+                raise _fail(where, "field 'samples_ms' must be a list of finite numbers")
+            return Empirical(tuple(s / 1e3 for s in _numbers(data, "samples_ms", where)))
     except ProfileError:
         raise
     except DSIOnlineError as exc:
@@ -149,23 +158,28 @@ def _model(data: Mapping[str, Any], role: str, where: str) -> ModelProfile:
 
 def _numbers(data: Mapping[str, Any], key: str, where: str) -> tuple[float, ...]:
     value = data.get(key, [])
-    if not isinstance(value, list) or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) for v in value
-    ):
-        raise _fail(where, f"field '{key}' must be a list of numbers")
+    if not isinstance(value, list) or not all(_is_number(v) for v in value):
+        raise _fail(where, f"field '{key}' must be a list of finite numbers; got {value!r}")
     return tuple(float(v) for v in value)
+
+
+def _token_counts(data: Mapping[str, Any], where: str) -> tuple[int, ...]:
+    counts = _numbers(data, "tokens", where)
+    if not all(t == int(t) for t in counts):
+        raise _fail(where, f"field 'tokens' must be a list of integers; got {list(counts)}")
+    return tuple(int(t) for t in counts)
 
 
 def _cost(data: Mapping[str, Any], where: str) -> TokenCost:
     """A [ROLE.cost] table: a forward's latency by the tokens it processes (times in ms)."""
     try:
         return TokenCost(
-            tokens=tuple(int(t) for t in _numbers(data, "tokens", where)),
+            tokens=_token_counts(data, where),
             mean_s=tuple(m / 1e3 for m in _numbers(data, "mean_ms", where)),
-            reference_context=int(_number(data, "reference_context", where)),
+            reference_context=_integer(data, "reference_context", where, 0),
             attention_s=_number(data, "attention_ns", where) / 1e9,
             ratios=_numbers(data, "ratios", where),
-            layers=int(_number(data, "layers", where)),
+            layers=_integer(data, "layers", where, 1),
             idle_s=tuple(g / 1e3 for g in _numbers(data, "idle_ms", where)),
             idle_factor=_numbers(data, "idle_factor", where),
             contended=_number(data, "contended", where),
@@ -199,15 +213,24 @@ def _acceptance(data: Mapping[str, Any], where: str) -> AcceptanceProfile | None
     rate = _number(section, "rate", here)
     if not 0 <= rate <= 1:
         raise _fail(here, f"field 'rate' must be within [0, 1]; got {rate}")
-    by_position = section.get("by_position", [])
-    ci95 = section.get("ci95")
-    samples = section.get("samples")
+    by_position = _numbers(section, "by_position", here)
+    if not all(0 <= x <= 1 for x in by_position):
+        raise _fail(here, f"field 'by_position' must hold rates within [0, 1]; got {by_position}")
+    ci95 = None
+    if "ci95" in section:
+        bounds = _numbers(section, "ci95", here)
+        if len(bounds) != 2 or not 0 <= bounds[0] <= bounds[1] <= 1:
+            raise _fail(
+                here, f"field 'ci95' must be [low, high] with 0 <= low <= high <= 1; got {bounds}"
+            )
+        ci95 = (bounds[0], bounds[1])
+    samples = _integer(section, "samples", here, 1) if "samples" in section else None
     return AcceptanceProfile(
         rate=rate,
         source=_string(section, "source", here),
-        by_position=tuple(float(x) for x in by_position),
-        ci95=(float(ci95[0]), float(ci95[1])) if ci95 else None,
-        samples=int(samples) if samples is not None else None,
+        by_position=by_position,
+        ci95=ci95,
+        samples=samples,
     )
 
 
@@ -220,10 +243,10 @@ def parse_profile(data: Mapping[str, Any], where: str, name: str) -> Profile:
         hardware=_string(prov, "hardware", here),
         date=_string(prov, "date", here),
         command=_string(prov, "command", here),
-        notes=str(prov.get("notes", "")),
+        notes=_string(prov, "notes", here) if "notes" in prov else "",
     )
     return Profile(
-        name=str(data.get("name", name)),
+        name=_string(data, "name", where) if "name" in data else name,
         target=_model(data, "target", where),
         drafter=_model(data, "drafter", where),
         provenance=provenance,
@@ -273,24 +296,30 @@ def user_profiles() -> list[Path]:
     return sorted(directory.glob("*.toml")) if directory.is_dir() else []
 
 
-def readable_profiles() -> list[tuple[str, Profile]]:
+Skipped = Callable[[ProfileError], None]
+"""Told of each profile file that does not load, which listings leave out."""
+
+
+def readable_profiles(skipped: Skipped | None = None) -> list[tuple[str, Profile]]:
     """Every profile that loads, as (origin, profile): the user's ("user") first, then the
-    shipped ones ("shipped"); files that do not load are left out (`dsi-online profiles`
-    reports them)."""
+    shipped ones ("shipped"); a file that does not load is left out, and `skipped` (the
+    command line warns on stderr) gets its ProfileError."""
     found: list[tuple[str, Profile]] = []
     for origin, paths in (("user", user_profiles()), ("shipped", shipped_profiles())):
         for path in paths:
             try:
                 found.append((origin, load_profile(path)))
-            except ProfileError:
-                continue
+            except ProfileError as exc:
+                if skipped is not None:
+                    skipped(exc)
     return found
 
 
-def resolve_profile(name_or_path: str) -> Profile:
+def resolve_profile(name_or_path: str, skipped: Skipped | None = None) -> Profile:
     """Load a profile by the name `dsi-online profiles` lists (its `name` field), else by its
-    file's stem, among the user's profiles first, then the shipped ones; else as a path."""
-    found = readable_profiles()
+    file's stem, among the user's profiles first, then the shipped ones; else as a path.
+    Files that do not load are passed over (see readable_profiles)."""
+    found = readable_profiles(skipped)
     for group in ("user", "shipped"):
         mine = [profile for origin, profile in found if origin == group]
         for profile in mine:

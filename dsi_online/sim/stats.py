@@ -27,6 +27,21 @@ class Summary:
         return cls(float(x.mean()), std, std / math.sqrt(len(x)))
 
 
+def mean_ci95(values: Sequence[float]) -> tuple[float, float] | None:
+    """A 95% interval of the mean of positive values (latencies), None with fewer than two.
+
+    Built on the log scale like Speedup's: log(mean) has the delta-method standard error
+    sem / mean, with a t quantile of n - 1 degrees of freedom, and the bounds are
+    exponentiated, so the interval is positive by construction (a linear t interval went
+    below 0 with few, spread samples) and as wide as few samples make it."""
+    summary = Summary.of(values)
+    n = len(values)
+    if n < 2:
+        return None
+    half = float(stdtrit(n - 1, (1 + CONFIDENCE) / 2)) * summary.sem / summary.mean
+    return summary.mean * math.exp(-half), summary.mean * math.exp(half)
+
+
 @dataclass(frozen=True)
 class Speedup:
     """mean(baseline) / mean(candidate) with a 95% confidence interval from paired repeats

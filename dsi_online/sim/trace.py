@@ -89,6 +89,12 @@ def load_trace(path: str | Path, option: str = "--acceptance-trace") -> Acceptan
         ) from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InvalidParameterError(f"acceptance trace ({option}) {path}: not a {FORMAT} file")
+    version = data.get("version")
+    if isinstance(version, bool) or version != VERSION:
+        raise InvalidParameterError(
+            f"acceptance trace ({option}) {path}: unsupported version {version!r} (this "
+            f"dsi-online reads version {VERSION})"
+        )
     traces, source = data.get("traces"), data.get("source")
     if not isinstance(traces, list) or not all(isinstance(t, str) for t in traces):
         raise InvalidParameterError(

@@ -15,6 +15,19 @@ from typing import Any
 from dsi_online.errors import InvalidParameterError, require
 
 
+def resolve_path(path: Path, option: str) -> Path:
+    """`path` with every symlink followed (a dangling link gives its target);
+    InvalidParameterError naming the option for a symlink loop or an unreadable link."""
+    try:
+        return path.resolve()
+    except RuntimeError:  # Python < 3.13 reports a symlink loop so
+        raise InvalidParameterError(f"{option} {path} is a symlink loop; name a file") from None
+    except OSError as exc:
+        raise InvalidParameterError(
+            f"{option} {path} cannot be followed ({exc.strerror or exc})"
+        ) from None
+
+
 def _is_special(path: Path) -> bool:
     """A device, FIFO or socket: written through, never replaced by a regular file."""
     try:
@@ -43,7 +56,7 @@ def check_output_file(path: Path, option: str) -> None:
     """Raise InvalidParameterError now, before any work, unless `path` can be written: a file
     (through a symlink too) in a folder that exists and is writable, or a device or FIFO
     that can be opened for writing; never a folder."""
-    target = path.resolve()
+    target = resolve_path(path, option)
     if target.is_dir():
         raise InvalidParameterError(f"{option} {path} is a folder; name a file in it")
     if _is_special(target):
@@ -59,7 +72,7 @@ def check_output_file(path: Path, option: str) -> None:
 def check_output_folder(folder: Path, option: str) -> None:
     """Raise InvalidParameterError now unless `folder` is a writable folder or can be made
     one (its nearest existing ancestor is a writable folder)."""
-    existing = folder
+    existing = resolve_path(folder, option)
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if existing.exists() and not existing.is_dir():
