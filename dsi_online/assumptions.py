@@ -1,4 +1,4 @@
-"""The model's assumptions that flatter DSI (MODEL.md), stated wherever results are shown:
+"""The model's assumptions that flatter DSI (docs/model.md), stated wherever results are shown:
 in the verdict of `run`, under the tables of `sweep`, `table` and `heatmap`, and in every
 JSON document as "assumptions"."""
 

@@ -5,7 +5,7 @@ servers; each job is a snapshot of the committed prefix and the drafts beyond it
 moment a job finds a rejected draft, every job and draft that depends on it is
 cancelled and drafting restarts from the corrected prefix.
 
-Jobs launch as MODEL.md says: at the start and after a rejection; after every k-th draft
+Jobs launch as docs/model.md says: at the start and after a rejection; after every k-th draft
 counted from the moment drafting (re)started; when the last draft ever needed (position
 S - 1) is made; and whenever a job commits tokens. A finished job takes effect at once
 (docs/model-notes.md says why): a later snapshot of the same generation extends every

@@ -31,7 +31,7 @@ class TokenOracle(Protocol):
 
 
 class SimulatedOracle:
-    """The oracle of MODEL.md: a fixed target output and one acceptance coin per position.
+    """The oracle of docs/model.md: a fixed target output and one acceptance coin per position.
 
     Every sequence made from its answers stays on the target's output up to some position
     and off it from there on (a token after a wrong one is wrong too), so the first error

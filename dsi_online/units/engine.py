@@ -1,7 +1,7 @@
 """The time-unit engine: non-SI, SI and DSI as in the paper's offline experiment, vectorised.
 
 Latencies are in units of the target's forward pass (target = 1, drafter = `c`), constant,
-TTFT = TPOT, exactly as /work/shared/MODEL.md ("The time-unit model") states:
+TTFT = TPOT, exactly as docs/model.md ("The time-unit model") states:
 
 - **non-SI** costs S, one target forward per token.
 - Drafts are examined in chunks of `k`; near the end a chunk holds only
@@ -14,7 +14,7 @@ TTFT = TPOT, exactly as /work/shared/MODEL.md ("The time-unit model") states:
 - **DSI** (enough target servers): an iteration runs from a restart to the first chunk with a
   rejection (or with no drafts); each chunk adds `size * c`, the rejecting chunk adds 1 and
   one token, and the iteration costs `min(that sum, new tokens)`, what non-SI would pay for
-  them. MODEL.md's exception (the first chunk after a rejection costs nothing when none of
+  them. docs/model.md's exception (the first chunk after a rejection costs nothing when none of
   its drafts is accepted) needs no code of its own: such an iteration is that single chunk,
   yields one token, and the `min` already prices it at 1.
 
