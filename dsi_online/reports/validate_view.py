@@ -129,9 +129,12 @@ def render_validation(result: ValidationResult) -> Group:
         "error = 100 x (predicted - actual) / actual. predicted: the full model (traces, "
         "cost by tokens, KV cache, host effects); paper: TTFT/TPOT and an i.i.d. coin; "
         "traced: paper latencies with the traces.",
-        "every real output equals the target's greedy decoding"
-        if result.lossless
-        else "SOME REAL OUTPUTS DIFFER FROM THE TARGET'S GREEDY DECODING",
+        (
+            "every real output equals the target's greedy decoding"
+            if result.lossless
+            else "SOME REAL OUTPUTS DIFFER FROM THE TARGET'S GREEDY DECODING"
+        )
+        + f" (the reference: decoded on {result.reference_device} in {request.dtype})",
         f"transformers' assisted generation {'agrees' if result.peer.tokens_match else 'DISAGREES'}"
         f" with its greedy decoding, and both "
         f"{'equal' if result.peer_matches_ours else 'DIFFER FROM'} ours, token for token",
@@ -195,6 +198,9 @@ def to_json(result: ValidationResult) -> dict[str, Any]:
             "repeats": request.repeats,
             "seed": request.seed,
             "workers": request.workers,
+            "device": request.device,
+            "dtype": request.dtype,
+            "reference_device": result.reference_device,
             "calibration_samples": request.calibration_samples,
         },
         "acceptance": {
