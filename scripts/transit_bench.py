@@ -3,9 +3,9 @@ the model, on whichever checkout of dsi_online is first on PYTHONPATH.
 
     PYTHONPATH=CHECKOUT python scripts/transit_bench.py --pair DIR [-k 3] [--prompts 4]
 
-Two figures, both with process workers: the round trip of a request that runs no model
-(`reset`, median of `--empties`), and, in real non-SI, SI and DSI runs on held-out prompts,
-each role's queued + delivery seconds per forward (`ForwardRecord.queued_s` and
+Two figures, with process workers unless `--workers thread`: the round trip of a request
+that runs no model (`reset`, median of `--empties`), and, in real non-SI, SI and DSI runs
+on held-out prompts, each role's queued + delivery seconds per forward (`ForwardRecord.queued_s` and
 `delivery_s`, as `dsi-online validate` reports them under `where_time_went`), mean and
 median. Uses only the backend's API common to every version since the records existed, so
 that one command measures an old checkout and a new one (run them interleaved: the machine
@@ -27,13 +27,13 @@ from typing import Any
 import dsi_online
 from dsi_online.pair import heldout_prompts
 from dsi_online.real import RealBackend, play_real
-from dsi_online.real.handles import start_worker
+from dsi_online.real.handles import WORKERS, Workers, start_worker
 from dsi_online.real.worker import Request, WorkerSpec
 from dsi_online.schedulers import DSI, SI, NonSI, Scheduler
 
 
-async def _empty_round_trips(folder: Path, count: int) -> list[float]:
-    handle = start_worker("process", "target-0", WorkerSpec(str(folder)))
+async def _empty_round_trips(folder: Path, count: int, workers: Workers) -> list[float]:
+    handle = start_worker(workers, "target-0", WorkerSpec(str(folder)))
     try:
         await handle.ready()
         trips = []
@@ -57,8 +57,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--empties", type=int, default=500)
+    parser.add_argument("--workers", choices=WORKERS, default="process")
     args = parser.parse_args()
-    trips = asyncio.run(_empty_round_trips(args.pair / "target", args.empties))
+    trips = asyncio.run(_empty_round_trips(args.pair / "target", args.empties, args.workers))
     prompts = heldout_prompts(args.pair, args.prompts, args.prompt_bytes, args.seed)
     schedulers: dict[str, Scheduler] = {
         "nonsi": NonSI(),
@@ -70,7 +71,7 @@ def main() -> None:
     }
     lossless = True
     with RealBackend(
-        args.pair / "target", args.pair / "drafter", servers=args.servers, workers="process"
+        args.pair / "target", args.pair / "drafter", servers=args.servers, workers=args.workers
     ) as backend:
         for _ in range(args.repeats):
             for prompt in prompts:
@@ -81,6 +82,7 @@ def main() -> None:
                         transit[name][record.role].append(record.queued_s + record.delivery_s)
     out: dict[str, Any] = {
         "checkout": str(Path(dsi_online.__file__).resolve().parent.parent),
+        "workers": args.workers,
         "load": os.getloadavg(),
         "empty_round_trip_ms": 1e3 * statistics.median(trips),
         "lossless": lossless,

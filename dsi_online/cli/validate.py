@@ -84,9 +84,11 @@ def validate_command(
         ),
     ] = 0,
     workers: Annotated[
-        Literal["process", "thread"],
+        Literal["process", "thread", "inline"],
         typer.Option(
-            help="A model worker per server: process or thread.", rich_help_panel=EXECUTION
+            help="A model worker per server: process, thread, or inline (in the loop's "
+            "thread: no transit, nothing runs concurrently).",
+            rich_help_panel=EXECUTION,
         ),
     ] = "process",
     calibration_samples: Annotated[

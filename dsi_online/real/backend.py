@@ -287,7 +287,7 @@ class RealBackend:
         )
 
     def __enter__(self) -> RealBackend:
-        if self.settings.workers == "thread":
+        if self.settings.workers in ("thread", "inline"):
             from dsi_online.measure.torch_runtime import torch_module
 
             self._torch_threads = int(torch_module().get_num_threads())

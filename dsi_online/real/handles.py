@@ -1,4 +1,5 @@
-"""The event loop's side of a worker: a thread or a process that runs one `ModelWorker`.
+"""The event loop's side of a worker: a process, a thread, or the loop's own thread (inline)
+running one `ModelWorker`.
 
 Both take requests without blocking the loop and resolve a future per request when the
 worker replies: a thread through `call_soon_threadsafe`, a process through its socket,
@@ -36,8 +37,8 @@ from dsi_online.errors import DSIOnlineError
 from dsi_online.real.frames import Delta, Frames, decode_reply, frame
 from dsi_online.real.worker import ModelWorker, Reply, Request, SharedFlag, ThreadFlag, WorkerSpec
 
-Workers = Literal["process", "thread"]
-WORKERS: tuple[Workers, ...] = ("process", "thread")
+Workers = Literal["process", "thread", "inline"]
+WORKERS: tuple[Workers, ...] = ("process", "thread", "inline")
 READ_BYTES = 1 << 16
 GREEDY_TOKENS_PER_CALL = 64
 """A `greedy` request's deadline is `call_s` per this many tokens it decodes (at least one)."""
@@ -118,11 +119,7 @@ class WorkerHandle(abc.ABC):
             future.set_exception(RealBackendError(f"{self.name}: {self._failure}"))
             return future
         deadline = self.deadlines.of(request)
-        timer = self._loop.call_later(
-            deadline,
-            self._fail,
-            f"no reply to a {request.kind} within {deadline:g} s: the worker was stopped",
-        )
+        timer = self._loop.call_later(deadline, self._late, request.kind, deadline)
         self._pending[request.id] = _Call(future, timer, orphan)
         self._send(request)
         return future
@@ -185,6 +182,9 @@ class WorkerHandle(abc.ABC):
         else:
             self.layers = reply.layers
             self._ready.set_result(reply)
+
+    def _late(self, kind: str, deadline: float) -> None:
+        self._fail(f"no reply to a {kind} within {deadline:g} s: the worker was stopped")
 
     def _fail(self, message: str) -> None:
         """The worker is unusable (`message` says why, in one line): stop it, and fail every
@@ -287,6 +287,48 @@ class ThreadHandle(WorkerHandle):
             self._abandon()
             if self.loaded:
                 await asyncio.to_thread(self._thread.join, self.deadlines.stop_s)
+        self._fail_all(None)
+
+
+class InlineHandle(WorkerHandle):
+    """A worker in the loop's own thread: a request runs on the loop's next pass after it is
+    submitted, and the loop waits for it. Nothing travels and no process or thread wakes up
+    (no transit but one loop pass), and nothing runs beside it: right for non-SI and SI,
+    which never run two forwards at once; DSI's servers then take turns, and a forward is
+    stopped only if it is cancelled before it begins (the loop that would cancel it later
+    is busy running it)."""
+
+    def __init__(self, name: str, spec: WorkerSpec, deadlines: Deadlines) -> None:
+        super().__init__(name, spec, deadlines)
+        self._flag = ThreadFlag()
+        self._worker: ModelWorker | None = None
+        try:
+            self._worker = ModelWorker(spec, self._flag)
+        except Exception as exc:  # reported like a worker's, which the loop raises
+            self._deliver(Reply(kind="reset", id=0, error=f"{exc.__class__.__name__}: {exc}"))
+            return
+        self._deliver(Reply(kind="reset", id=0, layers=self._worker.layer_count))
+
+    def _send(self, request: Request) -> None:
+        self._loop.call_soon(self._answer, request)
+
+    def _answer(self, request: Request) -> None:
+        if self._worker is None:
+            return  # closed or failed meanwhile: its future has ended already
+        try:
+            reply = self._worker.handle(request)
+        except Exception as exc:  # reported to the caller, as a worker's failure is
+            reply = Reply(kind=request.kind, id=request.id, error=repr(exc))
+        self._deliver(reply)
+
+    def _flag_raise(self, forward_id: int) -> None:
+        self._flag.raise_to(forward_id)
+
+    def _abandon(self) -> None:
+        self._worker = None
+
+    async def close(self) -> None:
+        self._abandon()
         self._fail_all(None)
 
 
@@ -436,4 +478,6 @@ def start_worker(
     deadlines = deadlines or Deadlines()
     if kind == "process":
         return ProcessHandle(name, spec, deadlines)
+    if kind == "inline":
+        return InlineHandle(name, spec, deadlines)
     return ThreadHandle(name, spec, deadlines)

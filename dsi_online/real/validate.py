@@ -29,6 +29,7 @@ from dsi_online.pair import PairInfo, heldout_prompts, train_pair
 from dsi_online.real import RealBackend, RealRunResult
 from dsi_online.real.backend import Breakdown, check_checkpoint, server_devices
 from dsi_online.real.calibrate import Calibration, acceptance_trace, calibrate
+from dsi_online.real.handles import WORKERS, Workers
 from dsi_online.real.peer import PeerResult, time_peer
 from dsi_online.real.worker import DTYPES
 from dsi_online.schedulers.registry import ALGORITHMS, schedulers
@@ -62,7 +63,7 @@ class ValidateRequest:
     tokens: int = 128
     repeats: int = 3
     seed: int = 0
-    workers: Literal["thread", "process"] = "process"
+    workers: Workers = "process"
     calibration_samples: int = 8
     device: str = "cpu"  # one device, or one per target server then the drafter's
     dtype: str = "float32"
@@ -94,8 +95,8 @@ class ValidateRequest:
             for role in ("target", "drafter"):
                 check_checkpoint(Path(self.pair) / role, role)
         require(
-            self.workers in ("thread", "process"),
-            f"workers (--workers) must be thread or process; got {self.workers!r}",
+            self.workers in WORKERS,
+            f"workers (--workers) must be one of {', '.join(WORKERS)}; got {self.workers!r}",
         )
         require(
             self.dtype in DTYPES,
