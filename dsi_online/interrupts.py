@@ -168,11 +168,13 @@ def _watchdog(parent: int) -> None:
     os._exit(1)
 
 
-def worker_init() -> None:
+def worker_init(parent: int | None = None) -> None:
     """Initializer of every worker process: Ctrl-C is the parent's to handle, and the worker
-    dies with its parent (see the module docstring)."""
+    dies with its parent (see the module docstring). `parent`: the pid of the process that
+    started this one, where known (a worker that starts after its parent died exits at
+    once); by default the current parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
     _parent_death_signal()
     if os.getppid() != parent:  # the parent died before the signal was armed
         os._exit(1)

@@ -234,3 +234,21 @@ def test_bad_settings_raise_a_clear_error(test_pair: Path, backend: RealBackend)
         RealBackend(test_pair, drafter)
     with pytest.raises(InvalidParameterError, match="wants 3 target servers"):
         play_real(backend, DSI(2, 3), [1, 2, 3], 4)
+
+
+def test_inline_workers_run_lossless_without_transit(
+    test_pair: Path, prompts: list[list[int]]
+) -> None:
+    before = _worker_threads()
+    with RealBackend(
+        test_pair / "target", test_pair / "drafter", servers=2, workers="inline"
+    ) as backend:
+        for scheduler in (NonSI(), SI(3), DSI(3, 2)):
+            result = play_real(backend, scheduler, prompts[0], TOKENS)
+            assert result.lossless, scheduler.name
+            if scheduler.name != "dsi":  # one forward at a time: none waits for another
+                assert all(r.queued_s < 0.01 for r in result.records)
+        with pytest.raises(RuntimeError, match="stopped mid-run"):
+            play_real(backend, _CancelMidRun(DSI(3, 2), forwards=2), prompts[1], TOKENS)
+        assert play_real(backend, DSI(3, 2), prompts[1], TOKENS).lossless
+    assert _worker_threads() == before

@@ -58,8 +58,8 @@ Target = Annotated[
     ),
 ]
 Device = Annotated[
-    Literal["auto", "cpu", "cuda"],
-    typer.Option(help="auto (CUDA when present), cpu or cuda.", rich_help_panel=EXECUTION),
+    str,
+    typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.", rich_help_panel=EXECUTION),
 ]
 Dtype = Annotated[
     Literal["float16", "bfloat16", "float32"] | None,

@@ -84,15 +84,32 @@ def validate_command(
         ),
     ] = 0,
     workers: Annotated[
-        Literal["process", "thread"],
+        Literal["process", "thread", "inline"],
         typer.Option(
-            help="A model worker per server: process or thread.", rich_help_panel=EXECUTION
+            help="A model worker per server: process, thread, or inline (in the loop's "
+            "thread: no transit, nothing runs concurrently).",
+            rich_help_panel=EXECUTION,
         ),
     ] = "process",
     calibration_samples: Annotated[
         int,
         typer.Option(help="Calibration samples per point and round.", rich_help_panel=EXECUTION),
     ] = 8,
+    device: Annotated[
+        str,
+        typer.Option(
+            help="cpu, cuda, cuda:N, or a list: one device per target server, then the "
+            "drafter's (cuda:0,cuda:1,cuda:2 for -n 2).",
+            rich_help_panel=EXECUTION,
+        ),
+    ] = "cpu",
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help="float32, bfloat16 or float16 (float64 too): the models' and the reference's.",
+            rich_help_panel=EXECUTION,
+        ),
+    ] = "float32",
     trace_out: Annotated[
         str | None,
         typer.Option(
@@ -127,6 +144,8 @@ def validate_command(
         seed=seed,
         workers=workers,
         calibration_samples=calibration_samples,
+        device=device,
+        dtype=dtype,
     )
     if pair is None:
         with keeping("nothing is kept (a pair is cached only once trained)"):

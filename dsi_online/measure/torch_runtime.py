@@ -13,6 +13,7 @@ import importlib
 import inspect
 import os
 import platform
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -78,11 +79,20 @@ def returned_cache(output: Any) -> Any:
     return output.past_key_values if cache is None else cache
 
 
+_CUDA_INDEX = re.compile(r"^cuda:(\d+)$")
+
+
+def is_cuda(device: str) -> bool:
+    """Whether `device` names a CUDA GPU (`cuda` or `cuda:N`)."""
+    return device == "cuda" or _CUDA_INDEX.match(device) is not None
+
+
 def check_device_and_dtype(device: str, dtype: str | None) -> None:
-    """InvalidParameterError unless the names are known (checked before torch is imported)."""
-    if device not in DEVICES:
+    """InvalidParameterError unless the names are known (checked before torch is imported):
+    a device is auto, cpu, cuda or cuda:N."""
+    if device not in DEVICES and _CUDA_INDEX.match(device) is None:
         raise InvalidParameterError(
-            f"device (--device) must be one of {', '.join(DEVICES)}; got {device!r}"
+            f"device (--device) must be one of {', '.join(DEVICES)} or cuda:N; got {device!r}"
         )
     if dtype is not None and dtype not in DTYPES:
         raise InvalidParameterError(
@@ -91,13 +101,23 @@ def check_device_and_dtype(device: str, dtype: str | None) -> None:
 
 
 def resolve_device(device: str) -> str:
-    """'cpu' or 'cuda': `auto` picks CUDA when torch sees a GPU."""
+    """'cpu', 'cuda' or 'cuda:N': `auto` picks CUDA when torch sees a GPU; a GPU torch does
+    not see is refused in one line."""
     check_device_and_dtype(device, None)
+    if device == "cpu":
+        return device
     torch = torch_module()
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InvalidParameterError("device (--device) cuda: torch sees no CUDA GPU here")
+    if not torch.cuda.is_available():
+        raise InvalidParameterError(f"device (--device) {device}: torch sees no CUDA GPU here")
+    match = _CUDA_INDEX.match(device)
+    count = int(torch.cuda.device_count())
+    if match is not None and int(match.group(1)) >= count:
+        raise InvalidParameterError(
+            f"device (--device) {device}: torch sees {count} CUDA GPU(s) (cuda:0 .. "
+            f"cuda:{count - 1})"
+        )
     return device
 
 
@@ -105,7 +125,7 @@ def resolve_dtype(dtype: str | None, device: str) -> str:
     """The dtype name: float16 on CUDA and float32 on CPU unless given."""
     check_device_and_dtype(device, dtype)
     if dtype is None:
-        return "float16" if device == "cuda" else "float32"
+        return "float16" if is_cuda(device) else "float32"
     return dtype
 
 
@@ -118,8 +138,8 @@ factor of the weights' size."""
 def available_memory(device: str) -> int | None:
     """Bytes free for a new model on `device`: free GPU memory on CUDA; on the CPU, Linux's
     MemAvailable (else the free physical pages). None when unknown."""
-    if device == "cuda":
-        free, _total = torch_module().cuda.mem_get_info()
+    if is_cuda(device):
+        free, _total = torch_module().cuda.mem_get_info(device)
         return int(free)
     try:
         for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
@@ -159,8 +179,8 @@ def check_fits(models: list[tuple[str, str, int]], device: str, dtype: str) -> N
 
 def synchronize(device: str) -> None:
     """Wait for the device's queued work, so that a host clock reading means what it says."""
-    if device == "cuda":
-        torch_module().cuda.synchronize()
+    if is_cuda(device):
+        torch_module().cuda.synchronize(device)
 
 
 def _cpu_model() -> str:
@@ -211,8 +231,9 @@ class Environment:
         torch = torch_module()
         transformers = transformers_module()
         cpus = os.cpu_count() or 1
-        if device == "cuda":
-            hardware = str(torch.cuda.get_device_name(torch.cuda.current_device()))
+        if is_cuda(device):
+            index = torch.cuda.current_device() if device == "cuda" else device
+            hardware = str(torch.cuda.get_device_name(index))
         else:
             hardware = f"{_cpu_model()} ({cpus} logical CPUs)"
         return cls(
@@ -222,7 +243,7 @@ class Environment:
             torch_version=str(torch.__version__),
             transformers_version=str(transformers.__version__),
             cuda_runtime=None if torch.version.cuda is None else str(torch.version.cuda),
-            cuda_driver=_cuda_driver() if device == "cuda" else None,
+            cuda_driver=_cuda_driver() if is_cuda(device) else None,
             cpu_threads=int(torch.get_num_threads()),
             date=datetime.date.today().isoformat(),
         )
@@ -231,7 +252,7 @@ class Environment:
         """One line of software versions and settings, for a profile's provenance notes."""
         cuda = (
             f"CUDA runtime {self.cuda_runtime}, driver {self.cuda_driver or 'unknown'}"
-            if self.device == "cuda"
+            if is_cuda(self.device)
             else "no CUDA"
         )
         return (

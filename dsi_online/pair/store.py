@@ -10,10 +10,12 @@ training never leaves a folder a later call would take for a cached pair.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import hashlib
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -95,15 +97,43 @@ def train_command(size: str, seed: int) -> str:
     return shlex.join(["dsi-online", "pair", "train", "--size", size, "--seed", str(seed)])
 
 
+_TEMPORARY = re.compile(r"^\.tmp-.+-pid(\d+)-[A-Za-z0-9_]+$")
+"""A temporary folder's name: `.tmp-NAME-pidPID-RANDOM`, PID the process writing it."""
+
+
 def _temporary_folder(beside: Path) -> Path:
-    """A new hidden folder next to `beside`, readable like a folder made by mkdir
-    (mkdtemp's own mode, 0700, would stay on the renamed pair)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{beside.name}-", dir=beside.parent))
+    """A new hidden folder next to `beside`, named after this process (so that a later
+    trainer can tell it from a live one's), readable like a folder made by mkdir (mkdtemp's
+    own mode, 0700, would stay on the renamed pair)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{beside.name}-pid{os.getpid()}-", dir=beside.parent))
     tmp.chmod(0o755)
     return tmp
 
 
 OUT = "out (--out)"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary folders in `folder` whose writer has died (a trainer killed with
+    `kill -9` leaves its folder behind); the folders removed."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            match = _TEMPORARY.match(entry.name)
+            if match and entry.is_dir() and not _pid_alive(int(match.group(1))):
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    return removed
 
 
 def _writable_folder(folder: Path, what: str) -> None:
@@ -263,6 +293,7 @@ def train_pair(
     out_path = None if out is None else Path(out)
     out_holds_it = out_path is not None and check_out(out_path, key)
     trained = not (folder / INFO_FILE).is_file()
+    remove_stale_temporaries(folder.parent)
     if trained:
         _require_extra()
         _writable_folder(folder.parent, "the pair cache (set DSI_ONLINE_CACHE to move it):")

@@ -21,9 +21,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from dsi_online.errors import require
+from dsi_online.errors import InvalidParameterError, require
 from dsi_online.interrupts import run_interruptible
-from dsi_online.real.handles import WORKERS, WorkerHandle, Workers, start_worker
+from dsi_online.measure.torch_runtime import is_cuda, resolve_device
+from dsi_online.real.handles import WORKERS, Deadlines, WorkerHandle, Workers, start_worker
 from dsi_online.real.server import ForwardRecord, RealPool
 from dsi_online.real.worker import DTYPES, PREFILLS, Prefill, Request, WorkerSpec
 from dsi_online.schedulers import Generation, RunResult, Scheduler
@@ -33,6 +34,49 @@ from dsi_online.sim.runner import LeakedTasksError
 T = TypeVar("T")
 ATTENTIONS = ("sdpa", "eager")
 WARMUP_ROUNDS = 3
+CONFIG_KEYS = ("model_type", "num_hidden_layers")
+"""Keys a checkpoint's config.json must hold for the backend (a transformers causal LM)."""
+WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+"""A checkpoint's weights: one of these files (transformers' names)."""
+
+
+def check_checkpoint(folder: str | Path, what: str) -> dict[str, Any]:
+    """The config of the checkpoint in `folder`; InvalidParameterError, in one line naming
+    `what` (target or drafter) and the folder, when it lacks its config, a config key the
+    backend reads, or its weights (weights that are present but do not load fail at the
+    worker's start, before any work)."""
+    folder = Path(folder)
+    config_file = folder / "config.json"
+    require(
+        config_file.is_file(),
+        f"{what} folder {folder} holds no transformers checkpoint (config.json)",
+    )
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidParameterError(
+            f"{what} checkpoint {config_file} is unreadable: {exc}"
+        ) from None
+    require(isinstance(config, dict), f"{what} checkpoint {config_file} is not a JSON object")
+    missing = [key for key in CONFIG_KEYS if key not in config]
+    require(not missing, f"{what} checkpoint {config_file} lacks {', '.join(missing)}")
+    layers = config["num_hidden_layers"]
+    require(
+        isinstance(layers, int) and not isinstance(layers, bool) and layers >= 1,
+        f"{what} checkpoint {config_file}: num_hidden_layers must be an integer >= 1; "
+        f"got {layers!r}",
+    )
+    require(
+        any((folder / name).is_file() for name in WEIGHTS),
+        f"{what} folder {folder} holds no weights ({' or '.join(WEIGHTS[::2])})",
+    )
+    checked: dict[str, Any] = config
+    return checked
 
 
 async def warm_up(worker: WorkerHandle) -> None:
@@ -130,6 +174,34 @@ class BackendSettings:
     attention: str
     interruptible: bool
     prefill: Prefill
+    device: str = "cpu"
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """Each target server's device, then the drafter's (`server_devices`)."""
+        return server_devices(self.device, self.servers)
+
+
+def server_devices(device: str, servers: int) -> tuple[str, ...]:
+    """The device of each target server, then the drafter's, from `device`: one device
+    (`cpu`, `cuda`, `cuda:N`) for all, or a comma-separated list of servers + 1 (target 0,
+    target 1, ..., then the drafter). Checked before any worker starts: a CUDA device torch
+    does not see is refused in one line."""
+    names = [name.strip() for name in str(device).split(",")]
+    require(
+        len(names) in (1, servers + 1),
+        f"device (--device) must name one device, or {servers + 1} (one per target server, "
+        f"then the drafter's); got {len(names)}: {device!r}",
+    )
+    for name in names:
+        require(
+            name == "cpu" or is_cuda(name),
+            f"device (--device) must be cpu, cuda or cuda:N (or a list of them); got {name!r}",
+        )
+    for name in sorted(set(names)):
+        if name != "cpu":
+            resolve_device(name)
+    return tuple(names * (servers + 1)) if len(names) == 1 else tuple(names)
 
 
 def _check(settings: BackendSettings) -> None:
@@ -158,10 +230,8 @@ def _check(settings: BackendSettings) -> None:
         f"prefill must be one of {', '.join(PREFILLS)}; got {settings.prefill!r}",
     )
     for what, folder in (("target", settings.target_dir), ("drafter", settings.drafter_dir)):
-        require(
-            (Path(folder) / "config.json").is_file(),
-            f"{what} folder {folder} holds no transformers checkpoint (config.json)",
-        )
+        check_checkpoint(folder, what)
+    server_devices(settings.device, settings.servers)
 
 
 @dataclass
@@ -170,7 +240,8 @@ class RealBackend:
     and targets at once, and threads share one GIL; docs/real.md) or a thread, with its own
     model copy, KV cache and
     `threads` torch threads. A context manager: workers start on entry and are stopped on
-    exit, on an exception or Ctrl-C too."""
+    exit, on an exception or Ctrl-C too (those started before a failed start as well).
+    `deadlines` bound every wait on a worker (`Deadlines`)."""
 
     target_dir: str | Path
     drafter_dir: str | Path
@@ -181,6 +252,8 @@ class RealBackend:
     attention: str = "sdpa"
     interruptible: bool = True
     prefill: Prefill = "finish"
+    device: str = "cpu"
+    deadlines: Deadlines = field(default_factory=Deadlines)
     settings: BackendSettings = field(init=False)
     _runner: asyncio.Runner | None = field(init=False, default=None)
     _targets: list[WorkerHandle] = field(init=False, default_factory=list)
@@ -189,6 +262,7 @@ class RealBackend:
         init=False, default_factory=dict
     )
     _torch_threads: int | None = field(init=False, default=None)
+    _devices: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
         self.settings = BackendSettings(
@@ -201,15 +275,19 @@ class RealBackend:
             attention=self.attention,
             interruptible=self.interruptible,
             prefill=self.prefill,
+            device=",".join(name.strip() for name in str(self.device).split(",")),
         )
         _check(self.settings)
+        self._devices = server_devices(self.settings.device, self.settings.servers)
 
-    def _spec(self, folder: str) -> WorkerSpec:
+    def _spec(self, folder: str, device: str) -> WorkerSpec:
         s = self.settings
-        return WorkerSpec(folder, s.dtype, s.attention, s.threads, s.interruptible, s.prefill)
+        return WorkerSpec(
+            folder, s.dtype, s.attention, s.threads, s.interruptible, s.prefill, device
+        )
 
     def __enter__(self) -> RealBackend:
-        if self.settings.workers == "thread":
+        if self.settings.workers in ("thread", "inline"):
             from dsi_online.measure.torch_runtime import torch_module
 
             self._torch_threads = int(torch_module().get_num_threads())
@@ -231,11 +309,12 @@ class RealBackend:
 
     async def _start(self) -> None:
         s = self.settings
-        self._targets = [
-            start_worker(s.workers, f"target-{i}", self._spec(s.target_dir))
-            for i in range(s.servers)
-        ]
-        self._drafter = start_worker(s.workers, "drafter-0", self._spec(s.drafter_dir))
+        *targets, drafter = self._devices
+        for i, device in enumerate(targets):  # each kept as it starts: a failed start stops all
+            spec = self._spec(s.target_dir, device)
+            self._targets.append(start_worker(s.workers, f"target-{i}", spec, self.deadlines))
+        spec = self._spec(s.drafter_dir, drafter)
+        self._drafter = start_worker(s.workers, "drafter-0", spec, self.deadlines)
         await asyncio.gather(*(h.ready() for h in self._handles()))
         await asyncio.gather(*(warm_up(h) for h in self._handles()))
 
@@ -303,13 +382,19 @@ class RealBackend:
         try:
             return await work(pool)
         finally:
-            await pool.drain()
+            await self._drain(pool)
+
+    async def _drain(self, pool: RealPool) -> None:
+        """Wait for the pool's forwards to wind down (the workers end idle); after a
+        cancellation (Ctrl-C), `stop_s` at most: closing the backend stops the rest."""
+        task = asyncio.current_task()
+        stopping = task is not None and task.cancelling() > 0
+        await pool.drain(self.deadlines.stop_s if stopping else None)
 
     def layers(self, role: Role) -> int:
         """Decoder layers of `role`'s model (from its checkpoint's config)."""
         folder = self.settings.target_dir if role == "target" else self.settings.drafter_dir
-        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
-        return int(config["num_hidden_layers"])
+        return int(check_checkpoint(folder, role)["num_hidden_layers"])
 
     def predictions(self, role: Role, context: Sequence[int], first: int) -> tuple[int, ...]:
         """The greedy tokens `role`'s model predicts for positions `first`..len(context) of
@@ -329,9 +414,17 @@ class RealBackend:
         await worker.call(Request(kind="reset", id=worker.new_id()))
         return reply.tokens
 
+    @property
+    def reference_device(self) -> str:
+        """Where the reference decoding runs: target server 0's device (in the backend's
+        dtype). Lossless means equal to the target's greedy decoding there: reduced
+        precision can break greedy ties differently on another device or dtype."""
+        return self._devices[0]
+
     def reference(self, prompt: Sequence[int], tokens: int) -> tuple[int, ...]:
         """The target's greedy decoding of `tokens` tokens after `prompt` (one forward per
-        token after a prompt prefill, like `generate(do_sample=False)`); cached."""
+        token after a prompt prefill, like `generate(do_sample=False)`), on target server
+        0's device and in the backend's dtype; cached."""
         result: tuple[int, ...] = self._run(self._reference(tuple(prompt), tokens))
         return result
 
@@ -361,7 +454,7 @@ class RealBackend:
         try:
             run = await scheduler.generate(gen)
         finally:
-            await pool.drain()  # cancelled forwards wind down: the workers end idle
+            await self._drain(pool)
         current = asyncio.current_task()
         leaked = [t for t in asyncio.all_tasks() if t is not current]
         if leaked:

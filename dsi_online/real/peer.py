@@ -6,7 +6,8 @@ speculative inference. The drafter's generation config is set so that it drafts 
 (`num_assistant_tokens_schedule="constant"`) and no confidence threshold
 (`assistant_confidence_threshold=0`, which transformers otherwise uses to stop drafting
 early). Both run in this process, on this thread, with the same torch thread count as the
-backend's workers; the models load here.
+backend's workers, on the device and in the dtype given (the backend's); the models load
+here.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dsi_online.errors import require
-from dsi_online.measure.torch_runtime import Environment, torch_module, transformers_module
+from dsi_online.measure.torch_runtime import (
+    Environment,
+    synchronize,
+    torch_module,
+    transformers_module,
+)
 
 Method = Literal["greedy", "assisted"]
 
@@ -72,15 +78,21 @@ class PeerModels:
 
 
 def load_models(
-    target_dir: str | Path, drafter_dir: str | Path, dtype: str = "float32", attention: str = "sdpa"
+    target_dir: str | Path,
+    drafter_dir: str | Path,
+    dtype: str = "float32",
+    attention: str = "sdpa",
+    device: str = "cpu",
 ) -> PeerModels:
-    """Load both checkpoints as the backend's workers do."""
+    """Load both checkpoints as the backend's workers do, on `device`."""
     torch = torch_module()
     transformers = transformers_module()
     models = [
         transformers.AutoModelForCausalLM.from_pretrained(
             str(folder), dtype=getattr(torch, dtype), attn_implementation=attention
-        ).eval()
+        )
+        .to(device)
+        .eval()
         for folder in (target_dir, drafter_dir)
     ]
     return PeerModels(target=models[0], drafter=models[1])
@@ -89,7 +101,7 @@ def load_models(
 def _generate(models: PeerModels, prompt: Sequence[int], tokens: int, lookahead: int) -> list[int]:
     """`tokens` tokens after `prompt`: greedy (lookahead 0) or assisted with `lookahead`."""
     torch = torch_module()
-    ids = torch.tensor([list(prompt)], dtype=torch.long)
+    ids = torch.tensor([list(prompt)], dtype=torch.long, device=models.target.device)
     extra: dict[str, Any] = {}
     if lookahead > 0:
         config = models.drafter.generation_config
@@ -150,16 +162,18 @@ def time_peer(
     warmup: int = 1,
     dtype: str = "float32",
     attention: str = "sdpa",
+    device: str = "cpu",
 ) -> PeerResult:
     """Time transformers' greedy and assisted generation on every prompt, `repeats` times,
     alternating the two per prompt (so both see the same machine load), after `warmup`
-    untimed generations of each on the first prompt."""
+    untimed generations of each on the first prompt; both models on `device` (the device
+    is synchronised before each clock reading)."""
     require(len(prompts) >= 1, "prompts: at least one is needed")
     require(isinstance(tokens, int) and tokens >= 1, f"tokens must be >= 1; got {tokens}")
     require(isinstance(repeats, int) and repeats >= 1, f"repeats must be >= 1; got {repeats}")
     require(isinstance(warmup, int) and warmup >= 0, f"warmup must be >= 0; got {warmup}")
     with torch_threads(threads):
-        models = load_models(target_dir, drafter_dir, dtype, attention)
+        models = load_models(target_dir, drafter_dir, dtype, attention, device)
         for _ in range(warmup):
             greedy_generate(models, prompts[0], tokens)
             assisted_generate(models, prompts[0], tokens, lookahead)
@@ -170,11 +184,13 @@ def time_peer(
             for index, prompt in enumerate(prompts):
                 for method in methods:
                     k = lookahead if method == "assisted" else 0
+                    synchronize(device)
                     start = time.perf_counter()
                     output = _generate(models, prompt, tokens, k)
+                    synchronize(device)
                     run = PeerRun(method, index, tuple(output), time.perf_counter() - start)
                     (assisted if method == "assisted" else greedy).append(run)
-        environment = Environment.detect("cpu", dtype)
+        environment = Environment.detect(device, dtype)
     return PeerResult(
         lookahead=lookahead,
         tokens=tokens,

@@ -1,9 +1,9 @@
 """Real servers: the `Server` seam over a model worker, and the pool one generation uses.
 
-A `RealServer`'s forward sends the whole context (the prompt, which the scheduler never
-sees, + the committed prefix + the drafts, read when the forward starts) to its worker and
-awaits the reply off the loop. Every forward leaves a `ForwardRecord`, cancelled or not: the
-data that explains where a real run's time went.
+A `RealServer`'s forward hands its worker the whole context (the prompt, which the scheduler
+never sees, + the committed prefix + the drafts, read when the forward starts; a process
+worker is sent only what changed) and awaits the reply off the loop. Every forward leaves a
+`ForwardRecord`, cancelled or not: the data that explains where a real run's time went.
 """
 
 from __future__ import annotations
@@ -95,8 +95,6 @@ class RealServer(Account):
         self._origin = origin
         self._cached = 0
         self._cancelled_at: dict[int, float] = {}
-        self._submitted_at: dict[int, tuple[float, Request]] = {}
-        self._outstanding: set[asyncio.Future[Reply]] = set()
         self.records: list[ForwardRecord] = []
 
     @property
@@ -107,39 +105,39 @@ class RealServer(Account):
 
     async def forward(self, prefix: Sequence[int], drafts: Sequence[int]) -> list[int]:
         loop = asyncio.get_running_loop()
+        worker = self._worker
         request = Request(
             kind="forward",
-            id=self._worker.new_id(),
-            context=(*self._prompt, *prefix[:], *drafts),
+            id=worker.new_id(),
+            context=(*self._prompt, *prefix, *drafts),
             first=len(self._prompt) + len(prefix),
             prompt=len(self._prompt),
         )
         self.forwards += 1
         self.in_flight = True
-        self._submitted_at[request.id] = (loop.time(), request)
-        future = self._worker.submit(request)
-        self._outstanding.add(future)
-        future.add_done_callback(self._record)
+        submitted = loop.time()
+        # a cancelled forward's reply still comes, and is recorded then (`_orphan`)
+        future = worker.submit(request, lambda reply: self._record(request, submitted, reply))
         try:
-            reply = await asyncio.shield(future)
+            reply = await future
         except asyncio.CancelledError:
-            if not future.done():
-                self._worker.cancel(request.id)
+            if not future.done() or future.cancelled():
+                worker.cancel(request.id)
                 self._cancelled_at[request.id] = loop.time()
+            elif future.exception() is None:  # answered, then cancelled before it resumed
+                self._record(request, submitted, future.result())
             raise
         finally:
             self.in_flight = False
+        self._record(request, submitted, reply)
         self.lag_s += loop.time() - reply.ended
         if self.role == "drafter":
             return [reply.tokens[-1]]
         return _verified(reply.tokens, drafts)
 
-    def _record(self, future: asyncio.Future[Reply]) -> None:
-        self._outstanding.discard(future)
-        if future.cancelled() or future.exception() is not None:
-            return
-        reply = future.result()
-        submitted, request = self._submitted_at.pop(reply.id)
+    def _record(self, request: Request, submitted: float, reply: Reply) -> None:
+        """Record a forward once its reply is in the hands of the code awaiting it (or, for
+        a cancelled forward, of the loop)."""
         cancel = self._cancelled_at.pop(reply.id, None)
         self._cached = reply.cached
         self.busy_s += reply.ended - reply.started
@@ -165,11 +163,10 @@ class RealServer(Account):
             )
         )
 
-    async def drain(self) -> None:
-        """Wait until the worker has answered every forward sent (cancelled ones included)."""
-        while self._outstanding:
-            await asyncio.wait(list(self._outstanding))
-        await asyncio.sleep(0)  # let the done callbacks run
+    async def drain(self, timeout_s: float | None = None) -> None:
+        """Wait until the worker has answered every forward sent (cancelled ones included),
+        or failed (each request has its deadline); `timeout_s` at most if given."""
+        await self._worker.idle(timeout_s)
 
 
 class RealPool:
@@ -216,7 +213,7 @@ class RealPool:
     def stats(self) -> tuple[ServerStats, ...]:
         return tuple(server.stats() for server in self.servers())
 
-    async def drain(self) -> None:
-        """Wait until every worker has answered every forward of this generation."""
-        for server in self.servers():
-            await server.drain()
+    async def drain(self, timeout_s: float | None = None) -> None:
+        """Wait until every worker has answered every forward of this generation (or
+        failed); `timeout_s` at most if given."""
+        await asyncio.gather(*(server.drain(timeout_s) for server in self.servers()))

@@ -28,9 +28,11 @@ from dsi_online.measure.acceptance import AcceptanceEstimate, estimate_acceptanc
 from dsi_online.measure.torch_runtime import Environment, passive_openmp
 from dsi_online.pair import PairInfo, heldout_prompts, train_pair
 from dsi_online.real import RealBackend, RealRunResult
-from dsi_online.real.backend import Breakdown
+from dsi_online.real.backend import Breakdown, check_checkpoint, server_devices
 from dsi_online.real.calibrate import Calibration, acceptance_trace, calibrate
+from dsi_online.real.handles import WORKERS, Workers
 from dsi_online.real.peer import PeerResult, time_peer
+from dsi_online.real.worker import DTYPES
 from dsi_online.schedulers.registry import ALGORITHMS, schedulers
 from dsi_online.schedulers.seam import Role
 from dsi_online.sim.latency import ModelLatency
@@ -62,8 +64,10 @@ class ValidateRequest:
     tokens: int = 128
     repeats: int = 3
     seed: int = 0
-    workers: Literal["thread", "process"] = "process"
+    workers: Workers = "process"
     calibration_samples: int = 8
+    device: str = "cpu"  # one device, or one per target server then the drafter's
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         for value, name, option, low, high in (
@@ -89,11 +93,18 @@ class ValidateRequest:
             f"drafter/); got {self.pair}",
         )
         if self.pair is not None:
+            for role in ("target", "drafter"):
+                check_checkpoint(Path(self.pair) / role, role)
             check_vocabularies(Path(self.pair))
         require(
-            self.workers in ("thread", "process"),
-            f"workers (--workers) must be thread or process; got {self.workers!r}",
+            self.workers in WORKERS,
+            f"workers (--workers) must be one of {', '.join(WORKERS)}; got {self.workers!r}",
         )
+        require(
+            self.dtype in DTYPES,
+            f"dtype (--dtype) must be one of {', '.join(DTYPES)}; got {self.dtype!r}",
+        )
+        server_devices(self.device, self.servers)
 
 
 def check_vocabularies(folder: Path) -> None:
@@ -168,6 +179,7 @@ class ValidationResult:
     algorithms: dict[str, AlgorithmValidation]
     peer: PeerResult
     peer_matches_ours: bool
+    reference_device: str = "cpu"  # where the target's greedy decoding ran (in `dtype`)
 
     @property
     def scenario(self) -> Scenario:
@@ -191,7 +203,7 @@ class ValidationResult:
     def profile(self, command: str) -> Profile:
         """The measured latencies and acceptance as a profile (with the token-cost model),
         so that `dsi-online run --profile` simulates this pair as the prediction did."""
-        environment = Environment.detect("cpu", "float32")
+        environment = Environment.detect(self.reference_device, self.request.dtype)
         estimate = self.acceptance
         return Profile(
             name=f"validated-{self.pair.size}-seed{self.pair.seed}",
@@ -267,8 +279,14 @@ def validate(request: ValidateRequest, progress: Progress | None = None) -> Vali
     target_dir, drafter_dir = folder / "target", folder / "drafter"
     step("start", 0, 1)
     with RealBackend(
-        target_dir, drafter_dir, servers=request.servers, workers=request.workers
+        target_dir,
+        drafter_dir,
+        servers=request.servers,
+        workers=request.workers,
+        device=request.device,
+        dtype=request.dtype,
     ) as backend:
+        reference_device = backend.reference_device
         step("start", 1, 1)
         step("acceptance", 0, 1)
         trace = acceptance_trace(
@@ -292,7 +310,14 @@ def validate(request: ValidateRequest, progress: Progress | None = None) -> Vali
     step("predict", len(MODELS), len(MODELS))
     step("transformers", 0, 1)
     peer = time_peer(
-        target_dir, drafter_dir, prompts, request.tokens, request.lookahead, repeats=request.repeats
+        target_dir,
+        drafter_dir,
+        prompts,
+        request.tokens,
+        request.lookahead,
+        repeats=request.repeats,
+        dtype=request.dtype,
+        device=reference_device,
     )
     step("transformers", 1, 1)
     return ValidationResult(
@@ -318,6 +343,7 @@ def validate(request: ValidateRequest, progress: Progress | None = None) -> Vali
         peer_matches_ours=all(
             run.output == references[run.prompt] for run in (*peer.greedy, *peer.assisted)
         ),
+        reference_device=reference_device,
     )
 
 

@@ -1,6 +1,6 @@
 """One model server's compute: a model, its own KV cache, and forwards that can be stopped.
 
-A `ModelWorker` runs in a thread or in its own process (`python -m dsi_online.real.worker`);
+A `ModelWorker` runs in a thread or in its own process (`python -m dsi_online.real.serve`);
 it never touches the event loop. A forward gets the whole context (prompt + committed prefix
 + drafts) and keeps what its cache already holds: it crops the cache to the longest common
 prefix of what it holds and the new context and runs the model over the rest in one forward
@@ -17,22 +17,19 @@ once begun it runs to its end, so the server ends warm (docs/real.md says why).
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
-import signal
-import socket
 import struct
-import sys
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from typing import Any, Literal, Protocol
 
 from dsi_online.measure.torch_runtime import cached, torch_module, transformers_module
 
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "bfloat16", "float16", "float64")
 Kind = Literal["forward", "greedy", "reset", "stop"]
 Prefill = Literal["stop", "finish"]
 PREFILLS: tuple[Prefill, ...] = ("stop", "finish")
@@ -85,10 +82,11 @@ class SharedFlag:
 @dataclass(frozen=True)
 class WorkerSpec:
     """What a worker loads and how it runs: one model, its dtype, attention implementation
-    and torch CPU threads, whether its forwards stop between layers when cancelled, and what
+    and torch CPU threads, whether its forwards stop between layers when cancelled, what
     a cancelled prefill does: `stop` (it stops like any forward: the server stays cold) or
     `finish` (a forward that builds the prompt's cache is not stopped once it has begun: it
-    runs to its end and the server ends warm)."""
+    runs to its end and the server ends warm), and the device it runs on (`cpu`, `cuda`,
+    `cuda:N`)."""
 
     model_dir: str
     dtype: str = "float32"
@@ -96,6 +94,7 @@ class WorkerSpec:
     threads: int = 1
     interruptible: bool = True
     prefill: Prefill = "finish"
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -168,17 +167,27 @@ class ModelWorker:
     _current: int = field(init=False, default=0)
     _layers_run: int = field(init=False, default=0)
     _protected: bool = field(init=False, default=False)
+    _device: Any = field(init=False, default=None)
+    _stream: Any = field(init=False, default=None)  # on CUDA: the stream the model runs on
 
     def __post_init__(self) -> None:
         torch = torch_module()
         transformers = transformers_module()
         torch.set_num_threads(self.spec.threads)
+        self._device = torch.device(self.spec.device)
         with _LOAD_LOCK:
-            self.model = transformers.AutoModelForCausalLM.from_pretrained(
-                self.spec.model_dir,
-                dtype=getattr(torch, self.spec.dtype),
-                attn_implementation=self.spec.attention,
-            ).eval()
+            self.model = (
+                transformers.AutoModelForCausalLM.from_pretrained(
+                    self.spec.model_dir,
+                    dtype=getattr(torch, self.spec.dtype),
+                    attn_implementation=self.spec.attention,
+                )
+                .to(self._device)
+                .eval()
+            )
+        if self._device.type == "cuda":  # its own stream: thread workers share a process
+            self._stream = torch.cuda.Stream(self._device)
+            self._stream.wait_stream(torch.cuda.current_stream(self._device))  # the weights
         layers = decoder_layers(self.model)
         self.layer_count = len(layers)
         if self.spec.interruptible:
@@ -187,9 +196,23 @@ class ModelWorker:
         self.reset()
 
     def _check(self, module: Any, args: Any) -> None:
-        if not self._protected and self.flag.get() >= self._current:
+        """Before each decoder layer: stop if the flag covers the running forward. On CUDA
+        the host only queues kernels, so it first waits for the queued layers to finish: the
+        check then happens when the previous layer has run, not when it was queued (the
+        price: the host cannot queue more than one layer ahead of the GPU)."""
+        if self._protected:
+            self._layers_run += 1
+            return
+        if self._stream is not None:
+            self._stream.synchronize()
+        if self.flag.get() >= self._current:
             raise _Stopped
         self._layers_run += 1
+
+    def _synchronize(self) -> None:
+        """Wait for the device's queued kernels, so that a clock reading after it is true."""
+        if self._stream is not None:
+            self._stream.synchronize()
 
     def reset(self) -> None:
         """Empty the cache: the next forward is a prefill."""
@@ -214,7 +237,7 @@ class ModelWorker:
         """One model forward over `tokens` after the cache; their greedy next tokens."""
         torch = torch_module()
         with torch.inference_mode():
-            ids = torch.tensor([tokens], dtype=torch.long)
+            ids = torch.tensor([tokens], dtype=torch.long, device=self._device)
             out = self.model(input_ids=ids, use_cache=True, **cached(self.model, self._cache))
             return [int(t) for t in out.logits[0].argmax(dim=-1).tolist()]
 
@@ -248,6 +271,10 @@ class ModelWorker:
         except _Stopped:
             self._crop(kept)
             cancelled = True
+        except BaseException:  # the cache must stay in step with the tokens whatever failed
+            self._crop(kept)
+            raise
+        self._synchronize()  # a stopped forward's queued layers and crop finish first
         tokens = () if cancelled else tuple(self._greedy[request.first - 1 :])
         return Reply(
             kind="forward",
@@ -274,63 +301,28 @@ class ModelWorker:
         self._protected = False
         out: list[int] = []
         step = request.context
-        while len(out) < request.count:
-            token = self._run(step)[-1]
-            out.append(token)
-            step = (token,)
-        self.reset()
+        try:
+            while len(out) < request.count:
+                token = self._run(step)[-1]
+                out.append(token)
+                step = (token,)
+        finally:
+            self.reset()
         return Reply(kind="greedy", id=request.id, tokens=tuple(out), started=started)
 
     def handle(self, request: Request) -> Reply:
-        """Answer one message (`stop` is the caller's to act on)."""
-        if request.kind == "forward":
-            return self.forward(request)
-        if request.kind == "greedy":
-            return self.greedy(request)
-        if request.kind == "reset":
-            self.reset()
-        return Reply(kind=request.kind, id=request.id)
-
-
-def _serve(conn: Connection, flag_fd: int) -> None:
-    """A worker process's loop: load the model, say so, then answer requests until `stop`
-    or until the parent goes away."""
-    flag = SharedFlag(flag_fd)
-    spec: WorkerSpec = conn.recv()
-    try:
-        worker = ModelWorker(spec, flag)
-    except Exception as exc:  # report any load failure to the parent, which raises it
-        conn.send(Reply(kind="reset", id=0, error=f"{exc.__class__.__name__}: {exc}"))
-        return
-    conn.send(Reply(kind="reset", id=0, layers=worker.layer_count))
-    while True:
-        try:
-            request: Request = conn.recv()
-        except (EOFError, OSError):
-            return
-        if request.kind == "stop":
-            conn.send(Reply(kind="stop", id=request.id))
-            return
-        try:
-            reply = worker.handle(request)
-        except Exception as exc:  # a forward that fails is reported, not fatal to the loop
-            reply = Reply(kind=request.kind, id=request.id, error=repr(exc))
-        conn.send(reply)
-
-
-def main(argv: list[str]) -> None:
-    """A worker process's main (`dsi_online.real.serve`): serve the socket `argv[0]` with the
-    cancel flag mapped from the file `argv[1]`, then exit at once (an interpreter's orderly
-    teardown with torch loaded takes a second or more, and there is nothing to save).
-    SIGINT is ignored: the parent stops its workers (a terminal's Ctrl-C reaches the whole
-    process group)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sock = socket.socket(fileno=int(argv[0]))
-    conn = Connection(sock.detach())
-    try:
-        _serve(conn, int(argv[1]))
-    finally:
-        conn.close()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        """Answer one message (`stop` is the caller's to act on); on CUDA, every kernel on
+        the worker's own stream."""
+        on_stream = (
+            contextlib.nullcontext()
+            if self._stream is None
+            else torch_module().cuda.stream(self._stream)
+        )
+        with on_stream:
+            if request.kind == "forward":
+                return self.forward(request)
+            if request.kind == "greedy":
+                return self.greedy(request)
+            if request.kind == "reset":
+                self.reset()
+            return Reply(kind=request.kind, id=request.id)

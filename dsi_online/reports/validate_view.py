@@ -146,9 +146,12 @@ def render_validation(result: ValidationResult) -> Group:
         "95% CI of the actual mean: a t interval on the log scale over the real runs (prompts "
         "x rounds; standard error of log(mean) = sem / mean), positive by construction and "
         "wide with few runs; '-' with one run.",
-        "every real output equals the target's greedy decoding"
-        if result.lossless
-        else "SOME REAL OUTPUTS DIFFER FROM THE TARGET'S GREEDY DECODING",
+        (
+            "every real output equals the target's greedy decoding"
+            if result.lossless
+            else "SOME REAL OUTPUTS DIFFER FROM THE TARGET'S GREEDY DECODING"
+        )
+        + f" (the reference: decoded on {result.reference_device} in {request.dtype})",
         f"transformers' assisted generation {'agrees' if result.peer.tokens_match else 'DISAGREES'}"
         f" with its greedy decoding, and both "
         f"{'equal' if result.peer_matches_ours else 'DIFFER FROM'} ours, token for token",
@@ -214,6 +217,9 @@ def to_json(result: ValidationResult) -> dict[str, Any]:
             "repeats": request.repeats,
             "seed": request.seed,
             "workers": request.workers,
+            "device": request.device,
+            "dtype": request.dtype,
+            "reference_device": result.reference_device,
             "calibration_samples": request.calibration_samples,
         },
         "acceptance": {
