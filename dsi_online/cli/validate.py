@@ -59,7 +59,21 @@ def validate_command(
         int,
         typer.Option("--servers", "-n", help="DSI's target servers.", rich_help_panel=SCENARIO),
     ] = 1,
-    prompts: Annotated[int, typer.Option(help="Held-out prompts.", rich_help_panel=SCENARIO)] = 10,
+    prompts: Annotated[
+        int,
+        typer.Option(
+            help="Evaluation prompts: run for real, never seen by the prediction.",
+            rich_help_panel=SCENARIO,
+        ),
+    ] = 40,
+    calibration_prompts: Annotated[
+        int,
+        typer.Option(
+            help="Calibration prompts, disjoint from the evaluation ones: the acceptance "
+            "traces the prediction replays, and the latency calibration.",
+            rich_help_panel=SCENARIO,
+        ),
+    ] = 120,
     prompt_bytes: Annotated[
         int, typer.Option(help="Bytes (tokens) per prompt.", rich_help_panel=SCENARIO)
     ] = 64,
@@ -73,10 +87,10 @@ def validate_command(
             "--repeats",
             "-r",
             help="Rounds: each a slice of the calibration, then every algorithm on every "
-            "prompt once.",
+            "evaluation prompt once.",
             rich_help_panel=EXECUTION,
         ),
-    ] = 5,
+    ] = 2,
     seed: Annotated[
         int,
         typer.Option(
@@ -122,6 +136,7 @@ def validate_command(
         lookahead=lookahead,
         servers=servers,
         prompts=prompts,
+        calibration_prompts=calibration_prompts,
         prompt_bytes=prompt_bytes,
         tokens=tokens,
         repeats=repeats,
@@ -134,7 +149,8 @@ def validate_command(
             request = replace(request, pair=train_with_progress("small", seed).path)
     with keeping("nothing is kept (validate reports at the end)"):
         announce(
-            f"validate: {request.prompts} prompts x {request.repeats} rounds x non-SI, SI and "
+            f"validate: {request.calibration_prompts} calibration prompts; "
+            f"{request.prompts} evaluation prompts x {request.repeats} rounds x non-SI, SI and "
             f"DSI, {request.tokens} tokens each, k = {request.lookahead}, "
             f"{request.servers} target server(s)"
         )
