@@ -184,6 +184,7 @@ REFUSED: dict[str, tuple[list[str], dict[str, list[str]]]] = {
             "-n": ["0", "-1"],
             "--prompts": ["0", "1", "x"],
             "--calibration-prompts": ["1", "x"],
+            "--seeds": ["x", "3-1", "1,1", "-2"],
             "--prompt-bytes": ["0"],
             "-S": ["0", "abc"],
             "-r": ["0"],

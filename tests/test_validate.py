@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from dsi_online.cli import main
+from dsi_online.cli.validate import parse_seeds
 from dsi_online.errors import InvalidParameterError
 from dsi_online.pair import PairInfo, heldout_prompts
 from dsi_online.real.calibrate import Calibration
@@ -165,3 +166,35 @@ def test_calibration_and_evaluation_prompts_are_disjoint(test_pair: Path) -> Non
     assert not evaluation & calibration
     drawn = heldout_prompts(test_pair, 160, request.prompt_bytes, request.draw_seed)
     assert [list(p.tokens) for p in protocol.evaluation] == drawn[:40]
+
+
+def test_seeds_parse_ranges_and_lists() -> None:
+    assert parse_seeds("1-6") == [1, 2, 3, 4, 5, 6]
+    assert parse_seeds("1,3, 5") == [1, 3, 5]
+    assert parse_seeds("4") == [4]
+    for bad in ("x", "3-1", "1,1", "-2", "", "0-200"):
+        with pytest.raises(InvalidParameterError, match="--seeds"):
+            parse_seeds(bad)
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_validate_over_seeds_reports_every_run_and_the_means(
+    test_pair: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = tmp_path / "s.json"
+    args = ["validate", "--pair", str(test_pair), "-k", "3", "--prompts", "2"]
+    args += ["--calibration-prompts", "3", "--prompt-bytes", "16", "-S", "12", "-r", "1"]
+    args += ["--calibration-samples", "3", "--workers", "thread", "--seeds", "1-2"]
+    assert main([*args, "--json", str(document)]) == 0
+    data = json.loads(document.read_text())
+    assert data["seeds"] == [1, 2]
+    assert [run["scenario"]["prompt_seed"] for run in data["runs"]] == [1, 2]
+    for key in ("nonsi", "si", "dsi", "dsi_over_si", "dsi_over_nonsi", "si_over_nonsi"):
+        summary = data["summary"][key]
+        assert len(summary["error_pct"]) == len(summary["in_sample_error_pct"]) == 2
+        assert summary["mean_error_pct"] == pytest.approx(sum(summary["error_pct"]) / 2)
+        low, high = summary["mean_error_ci95"]
+        assert low <= summary["mean_error_pct"] <= high
+    assert "mean signed error" in capsys.readouterr().out
+    assert main([*args, "--trace-out", str(tmp_path / "t.json")]) == 2

@@ -27,8 +27,14 @@ from dsi_online.cli.common import (
     write_text,
 )
 from dsi_online.cli.pair import train_with_progress
-from dsi_online.real.validate import Phase, ValidateRequest, validate
-from dsi_online.reports.validate_view import render_validation, to_json
+from dsi_online.errors import require
+from dsi_online.real.validate import Phase, ValidateRequest, validate, validate_seeds
+from dsi_online.reports.validate_view import (
+    render_seeds,
+    render_validation,
+    seeds_to_json,
+    to_json,
+)
 from dsi_online.sim.profile import profile_to_toml
 
 PHASES: dict[Phase, str] = {
@@ -97,6 +103,16 @@ def validate_command(
             help="Seed of the pair, the prompts and the simulation.", rich_help_panel=SCENARIO
         ),
     ] = 0,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Validate once per prompt seed (e.g. 1-6 or 1,3,5) on the pair of --seed, "
+            "and report every run's errors and their means \\[default: one run, prompts of "
+            "--seed].",
+            show_default=False,
+            rich_help_panel=SCENARIO,
+        ),
+    ] = None,
     workers: Annotated[
         Literal["process", "thread"],
         typer.Option(
@@ -131,6 +147,11 @@ def validate_command(
     check_output(json_path, "--json")
     check_output(trace_out, "--trace-out")
     check_output(profile_out, "--profile-out")
+    prompt_seeds = None if seeds is None else parse_seeds(seeds)
+    require(
+        prompt_seeds is None or (trace_out is None and profile_out is None),
+        "--trace-out and --profile-out write one run's measurements: not with --seeds",
+    )
     request = ValidateRequest(
         pair=pair,
         lookahead=lookahead,
@@ -161,8 +182,16 @@ def validate_command(
                 bar.update(task, description=PHASES[phase], completed=done, total=total)
                 bar.refresh()
 
-            result = validate(request, report)
+            if prompt_seeds is not None:
+                results = validate_seeds(request, prompt_seeds, report)
+            else:
+                result = validate(request, report)
     console = output_console(json_path)
+    if prompt_seeds is not None:
+        console.print(render_seeds(results))
+        if json_path is not None:
+            write_json(seeds_to_json(results), json_path)
+        return
     console.print(render_validation(result))
     if trace_out is not None:
         write_text(result.trace.to_json() + "\n", trace_out, "--trace-out")
@@ -173,3 +202,20 @@ def validate_command(
         console.print(Text(f"wrote {profile_out}"))
     if json_path is not None:
         write_json(to_json(result), json_path)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Prompt seeds from `1-6`, `1,3,5` or `4` (each >= 0, at most 100 of them, distinct)."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        ok = low.isdigit() and (not dash or high.isdigit())
+        require(ok, f"seeds (--seeds) must look like 1-6 or 1,3,5; got {text!r}")
+        first, last = int(low), int(high) if dash else int(low)
+        require(first <= last, f"seeds (--seeds): a range must not descend; got {part!r}")
+        seeds += range(first, min(last, first + 100) + 1)
+    require(
+        len(seeds) <= 100 and len(set(seeds)) == len(seeds),
+        f"seeds (--seeds) must be at most 100 distinct seeds; got {text!r}",
+    )
+    return seeds

@@ -22,6 +22,7 @@ import numpy as np
 from dsi_online.errors import require
 from dsi_online.real.backend import RealBackend
 from dsi_online.real.server import RealPool, RealServer
+from dsi_online.real.worker import Prefill
 from dsi_online.schedulers.seam import Role
 from dsi_online.sim.cost import TokenCost, monotone
 from dsi_online.sim.latency import Empirical, ModelLatency
@@ -52,6 +53,9 @@ class Calibration:
     layers: int
     idle_ratios: tuple[tuple[float, ...], ...]  # [gap] -> after IDLE_S[gap] idle / back to back
     contended_ratios: tuple[float, ...]  # per round: while the other model computes / alone
+    transit_s: tuple[tuple[float, float], ...] = ()  # per forward: (queued, delivery)
+    interruptible: bool = True  # the real server's settings
+    prefill: Prefill = "finish"
 
     @classmethod
     def merge(cls, parts: Sequence[Calibration]) -> Calibration:
@@ -78,6 +82,9 @@ class Calibration:
                 tuple(x for p in parts for x in p.idle_ratios[g]) for g in range(len(IDLE_S))
             ),
             contended_ratios=tuple(x for p in parts for x in p.contended_ratios),
+            transit_s=tuple(x for p in parts for x in p.transit_s),
+            interruptible=first.interruptible,
+            prefill=first.prefill,
         )
 
     @property
@@ -95,8 +102,9 @@ class Calibration:
         token per context token by least squares through the origin on the two contexts'
         differences (n x span), the mean of each count at the first context from both
         contexts' samples (the second's moved back by that cost), made non-decreasing in the
-        token count (a forward over more tokens is not cheaper: a dip is noise), and the
-        spread as ratios to the fitted means."""
+        token count (a forward over more tokens is not cheaper: a dip is noise), the
+        spread as ratios to the fitted means, the cold prefill's mean, the mean transit out
+        and back, and the real server's settings."""
         low, high = self.samples
         span = self.contexts[1] - self.contexts[0]
         gaps = [statistics.fmean(b) - statistics.fmean(a) for a, b in zip(low, high, strict=True)]
@@ -126,6 +134,18 @@ class Calibration:
             idle_s=IDLE_S,
             idle_factor=self.idle_factor,
             contended=self.contended,
+            prefill_tokens=self.contexts[0] if self.prefill_s else 0,
+            prefill_s=statistics.fmean(self.prefill_s) if self.prefill_s else 0.0,
+            transit_s=(
+                (
+                    statistics.fmean(q for q, _ in self.transit_s),
+                    statistics.fmean(d for _, d in self.transit_s),
+                )
+                if self.transit_s
+                else (0.0, 0.0)
+            ),
+            interruptible=self.interruptible,
+            prefill=self.prefill,
         )
 
     def latency(self) -> ModelLatency:
@@ -139,16 +159,25 @@ def _server(pool: RealPool, role: Role) -> RealServer:
     return pool.target(0) if role == "target" else pool.drafter
 
 
-async def _timed(server: RealServer, prefix: Sequence[int], expect: int) -> float:
+async def _timed(
+    server: RealServer,
+    prefix: Sequence[int],
+    expect: int,
+    transit: list[tuple[float, float]] | None = None,
+) -> float:
+    """Seconds of one forward as a scheduler sees it; its (queued, delivery) to `transit`."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     await server.forward(prefix, ())
     elapsed = loop.time() - start
-    record = server.records[-1] if server.records else None
+    await asyncio.sleep(0)  # the record's callback
+    record = server.records[-1]
     require(
-        record is None or record.processed == expect,
-        f"calibration forward ran {record.processed if record else '?'} tokens, not {expect}",
+        record.processed == expect,
+        f"calibration forward ran {record.processed} tokens, not {expect}",
     )
+    if transit is not None:
+        transit.append((record.queued_s, record.delivery_s))
     return elapsed
 
 
@@ -165,6 +194,7 @@ def calibrate(
     prompt alone, and the prompt plus `output_tokens`), and `samples` cold prefills."""
     rng = np.random.default_rng(seed)
     contexts = (0, output_tokens)
+    transit: list[tuple[float, float]] = []
 
     def tokens(n: int) -> list[int]:
         return [int(t) for t in rng.integers(0, 256, size=n)]
@@ -180,7 +210,7 @@ def calibrate(
                 row = []
                 for _ in range(samples * (SMALL_WEIGHT if n <= SMALL else 1)):
                     await server.forward(base, ())  # crops the cache to prompt + base
-                    row.append(await _timed(server, base + tokens(n), n))
+                    row.append(await _timed(server, base + tokens(n), n, transit))
                 rows.append(tuple(row))
             table.append(tuple(rows))
         return tuple(table)
@@ -259,6 +289,9 @@ def calibrate(
         layers=backend.layers(role),
         idle_ratios=tuple(tuple(r) for r in idle),
         contended_ratios=tuple(contended),
+        transit_s=tuple(transit),
+        interruptible=backend.settings.interruptible,
+        prefill=backend.settings.prefill,
     )
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from scipy.special import stdtrit
 
 from dsi_online.errors import require
 from dsi_online.measure.acceptance import AcceptanceEstimate, estimate_acceptance
@@ -43,7 +44,7 @@ from dsi_online.sim.latency import ModelLatency
 from dsi_online.sim.profile import AcceptanceProfile, ModelProfile, Profile, Provenance
 from dsi_online.sim.runner import ScenarioResult, run_scenario
 from dsi_online.sim.scenario import Scenario
-from dsi_online.sim.stats import Speedup, Summary
+from dsi_online.sim.stats import CONFIDENCE, Speedup, Summary
 from dsi_online.sim.trace import AcceptanceTrace
 
 Model = Literal["paper", "traced", "full"]
@@ -449,6 +450,68 @@ def validate_on(
             run.output == references[run.prompt] for run in (*peer.greedy, *peer.assisted)
         ),
     )
+
+
+def validate_seeds(
+    request: ValidateRequest, seeds: Sequence[int], progress: Progress | None = None
+) -> list[ValidationResult]:
+    """`validate` once per prompt seed on one pair and one running backend (the pair of
+    `request.seed`; each seed draws its own calibration and evaluation prompts)."""
+    folder = _pair(request, progress)
+    with RealBackend(
+        folder / "target", folder / "drafter", servers=request.servers, workers=request.workers
+    ) as backend:
+        return [
+            validate_on(backend, folder, replace(request, prompt_seed=seed), progress)
+            for seed in seeds
+        ]
+
+
+@dataclass(frozen=True)
+class SignedErrors:
+    """One quantity's errors over several validations: each run's held-out and in-sample
+    error (%), whether the real value fell inside the held-out interval, and the means of
+    the signed errors with their 95% intervals (t over runs; None with one run)."""
+
+    held_out: tuple[float, ...]
+    in_sample: tuple[float, ...]
+    inside: tuple[bool, ...]
+
+    @staticmethod
+    def _mean_ci(values: Sequence[float]) -> tuple[float, tuple[float, float] | None]:
+        summary = Summary.of(values)
+        if len(values) < 2:
+            return summary.mean, None
+        half = float(stdtrit(len(values) - 1, (1 + CONFIDENCE) / 2)) * summary.sem
+        return summary.mean, (summary.mean - half, summary.mean + half)
+
+    @property
+    def held_out_mean(self) -> tuple[float, tuple[float, float] | None]:
+        return self._mean_ci(self.held_out)
+
+    @property
+    def in_sample_mean(self) -> tuple[float, tuple[float, float] | None]:
+        return self._mean_ci(self.in_sample)
+
+
+def signed_errors(results: Sequence[ValidationResult]) -> dict[str, SignedErrors]:
+    """Per algorithm and per speedup (`candidate_over_baseline`), the errors of `results`."""
+    table: dict[str, SignedErrors] = {}
+    for name in ALGORITHMS:
+        runs = [r.algorithms[name] for r in results]
+        table[name] = SignedErrors(
+            tuple(a.error_pct for a in runs),
+            tuple(a.in_sample_error_pct for a in runs),
+            tuple(a.inside for a in runs),
+        )
+    for key in results[0].speedups:
+        speedups = [r.speedups[key] for r in results]
+        table[key] = SignedErrors(
+            tuple(s.error_pct for s in speedups),
+            tuple(s.in_sample_error_pct for s in speedups),
+            tuple(s.inside for s in speedups),
+        )
+    return table
 
 
 def _measure_and_run(

@@ -12,7 +12,13 @@ from rich.text import Text
 from scipy.special import stdtrit
 
 from dsi_online.pair import Prompt
-from dsi_online.real.validate import MODELS, SPEEDUPS, ValidationResult
+from dsi_online.real.validate import (
+    MODELS,
+    SPEEDUPS,
+    SignedErrors,
+    ValidationResult,
+    signed_errors,
+)
 from dsi_online.reports.run import COMPACT, number_column
 from dsi_online.schedulers.registry import ALGORITHMS, LABELS
 from dsi_online.sim.stats import CONFIDENCE
@@ -196,6 +202,8 @@ def to_json(result: ValidationResult) -> dict[str, Any]:
             "reference_context": cost.reference_context,
             "attention_ns": 1e9 * cost.attention_s,
             "prefill_ms": [1e3 * s for s in measured.prefill_s],
+            "prefill_tokens": cost.prefill_tokens,
+            "transit_ms": [1e3 * t for t in cost.transit_s],
             "idle_ms": [1e3 * s for s in cost.idle_s],
             "idle_factor": list(cost.idle_factor),
             "contended": cost.contended,
@@ -253,3 +261,85 @@ def _plain(value: Any) -> Any:
 def _prompt(prompt: Prompt) -> dict[str, Any]:
     """A prompt's identity: its held-out file and byte offset."""
     return {"file": prompt.file, "offset": prompt.offset}
+
+
+def _quantities() -> list[tuple[str, str]]:
+    """(key, label) of every algorithm and speedup, in report order."""
+    return [(name, LABELS[name]) for name in ALGORITHMS] + [
+        (f"{c}_over_{b}", f"{LABELS[c]}/{LABELS[b]}") for b, c in SPEEDUPS
+    ]
+
+
+def _mean(value: tuple[float, tuple[float, float] | None]) -> str:
+    mean, interval = value
+    if interval is None:
+        return f"{mean:+.1f}%"
+    return f"{mean:+.1f}% [{interval[0]:+.1f}, {interval[1]:+.1f}]"
+
+
+def render_seeds(results: list[ValidationResult]) -> Group:
+    """Validations over several prompt seeds: every run's errors, and their means."""
+    request = results[0].request
+    errors = signed_errors(results)
+    runs = Table(
+        title=f"error by prompt seed, held out (in-sample) (k = {request.lookahead}, "
+        f"n = {request.servers}); * = the real value outside the held-out 95% interval",
+        **COMPACT,
+    )
+    runs.add_column("seed")
+    for _, label in _quantities():
+        number_column(runs, label)
+    for i, result in enumerate(results):
+        runs.add_row(
+            str(result.request.draw_seed),
+            *(
+                f"{errors[key].held_out[i]:+.1f}%{'' if errors[key].inside[i] else '*'} "
+                f"({errors[key].in_sample[i]:+.1f}%)"
+                for key, _ in _quantities()
+            ),
+        )
+    summary = Table(title="mean signed error over the seeds [95% CI]", **COMPACT)
+    summary.add_column("")
+    for header in ("held out", "in-sample", "inside PI", "max |in-sample|"):
+        number_column(summary, header)
+    for key, label in _quantities():
+        e = errors[key]
+        summary.add_row(
+            label,
+            _mean(e.held_out_mean),
+            _mean(e.in_sample_mean),
+            f"{sum(e.inside)} of {len(e.inside)}",
+            f"{max(abs(x) for x in e.in_sample):.1f}%",
+        )
+    lossless = all(r.lossless for r in results)
+    line = (
+        "every real output equals the target's greedy decoding"
+        if lossless
+        else "SOME REAL OUTPUTS DIFFER FROM THE TARGET'S GREEDY DECODING"
+    )
+    return Group(runs, summary, Text(line))
+
+
+def _errors_json(e: SignedErrors) -> dict[str, Any]:
+    held_mean, held_ci = e.held_out_mean
+    in_mean, in_ci = e.in_sample_mean
+    return {
+        "error_pct": list(e.held_out),
+        "in_sample_error_pct": list(e.in_sample),
+        "inside_ci95": list(e.inside),
+        "mean_error_pct": held_mean,
+        "mean_error_ci95": None if held_ci is None else list(held_ci),
+        "in_sample_mean_error_pct": in_mean,
+        "in_sample_mean_error_ci95": None if in_ci is None else list(in_ci),
+    }
+
+
+def seeds_to_json(results: list[ValidationResult]) -> dict[str, Any]:
+    """The JSON document of validations over several prompt seeds: each run's document,
+    and per algorithm and speedup the errors over the runs."""
+    errors = signed_errors(results)
+    return {
+        "seeds": [r.request.draw_seed for r in results],
+        "summary": {key: _errors_json(errors[key]) for key, _ in _quantities()},
+        "runs": [to_json(r) for r in results],
+    }

@@ -11,6 +11,15 @@ plainly (a GPU has its own versions: clocks that drop when idle, kernels that co
 forward after the server sat idle is slower (caches and clocks went cold; `idle_s`,
 `idle_factor`), and one that runs while another server computes on the same machine is
 slower (`contended`).
+
+A forward's latency is its round trip as a scheduler sees it: the request's transit to the
+server (`transit_s[0]`), the model's layers, and the reply's transit back (`transit_s[1]`).
+A prefill (a forward from an empty cache) is priced from the measured cold prefill of
+`prefill_tokens` tokens (`prefill_s`), scaled by the warm curve for other counts. What a
+cancelled forward does follows the real server's settings (docs/real.md): cancelled in
+transit it never runs; otherwise it stops at its next layer boundary, unless it is
+`interruptible=False` or a prefill under `prefill="finish"`, which run to their end; one
+cancelled during its last layer completes.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -41,10 +51,10 @@ def monotone(values: Sequence[float]) -> list[float]:
 
 @dataclass(frozen=True)
 class TokenCost:
-    """Mean latency (seconds) of a forward processing `tokens[i]` tokens at
-    `reference_context` tokens of context, plus `attention_s` per processed token per token
-    of context beyond it (attention's work grows with both); `ratios` the measured
-    latency / mean spread (empty: constant)."""
+    """Mean latency (seconds) of a forward processing `tokens[i]` tokens after
+    `reference_context` tokens already in the cache, plus `attention_s` per processed token
+    per cached token beyond it (attention's work grows with both); `ratios` the measured
+    latency / mean spread (empty: constant); the rest as the module docstring says."""
 
     tokens: tuple[int, ...]
     mean_s: tuple[float, ...]
@@ -55,6 +65,11 @@ class TokenCost:
     idle_s: tuple[float, ...] = ()
     idle_factor: tuple[float, ...] = ()
     contended: float = 1.0
+    prefill_tokens: int = 0  # 0: a prefill is priced from the warm curve
+    prefill_s: float = 0.0
+    transit_s: tuple[float, float] = (0.0, 0.0)
+    interruptible: bool = True
+    prefill: Literal["finish", "stop"] = "finish"
 
     def __post_init__(self) -> None:
         require(
@@ -88,10 +103,23 @@ class TokenCost:
             math.isfinite(self.contended) and self.contended > 0,
             f"contention factor must be finite and > 0; got {self.contended}",
         )
+        require(
+            self.prefill_tokens == 0
+            or (self.prefill_tokens >= 1 and math.isfinite(self.prefill_s) and self.prefill_s > 0),
+            "a measured prefill needs its token count (>= 1) and a latency > 0",
+        )
+        require(
+            len(self.transit_s) == 2 and all(math.isfinite(t) and t >= 0 for t in self.transit_s),
+            f"transit times must be two finite numbers >= 0; got {self.transit_s}",
+        )
+        require(
+            self.prefill in ("finish", "stop"),
+            f"prefill must be finish or stop; got {self.prefill!r}",
+        )
 
     def mean(self, tokens: int, context: int) -> float:
         """Expected latency of a forward over `tokens` new tokens with `context` tokens in
-        the cache afterwards. Fewer tokens than the first measured count cost that count."""
+        the cache before it. Fewer tokens than the first measured count cost that count."""
         counts, means = self.tokens, self.mean_s
         n = max(tokens, counts[0])
         i = min(max(bisect.bisect_left(counts, n), 1), len(counts) - 1)
@@ -103,6 +131,13 @@ class TokenCost:
                 f"token cost model gives {value} s for {tokens} tokens at context {context}"
             )
         return value
+
+    def prefill_mean(self, tokens: int) -> float:
+        """Expected latency of a prefill over `tokens` tokens (an empty cache before it):
+        the measured cold prefill, scaled by the warm curve from its count to `tokens`."""
+        if self.prefill_tokens == 0:
+            return self.mean(tokens, 0)
+        return self.prefill_s * self.mean(tokens, 0) / self.mean(self.prefill_tokens, 0)
 
     def host_factor(self, idle_s: float, contended: bool) -> float:
         """How much slower a forward runs after `idle_s` seconds idle (1 at 0, interpolated
@@ -128,11 +163,18 @@ class CostStream:
     _ratios: list[float] = field(default_factory=list)
 
     def next(
-        self, tokens: int, context: int, idle_s: float = 0.0, contended: bool = False
+        self,
+        tokens: int,
+        context: int,
+        idle_s: float = 0.0,
+        contended: bool = False,
+        prefill: bool = False,
     ) -> float:
-        """The latency of a forward over `tokens` tokens ending at `context`, in seconds,
-        after `idle_s` seconds idle, `contended` when another server computes meanwhile."""
-        mean = self.cost.mean(tokens, context) * self.cost.host_factor(idle_s, contended)
+        """The latency of a forward over `tokens` tokens after `context` cached ones (a
+        `prefill` from an empty cache), in seconds, after `idle_s` seconds idle, `contended`
+        when another server computes meanwhile."""
+        base = self.cost.prefill_mean(tokens) if prefill else self.cost.mean(tokens, context)
+        mean = base * self.cost.host_factor(idle_s, contended)
         if not self.cost.ratios:
             return mean
         if not self._ratios:
@@ -140,8 +182,29 @@ class CostStream:
             self._ratios = self.rng.choice(pool, size=_BATCH, replace=True).tolist()
         return mean * self._ratios.pop()
 
-    def stop_time(self, start: float, duration: float, now: float) -> float:
-        """When a forward started at `start` for `duration` really stops if cancelled at
-        `now`: at the next layer boundary (all layers take an equal share)."""
-        step = duration / self.cost.layers
-        return min(start + duration, start + math.ceil((now - start) / step - 1e-9) * step)
+    def stop(self, start: float, duration: float, now: float, protected: bool) -> Stop:
+        """What a forward started at `start` for `duration` does when cancelled at `now`
+        (`protected`: a prefill under prefill="finish"; module docstring)."""
+        out, back = self.cost.transit_s
+        compute = max(0.0, duration - out - back)
+        begin = start + out
+        if now <= begin:
+            return Stop(max(now, start), 0, completed=False)
+        end = begin + compute
+        layers = self.cost.layers
+        if protected or not self.cost.interruptible or now >= end:
+            return Stop(end, layers, completed=True)
+        done = math.ceil((now - begin) / (compute / layers) - 1e-9)
+        if done >= layers:
+            return Stop(end, layers, completed=True)
+        return Stop(begin + done * compute / layers, done, completed=False)
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Where a cancelled forward stops: when its server is free, the layers it ran, and
+    whether it completed (its cache then holds its whole input)."""
+
+    end: float
+    layers: int
+    completed: bool
