@@ -86,3 +86,13 @@ def test_a_prefill_is_priced_from_the_measured_cold_prefill() -> None:
 def test_bad_models_are_refused(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(InvalidParameterError, match=match):
         TokenCost(reference_context=0, **kwargs)  # type: ignore[arg-type]
+
+
+def test_dispatch_is_added_unscaled_and_counts_as_before_the_layers() -> None:
+    """The loop's own time a forward: added to every draw, not scaled by the spread, and a
+    cancel during it finds a forward that never ran."""
+    cost = TokenCost((1, 2), (1.0, 2.0), 0, ratios=(2.0,), layers=4, dispatch_s=0.5)
+    stream = CostStream(cost, np.random.default_rng(0))
+    assert stream.next(1, 0) == 2.5
+    assert stream.stop(10.0, 2.5, 10.4, False) == Stop(10.4, 0, False)
+    assert stream.stop(10.0, 2.5, 10.6, False) == Stop(pytest.approx(11.0), 1, False)

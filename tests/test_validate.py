@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -198,3 +199,66 @@ def test_validate_over_seeds_reports_every_run_and_the_means(
         assert low <= summary["mean_error_pct"] <= high
     assert "mean signed error" in capsys.readouterr().out
     assert main([*args, "--trace-out", str(tmp_path / "t.json")]) == 2
+
+
+def _record(role: str, submitted: float, delivered: float, cancel: float | None = None) -> Any:
+    from dsi_online.real.server import ForwardRecord
+
+    return ForwardRecord(
+        server=f"{role}-0",
+        role=role,  # type: ignore[arg-type]
+        context=1,
+        kept=0,
+        processed=1,
+        prompt=0,
+        catchup=0,
+        layers=1,
+        submitted_s=submitted,
+        started_s=submitted,
+        ended_s=delivered,
+        delivered_s=delivered,
+        cpu_s=0.0,
+        stopped=False,
+        cancel_s=cancel,
+    )
+
+
+def test_dispatch_gaps_run_from_the_reply_that_led_to_a_forward() -> None:
+    """The loop's time before each forward: from the run's start for the first, then from
+    the latest reply delivered before it, replies of cancelled forwards aside."""
+    from dsi_online.real.backend import RealRunResult, ServerRecords
+    from dsi_online.real.calibrate import dispatch_gaps
+    from dsi_online.schedulers import RunResult
+
+    drafts = (_record("drafter", 0.001, 0.002), _record("drafter", 0.0023, 0.003))
+    targets = (_record("target", 0.0031, 0.006, cancel=0.004), _record("target", 0.0062, 0.009))
+    run = RealRunResult(
+        run=RunResult("si", 0.009, 0.006, 1, "", ()),
+        prompt=(1,),
+        output=(1,),
+        reference=(1,),
+        servers=(
+            ServerRecords("drafter-0", "drafter", drafts),
+            ServerRecords("t", "target", targets),
+        ),
+    )
+    gaps = dispatch_gaps(run)
+    assert gaps["drafter"] == pytest.approx([0.001, 0.0003])
+    assert gaps["target"] == pytest.approx([0.0001, 0.0032])  # not from the cancelled reply
+
+
+def test_dispatch_is_the_schedulers_loop_time_less_the_calibrations() -> None:
+    row = (1.0, 1.0)
+    calibration = Calibration(
+        role="target",
+        counts=(1, 2),
+        contexts=(10, 20),
+        samples=((row, row), (row, row)),
+        prefill_s=(2.0,),
+        layers=2,
+        idle_ratios=((1.0,),) * 6,
+        contended_ratios=(1.0,),
+        overhead_s=(0.1, 0.3),
+        gaps_s=(0.5, 0.7),
+    )
+    assert calibration.cost().dispatch_s == pytest.approx(0.4)

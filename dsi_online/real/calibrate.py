@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsi_online.errors import require
-from dsi_online.real.backend import RealBackend
+from dsi_online.real.backend import RealBackend, RealRunResult
 from dsi_online.real.server import RealPool, RealServer
 from dsi_online.real.worker import Prefill
 from dsi_online.schedulers.seam import Role
@@ -54,6 +54,8 @@ class Calibration:
     idle_ratios: tuple[tuple[float, ...], ...]  # [gap] -> after IDLE_S[gap] idle / back to back
     contended_ratios: tuple[float, ...]  # per round: while the other model computes / alone
     transit_s: tuple[tuple[float, float], ...] = ()  # per forward: (queued, delivery)
+    overhead_s: tuple[float, ...] = ()  # per forward: its seconds on the loop beyond transit
+    gaps_s: tuple[float, ...] = ()  # real schedulers' loop time before a forward (dispatch_gaps)
     interruptible: bool = True  # the real server's settings
     prefill: Prefill = "finish"
 
@@ -83,6 +85,8 @@ class Calibration:
             ),
             contended_ratios=tuple(x for p in parts for x in p.contended_ratios),
             transit_s=tuple(x for p in parts for x in p.transit_s),
+            overhead_s=tuple(x for p in parts for x in p.overhead_s),
+            gaps_s=tuple(x for p in parts for x in p.gaps_s),
             interruptible=first.interruptible,
             prefill=first.prefill,
         )
@@ -100,17 +104,21 @@ class Calibration:
     def cost(self) -> TokenCost:
         """The token-cost model, fitted to every sample: attention's cost per processed
         token per context token by least squares through the origin on the two contexts'
-        differences (n x span), the mean of each count at the first context from both
-        contexts' samples (the second's moved back by that cost), made non-decreasing in the
-        token count (a forward over more tokens is not cheaper: a dip is noise), the
-        spread as ratios to the fitted means, the cold prefill's mean, the mean transit out
-        and back, and the real server's settings."""
+        differences (n x span; a negative fit, noise, is 0: more context is not cheaper),
+        the mean of each count at the first context from both contexts' samples (the
+        second's moved back by that cost), made non-decreasing in the token count (a
+        forward over more tokens is not cheaper: a dip is noise), the spread as ratios to
+        the fitted means, the cold prefill's mean, the mean transit out and back, the real
+        server's settings, and the dispatch time: the mean loop time the real schedulers
+        spent before a forward less what a calibration forward spent on the loop (both
+        measured, so that the loop's share is counted once)."""
         low, high = self.samples
         span = self.contexts[1] - self.contexts[0]
         gaps = [statistics.fmean(b) - statistics.fmean(a) for a, b in zip(low, high, strict=True)]
         weights = [n * span for n in self.counts]
-        attention = sum(d * w for d, w in zip(gaps, weights, strict=True)) / sum(
-            w * w for w in weights
+        attention = max(
+            0.0,
+            sum(d * w for d, w in zip(gaps, weights, strict=True)) / sum(w * w for w in weights),
         )
         means = monotone(
             [
@@ -146,6 +154,9 @@ class Calibration:
             ),
             interruptible=self.interruptible,
             prefill=self.prefill,
+            dispatch_s=statistics.fmean(self.gaps_s) - statistics.fmean(self.overhead_s)
+            if self.gaps_s and self.overhead_s
+            else 0.0,
         )
 
     def latency(self) -> ModelLatency:
@@ -164,8 +175,11 @@ async def _timed(
     prefix: Sequence[int],
     expect: int,
     transit: list[tuple[float, float]] | None = None,
+    overhead: list[float] | None = None,
 ) -> float:
-    """Seconds of one forward as a scheduler sees it; its (queued, delivery) to `transit`."""
+    """Seconds of one forward as a scheduler sees it; its (queued, delivery) to `transit`,
+    and its seconds on the loop outside the round trip (before submission, after delivery)
+    to `overhead`."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     await server.forward(prefix, ())
@@ -178,6 +192,8 @@ async def _timed(
     )
     if transit is not None:
         transit.append((record.queued_s, record.delivery_s))
+    if overhead is not None:
+        overhead.append(elapsed - (record.delivered_s - record.submitted_s))
     return elapsed
 
 
@@ -195,6 +211,7 @@ def calibrate(
     rng = np.random.default_rng(seed)
     contexts = (0, output_tokens)
     transit: list[tuple[float, float]] = []
+    overhead: list[float] = []
 
     def tokens(n: int) -> list[int]:
         return [int(t) for t in rng.integers(0, 256, size=n)]
@@ -210,7 +227,7 @@ def calibrate(
                 row = []
                 for _ in range(samples * (SMALL_WEIGHT if n <= SMALL else 1)):
                     await server.forward(base, ())  # crops the cache to prompt + base
-                    row.append(await _timed(server, base + tokens(n), n, transit))
+                    row.append(await _timed(server, base + tokens(n), n, transit, overhead))
                 rows.append(tuple(row))
             table.append(tuple(rows))
         return tuple(table)
@@ -290,9 +307,24 @@ def calibrate(
         idle_ratios=tuple(tuple(r) for r in idle),
         contended_ratios=tuple(contended),
         transit_s=tuple(transit),
+        overhead_s=tuple(overhead),
         interruptible=backend.settings.interruptible,
         prefill=backend.settings.prefill,
     )
+
+
+def dispatch_gaps(run: RealRunResult) -> dict[Role, list[float]]:
+    """Per role, the loop's time before each forward of a real run: from the latest reply
+    delivered before its submission (the run's start for the first; replies of cancelled
+    forwards, which nothing awaits, aside) to its submission."""
+    gaps: dict[Role, list[float]] = {"target": [], "drafter": []}
+    delivered: list[float] = []
+    for record in run.records:  # by submission time
+        before = [d for d in delivered if d <= record.submitted_s]
+        gaps[record.role].append(record.submitted_s - max(before, default=0.0))
+        if record.cancel_s is None:
+            delivered.append(record.delivered_s)
+    return gaps
 
 
 def acceptance_trace(

@@ -36,7 +36,7 @@ from dsi_online.measure.torch_runtime import Environment
 from dsi_online.pair import PairInfo, Prompt, heldout_draw, train_pair
 from dsi_online.real import RealBackend, RealRunResult
 from dsi_online.real.backend import Breakdown
-from dsi_online.real.calibrate import Calibration, acceptance_trace, calibrate
+from dsi_online.real.calibrate import Calibration, acceptance_trace, calibrate, dispatch_gaps
 from dsi_online.real.peer import PeerResult, time_peer
 from dsi_online.schedulers.registry import ALGORITHMS, schedulers
 from dsi_online.schedulers.seam import Role
@@ -521,12 +521,13 @@ def _measure_and_run(
     prompts: Sequence[Sequence[int]],
     step: Progress,
 ) -> tuple[dict[str, Calibration], dict[str, list[RealRunResult]]]:
-    """`repeats` rounds, each a slice of the calibration then every algorithm on every prompt
-    once, so that the measurements the prediction uses and the runs it predicts sample the
-    same stretch of the machine's time (a shared machine drifts by several percent over
-    minutes). The prediction never sees the runs. Within a round the order of the
-    algorithms rotates from one prompt to the next; runs are listed round by round, prompt
-    by prompt, the same for every algorithm (paired)."""
+    """`repeats` rounds, each a slice of the calibration (with one real run of every
+    algorithm on a calibration prompt, for the loop's time a forward) then every algorithm on
+    every evaluation prompt once, so that the measurements the prediction uses and the runs
+    it predicts sample the same stretch of the machine's time (a shared machine drifts by
+    several percent over minutes). The prediction never sees the runs. Within a round the
+    order of the algorithms rotates from one prompt to the next; runs are listed round by
+    round, prompt by prompt, the same for every algorithm (paired)."""
     by_name = schedulers(request.lookahead, request.servers)
     roles: tuple[Role, ...] = ("target", "drafter")
     parts: dict[str, list[Calibration]] = {role: [] for role in roles}
@@ -534,19 +535,26 @@ def _measure_and_run(
     total = request.repeats * (len(roles) + len(prompts) * len(ALGORITHMS))
     done = 0
     for round_ in range(request.repeats):
+        sample = calibration[round_ % len(calibration)]
+        measured = {}
         for role in roles:
-            parts[role].append(
-                calibrate(
-                    backend,
-                    role,
-                    calibration[round_ % len(calibration)],
-                    request.tokens,
-                    request.calibration_samples,
-                    request.draw_seed + round_,
-                )
+            measured[role] = calibrate(
+                backend,
+                role,
+                sample,
+                request.tokens,
+                request.calibration_samples,
+                request.draw_seed + round_,
             )
             done += 1
             step("measure", done, total)
+        gaps: dict[Role, list[float]] = {role: [] for role in roles}
+        for name in ALGORITHMS:  # the schedulers' own loop time, on a calibration prompt
+            run = backend.play(by_name[name], sample, request.tokens)
+            for role, found in dispatch_gaps(run).items():
+                gaps[role] += found
+        for role in roles:
+            parts[role].append(replace(measured[role], gaps_s=tuple(gaps[role])))
         for index, prompt in enumerate(prompts):
             order = ALGORITHMS[index % 3 :] + ALGORITHMS[: index % 3]
             for name in order:

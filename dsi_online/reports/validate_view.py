@@ -204,6 +204,7 @@ def to_json(result: ValidationResult) -> dict[str, Any]:
             "prefill_ms": [1e3 * s for s in measured.prefill_s],
             "prefill_tokens": cost.prefill_tokens,
             "transit_ms": [1e3 * t for t in cost.transit_s],
+            "dispatch_ms": 1e3 * cost.dispatch_s,
             "idle_ms": [1e3 * s for s in cost.idle_s],
             "idle_factor": list(cost.idle_factor),
             "contended": cost.contended,

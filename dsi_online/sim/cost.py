@@ -13,9 +13,13 @@ forward after the server sat idle is slower (caches and clocks went cold; `idle_
 slower (`contended`).
 
 A forward's latency is its round trip as a scheduler sees it: the request's transit to the
-server (`transit_s[0]`), the model's layers, and the reply's transit back (`transit_s[1]`).
+server (`transit_s[0]`), the model's layers, and the reply's transit back (`transit_s[1]`),
+after `dispatch_s`, the event loop's own time a forward beyond what the calibration's forwards
+spent on it (a scheduler's code between a reply and its next request; not scaled by the
+spread).
 A prefill (a forward from an empty cache) is priced from the measured cold prefill of
-`prefill_tokens` tokens (`prefill_s`), scaled by the warm curve for other counts. What a
+`prefill_tokens` tokens (`prefill_s`), scaled by the warm curve for other counts (without a
+measured prefill, the warm curve at its reference context). What a
 cancelled forward does follows the real server's settings (docs/real.md): cancelled in
 transit it never runs; otherwise it stops at its next layer boundary, unless it is
 `interruptible=False` or a prefill under `prefill="finish"`, which run to their end; one
@@ -70,6 +74,7 @@ class TokenCost:
     transit_s: tuple[float, float] = (0.0, 0.0)
     interruptible: bool = True
     prefill: Literal["finish", "stop"] = "finish"
+    dispatch_s: float = 0.0
 
     def __post_init__(self) -> None:
         require(
@@ -112,6 +117,7 @@ class TokenCost:
             len(self.transit_s) == 2 and all(math.isfinite(t) and t >= 0 for t in self.transit_s),
             f"transit times must be two finite numbers >= 0; got {self.transit_s}",
         )
+        require(math.isfinite(self.dispatch_s), "dispatch time must be finite")
         require(
             self.prefill in ("finish", "stop"),
             f"prefill must be finish or stop; got {self.prefill!r}",
@@ -134,10 +140,12 @@ class TokenCost:
 
     def prefill_mean(self, tokens: int) -> float:
         """Expected latency of a prefill over `tokens` tokens (an empty cache before it):
-        the measured cold prefill, scaled by the warm curve from its count to `tokens`."""
+        the warm curve as measured (attention is not extrapolated below its context),
+        scaled to the measured cold prefill at its count."""
+        warm = self.mean(tokens, self.reference_context)
         if self.prefill_tokens == 0:
-            return self.mean(tokens, 0)
-        return self.prefill_s * self.mean(tokens, 0) / self.mean(self.prefill_tokens, 0)
+            return warm
+        return self.prefill_s * warm / self.mean(self.prefill_tokens, self.reference_context)
 
     def host_factor(self, idle_s: float, contended: bool) -> float:
         """How much slower a forward runs after `idle_s` seconds idle (1 at 0, interpolated
@@ -176,16 +184,17 @@ class CostStream:
         base = self.cost.prefill_mean(tokens) if prefill else self.cost.mean(tokens, context)
         mean = base * self.cost.host_factor(idle_s, contended)
         if not self.cost.ratios:
-            return mean
+            return max(0.0, mean + self.cost.dispatch_s)
         if not self._ratios:
             pool = np.asarray(self.cost.ratios)
             self._ratios = self.rng.choice(pool, size=_BATCH, replace=True).tolist()
-        return mean * self._ratios.pop()
+        return max(0.0, mean * self._ratios.pop() + self.cost.dispatch_s)
 
     def stop(self, start: float, duration: float, now: float, protected: bool) -> Stop:
         """What a forward started at `start` for `duration` does when cancelled at `now`
         (`protected`: a prefill under prefill="finish"; module docstring)."""
         out, back = self.cost.transit_s
+        out = max(0.0, out + self.cost.dispatch_s)
         compute = max(0.0, duration - out - back)
         begin = start + out
         if now <= begin:

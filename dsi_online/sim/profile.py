@@ -20,7 +20,7 @@ A profile is a TOML file (times in milliseconds)::
              attention_ns = 50.0, layers = 2, idle_ms = [], idle_factor = [],
              contended = 1.0, ratios = [],     # optional: a forward's cost by its tokens
              prefill_tokens = 64, prefill_ms = 9.0, transit_ms = [0.1, 0.1],
-             interruptible = true, prefill = "finish" }   # these five optional too
+             interruptible = true, prefill = "finish", dispatch_ms = 0.05 }  # optional too
     [acceptance]            # optional: without it the user gives --acceptance
     rate = 0.63
     source = "dsi-online measure acceptance ..."
@@ -178,6 +178,7 @@ def _cost(data: Mapping[str, Any], where: str) -> TokenCost:
             transit_s=_pair(data, "transit_ms", where),
             interruptible=_flag(data, "interruptible", where),
             prefill=_choice(data, "prefill", where, ("finish", "stop")),
+            dispatch_s=_number(data, "dispatch_ms", where) / 1e3 if "dispatch_ms" in data else 0.0,
         )
     except ProfileError:
         raise
@@ -202,6 +203,7 @@ def cost_to_toml(cost: TokenCost) -> dict[str, Any]:
         "transit_ms": [t * 1e3 for t in cost.transit_s],
         "interruptible": cost.interruptible,
         "prefill": cost.prefill,
+        "dispatch_ms": cost.dispatch_s * 1e3,
     }
 
 
