@@ -78,7 +78,7 @@ class SimulatedServer(Account):
     keeping its server busy until then.
 
     A drafter's forwards end before target forwards that end at the same instant
-    (MODEL.md's same-instant rule); the virtual clock orders its timers by that rank.
+    (docs/model.md's same-instant rule); the virtual clock orders its timers by that rank.
     """
 
     def __init__(
