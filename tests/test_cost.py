@@ -96,3 +96,11 @@ def test_dispatch_is_added_unscaled_and_counts_as_before_the_layers() -> None:
     assert stream.next(1, 0) == 2.5
     assert stream.stop(10.0, 2.5, 10.4, False) == Stop(10.4, 0, False)
     assert stream.stop(10.0, 2.5, 10.6, False) == Stop(pytest.approx(11.0), 1, False)
+
+
+def test_contention_grows_with_the_busy_servers_measured() -> None:
+    """Beside one busy server the `contended` factor, beside two the first `crowded` one,
+    beyond the last measured the last."""
+    cost = TokenCost((1, 2), (1.0, 2.0), 0, contended=1.2, crowded=(1.5,))
+    assert [cost.host_factor(0.0, busy) for busy in range(4)] == [1.0, 1.2, 1.5, 1.5]
+    assert replace(cost, crowded=()).host_factor(0.0, 3) == 1.2

@@ -111,6 +111,8 @@ def test_validate_end_to_end_on_the_test_pair(
         assert set(speedup) >= {"predicted", "predicted_ci95", "actual", "actual_ci95"}
         assert speedup["predicted_ci95"][0] <= speedup["predicted"] <= speedup["predicted_ci95"][1]
     assert 0 <= data["acceptance"]["rate"] <= 1
+    for role in ("target", "drafter"):  # -n 2: measured beside two busy servers too
+        assert len(data["calibration"][role]["crowded"]) == 1
     assert load_trace(trace).traces == tuple(data["acceptance"]["traces"])
     assert load_profile(profile).target.latency.cost is not None
     capsys.readouterr()

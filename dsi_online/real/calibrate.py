@@ -53,6 +53,7 @@ class Calibration:
     layers: int
     idle_ratios: tuple[tuple[float, ...], ...]  # [gap] -> after IDLE_S[gap] idle / back to back
     contended_ratios: tuple[float, ...]  # per round: while the other model computes / alone
+    crowded_ratios: tuple[float, ...] = ()  # the same, beside it and a second target server
     transit_s: tuple[tuple[float, float], ...] = ()  # per forward: (queued, delivery)
     overhead_s: tuple[float, ...] = ()  # per forward: its seconds on the loop beyond transit
     gaps_s: tuple[float, ...] = ()  # real schedulers' loop time before a forward (dispatch_gaps)
@@ -84,6 +85,7 @@ class Calibration:
                 tuple(x for p in parts for x in p.idle_ratios[g]) for g in range(len(IDLE_S))
             ),
             contended_ratios=tuple(x for p in parts for x in p.contended_ratios),
+            crowded_ratios=tuple(x for p in parts for x in p.crowded_ratios),
             transit_s=tuple(x for p in parts for x in p.transit_s),
             overhead_s=tuple(x for p in parts for x in p.overhead_s),
             gaps_s=tuple(x for p in parts for x in p.gaps_s),
@@ -108,7 +110,8 @@ class Calibration:
         the mean of each count at the first context from both contexts' samples (the
         second's moved back by that cost), made non-decreasing in the token count (a
         forward over more tokens is not cheaper: a dip is noise), the spread as ratios to
-        the fitted means, the cold prefill's mean, the mean transit out and back, the real
+        the fitted means, the slowdowns beside 1 and 2 busy servers (medians), the cold
+        prefill's mean, the mean transit out and back, the real
         server's settings, and the dispatch time: the mean loop time the real schedulers
         spent before a forward less what a calibration forward spent on the loop (both
         measured, so that the loop's share is counted once)."""
@@ -142,6 +145,7 @@ class Calibration:
             idle_s=IDLE_S,
             idle_factor=self.idle_factor,
             contended=self.contended,
+            crowded=(statistics.median(self.crowded_ratios),) if self.crowded_ratios else (),
             prefill_tokens=self.contexts[0] if self.prefill_s else 0,
             prefill_s=statistics.fmean(self.prefill_s) if self.prefill_s else 0.0,
             transit_s=(
@@ -235,14 +239,17 @@ def calibrate(
     async def prefill(pool: RealPool) -> float:
         return await _timed(_server(pool, role), (), len(prompt))
 
-    async def host(pool: RealPool) -> tuple[list[list[float]], list[float]]:
+    async def host(pool: RealPool) -> tuple[list[list[float]], list[list[float]]]:
         """The host's effects, each measured against back-to-back forwards taken in the same
-        round, so that the machine drifting between rounds cancels out of the ratios."""
+        round, so that the machine drifting between rounds cancels out of the ratios: after
+        each idle gap, and beside 1 and (with a second target server) 2 busy servers."""
         server, n = _server(pool, role), HOST_TOKENS[role]
-        neighbour = _server(pool, "drafter" if role == "target" else "target")
-        neighbour_tokens = HOST_TOKENS[neighbour.role]
+        neighbours = [_server(pool, "drafter" if role == "target" else "target")]
+        if backend.settings.servers > 1:
+            neighbours.append(pool.target(1))
         await server.forward((), ())
-        await neighbour.forward((), ())
+        for neighbour in neighbours:
+            await neighbour.forward((), ())
         base = tokens(output_tokens // 2)
 
         async def one(idle: float) -> float:
@@ -251,14 +258,16 @@ def calibrate(
                 await asyncio.sleep(idle)
             return await _timed(server, base + tokens(n), n)
 
-        on, stopped = asyncio.Event(), asyncio.Event()
+        on = [asyncio.Event() for _ in neighbours]
+        stopped = [asyncio.Event() for _ in neighbours]
 
-        async def keep_busy() -> None:
+        async def keep_busy(i: int) -> None:
+            neighbour = neighbours[i]
             while True:
-                stopped.set()
-                await on.wait()
-                stopped.clear()
-                await neighbour.forward(tokens(neighbour_tokens), ())
+                stopped[i].set()
+                await on[i].wait()
+                stopped[i].clear()
+                await neighbour.forward(tokens(HOST_TOKENS[neighbour.role]), ())
 
         async def chain(count: int) -> float:
             """Mean latency of `count` forwards of n new tokens back to back, as a drafter
@@ -274,24 +283,29 @@ def calibrate(
             return statistics.fmean(times)
 
         idle_ratios: list[list[float]] = [[] for _ in IDLE_S]
-        contended_ratios: list[float] = []
-        background = asyncio.create_task(keep_busy())
+        contended_ratios: list[list[float]] = [[] for _ in neighbours]
+        background = [asyncio.create_task(keep_busy(i)) for i in range(len(neighbours))]
         try:
             for _ in range(samples):
                 alone = statistics.median([await one(0.0) for _ in range(3)])
                 for i, gap in enumerate(IDLE_S):
                     idle_ratios[i].append(await one(gap) / alone)
                 alone = await chain(CHAIN)
-                on.set()
-                await chain(2)  # the neighbour's first forwards after idle: not counted
-                busy = await chain(CHAIN)
-                on.clear()
-                await stopped.wait()
-                contended_ratios.append(busy / alone)
+                for busy_count in range(1, len(neighbours) + 1):
+                    on[busy_count - 1].set()
+                    await chain(2)  # the neighbour's first forwards after idle: not counted
+                    busy = await chain(CHAIN)
+                    contended_ratios[busy_count - 1].append(busy / alone)
+                for i in range(len(neighbours)):
+                    on[i].clear()
+                for event in stopped:
+                    await event.wait()
         finally:
-            background.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await background
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         return idle_ratios, contended_ratios
 
     measured = backend.with_pool(prompt, work)
@@ -305,7 +319,8 @@ def calibrate(
         prefill_s=prefills,
         layers=backend.layers(role),
         idle_ratios=tuple(tuple(r) for r in idle),
-        contended_ratios=tuple(contended),
+        contended_ratios=tuple(contended[0]),
+        crowded_ratios=tuple(contended[1]) if len(contended) > 1 else (),
         transit_s=tuple(transit),
         overhead_s=tuple(overhead),
         interruptible=backend.settings.interruptible,

@@ -208,6 +208,7 @@ def to_json(result: ValidationResult) -> dict[str, Any]:
             "idle_ms": [1e3 * s for s in cost.idle_s],
             "idle_factor": list(cost.idle_factor),
             "contended": cost.contended,
+            "crowded": list(cost.crowded),
             "layers": cost.layers,
         }
     return {

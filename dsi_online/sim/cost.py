@@ -9,8 +9,9 @@ measured spread as ratios (resampled), and the number of layers, at whose bounda
 cancelled forward stops. Two effects of the host are measured too, because a CPU shows them
 plainly (a GPU has its own versions: clocks that drop when idle, kernels that contend): a
 forward after the server sat idle is slower (caches and clocks went cold; `idle_s`,
-`idle_factor`), and one that runs while another server computes on the same machine is
-slower (`contended`).
+`idle_factor`), and one that runs while other servers compute on the same machine is slower
+(`contended` beside one busy server, `crowded[i]` beside i + 2, the last beyond: a CPU's
+cores shared by more busy processes than it has, measured, not assumed).
 
 A forward's latency is its round trip as a scheduler sees it: the request's transit to the
 server (`transit_s[0]`), the model's layers, and the reply's transit back (`transit_s[1]`),
@@ -69,6 +70,7 @@ class TokenCost:
     idle_s: tuple[float, ...] = ()
     idle_factor: tuple[float, ...] = ()
     contended: float = 1.0
+    crowded: tuple[float, ...] = ()
     prefill_tokens: int = 0  # 0: a prefill is priced from the warm curve
     prefill_s: float = 0.0
     transit_s: tuple[float, float] = (0.0, 0.0)
@@ -109,6 +111,10 @@ class TokenCost:
             f"contention factor must be finite and > 0; got {self.contended}",
         )
         require(
+            all(math.isfinite(f) and f > 0 for f in self.crowded),
+            f"contention factors must be finite and > 0; got {list(self.crowded)}",
+        )
+        require(
             self.prefill_tokens == 0
             or (self.prefill_tokens >= 1 and math.isfinite(self.prefill_s) and self.prefill_s > 0),
             "a measured prefill needs its token count (>= 1) and a latency > 0",
@@ -147,10 +153,16 @@ class TokenCost:
             return warm
         return self.prefill_s * warm / self.mean(self.prefill_tokens, self.reference_context)
 
-    def host_factor(self, idle_s: float, contended: bool) -> float:
+    def host_factor(self, idle_s: float, busy: int) -> float:
         """How much slower a forward runs after `idle_s` seconds idle (1 at 0, interpolated
-        linearly, the last factor beyond the last gap), and while another server computes."""
-        factor = self.contended if contended else 1.0
+        linearly, the last factor beyond the last gap), and while `busy` other servers
+        compute (module docstring)."""
+        if busy <= 0:
+            factor = 1.0
+        elif busy == 1 or not self.crowded:
+            factor = self.contended
+        else:
+            factor = self.crowded[min(busy - 2, len(self.crowded) - 1)]
         gaps = self.idle_s
         if not gaps or idle_s <= 0:
             return factor
@@ -175,14 +187,14 @@ class CostStream:
         tokens: int,
         context: int,
         idle_s: float = 0.0,
-        contended: bool = False,
+        busy: int = 0,
         prefill: bool = False,
     ) -> float:
         """The latency of a forward over `tokens` tokens after `context` cached ones (a
-        `prefill` from an empty cache), in seconds, after `idle_s` seconds idle, `contended`
-        when another server computes meanwhile."""
+        `prefill` from an empty cache), in seconds, after `idle_s` seconds idle, while
+        `busy` other servers compute."""
         base = self.cost.prefill_mean(tokens) if prefill else self.cost.mean(tokens, context)
-        mean = base * self.cost.host_factor(idle_s, contended)
+        mean = base * self.cost.host_factor(idle_s, busy)
         if not self.cost.ratios:
             return max(0.0, mean + self.cost.dispatch_s)
         if not self._ratios:

@@ -171,6 +171,7 @@ def _cost(data: Mapping[str, Any], where: str) -> TokenCost:
             idle_s=tuple(g / 1e3 for g in _numbers(data, "idle_ms", where)),
             idle_factor=_numbers(data, "idle_factor", where),
             contended=_number(data, "contended", where),
+            crowded=_numbers(data, "crowded", where),
             prefill_tokens=int(_number(data, "prefill_tokens", where))
             if "prefill_tokens" in data
             else 0,
@@ -197,6 +198,7 @@ def cost_to_toml(cost: TokenCost) -> dict[str, Any]:
         "idle_ms": [g * 1e3 for g in cost.idle_s],
         "idle_factor": list(cost.idle_factor),
         "contended": cost.contended,
+        "crowded": list(cost.crowded),
         "ratios": list(cost.ratios),
         "prefill_tokens": cost.prefill_tokens,
         "prefill_ms": cost.prefill_s * 1e3,

@@ -30,9 +30,9 @@ _STEP_KEY = 4
 
 
 class Activity:
-    """Which servers of one run are computing: a forward priced by a token-cost model that
-    starts while another computes, or still winds down after a cancel, pays the model's
-    contention factor."""
+    """Which servers of one run are computing: a forward priced by a token-cost model pays
+    the model's contention factor for the servers computing, or still winding down after a
+    cancel, when it starts."""
 
     __slots__ = ("busy", "tails")
 
@@ -40,11 +40,15 @@ class Activity:
         self.busy = 0
         self.tails: list[float] = []  # when cancelled forwards that still run really stop
 
-    def contended(self, now: float) -> bool:
-        """Whether another server computes at `now` (forgets tails that have ended)."""
-        if self.tails:
-            self.tails = [t for t in self.tails if t > now]
-        return self.busy > 0 or bool(self.tails)
+    def contended(self, at: float) -> int:
+        """How many other servers compute at `at` (now, or later for a forward queued)."""
+        return self.busy + sum(t > at for t in self.tails)
+
+    def wind_down(self, now: float, end: float) -> None:
+        """A cancelled forward computes until `end`; tails ended by `now` are forgotten."""
+        self.tails = [t for t in self.tails if t > now]
+        if end > now:
+            self.tails.append(end)
 
 
 @dataclass(frozen=True)
@@ -193,8 +197,7 @@ class SimulatedServer(Account):
                 if prefill:
                     self._warm_at = end
             self._free_at = max(self._free_at, end)
-            if end > now:
-                self._activity.tails.append(end)
+            self._activity.wind_down(now, end)
             self.records.append(record(stop.layers, not stop.completed))
             raise
         finally:
