@@ -209,8 +209,8 @@ class CostStream:
         out = max(0.0, out + self.cost.dispatch_s)
         compute = max(0.0, duration - out - back)
         begin = start + out
-        if now <= begin:
-            return Stop(max(now, start), 0, completed=False)
+        if now <= begin:  # still queued or in transit: it never runs
+            return Stop(now, 0, completed=False)
         end = begin + compute
         layers = self.cost.layers
         if protected or not self.cost.interruptible or now >= end:
