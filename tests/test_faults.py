@@ -266,7 +266,18 @@ def test_sweep_states_the_assumptions_of_a_token_cost_profile(
 
 # --- finding 1: validate refuses a pair whose vocabularies differ, before any work ------------
 
-TINY_VALIDATE = ["--prompts", "1", "--prompt-bytes", "16", "-S", "8", "-r", "1"]
+TINY_VALIDATE = [
+    "--prompts",
+    "2",
+    "--calibration-prompts",
+    "2",
+    "--prompt-bytes",
+    "16",
+    "-S",
+    "8",
+    "-r",
+    "1",
+]
 TINY_VALIDATE += ["--workers", "thread", "--calibration-samples", "3"]
 
 

@@ -182,7 +182,9 @@ REFUSED: dict[str, tuple[list[str], dict[str, list[str]]]] = {
         {
             "-k": ["0", "abc", "65"],
             "-n": ["0", "-1"],
-            "--prompts": ["0", "x"],
+            "--prompts": ["0", "1", "x"],
+            "--calibration-prompts": ["1", "x"],
+            "--seeds": ["x", "3-1", "1,1", "-2"],
             "--prompt-bytes": ["0"],
             "-S": ["0", "abc"],
             "-r": ["0"],

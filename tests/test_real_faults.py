@@ -186,7 +186,7 @@ def test_a_malformed_pair_is_refused_before_any_work(
         else:
             data["num_hidden_layers"] = "four"
         config.write_text(json.dumps(data), encoding="utf-8")
-    args = ["validate", "--pair", str(broken_pair), "--prompts", "1", "-S", "4", "-r", "1"]
+    args = ["validate", "--pair", str(broken_pair), "--prompts", "2", "-S", "4", "-r", "1"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
@@ -217,7 +217,7 @@ class _Validate:
     the worker processes it started once they are up."""
 
     def __init__(self, pair: Path, servers: int = 1) -> None:
-        args = ["validate", "--pair", str(pair), "-n", str(servers), "--prompts", "1", "-r", "1"]
+        args = ["validate", "--pair", str(pair), "-n", str(servers), "--prompts", "2", "-r", "1"]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dsi_online", *args],
             stdout=subprocess.DEVNULL,

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from dsi_online.cli import main
+from dsi_online.cli.validate import parse_seeds
 from dsi_online.errors import InvalidParameterError
+from dsi_online.pair import PairInfo, heldout_prompts
 from dsi_online.real.calibrate import Calibration
-from dsi_online.real.validate import ValidateRequest
+from dsi_online.real.validate import (
+    BOOTSTRAP,
+    Protocol,
+    ValidateRequest,
+    ci95,
+    predictive_draws,
+)
 from dsi_online.sim.cost import monotone
 from dsi_online.sim.profile import load_profile
 from dsi_online.sim.trace import load_trace
@@ -69,11 +80,18 @@ def test_validate_end_to_end_on_the_test_pair(
     JSON contract; the traces and profile it writes drive `run` again."""
     document, trace, profile = tmp_path / "v.json", tmp_path / "t.json", tmp_path / "p.toml"
     args = ["validate", "--pair", str(test_pair), "-k", "3", "-n", "2", "--prompts", "2"]
+    args += ["--calibration-prompts", "3"]
     args += ["--prompt-bytes", "16", "-S", "12", "-r", "1", "--calibration-samples", "3"]
     args += ["--workers", "thread", "--json", str(document), "--trace-out", str(trace)]
     assert main([*args, "--profile-out", str(profile)]) == 0
     data = json.loads(document.read_text())
-    assert set(data) >= {"pair", "scenario", "acceptance", "algorithms", "speedups"}
+    assert set(data) >= {"pair", "protocol", "scenario", "acceptance", "algorithms", "speedups"}
+    protocol = data["protocol"]
+    assert protocol["held_out"] is True
+    calibration = {(p["file"], p["offset"]) for p in protocol["calibration_prompts"]}
+    evaluation = {(p["file"], p["offset"]) for p in protocol["evaluation_prompts"]}
+    assert len(calibration) == 3 and len(evaluation) == 2
+    assert not calibration & evaluation
     assert set(data["transformers"]) == {"greedy_s", "assisted_s", "tokens_match"}
     assert data["transformers"]["tokens_match"] is True
     for name in ("nonsi", "si", "dsi"):
@@ -83,9 +101,20 @@ def test_validate_end_to_end_on_the_test_pair(
         expected = 100 * (entry["predicted_s"] - entry["actual_s"]) / entry["actual_s"]
         assert entry["error_pct"] == pytest.approx(expected)
         assert set(entry["error_pct_by_model"]) == {"paper", "traced", "full"}
+        low, high = entry["predicted_ci95_s"]
+        assert low <= entry["predicted_s"] <= high
+        assert entry["inside_ci95"] == (low <= entry["actual_s"] <= high)
+        in_sample = entry["in_sample"]
+        assert in_sample["error_pct"] == pytest.approx(
+            100 * (in_sample["predicted_s"] - entry["actual_s"]) / entry["actual_s"]
+        )
     for key in ("dsi_over_si", "dsi_over_nonsi", "si_over_nonsi"):
-        assert set(data["speedups"][key]) >= {"predicted", "actual"}
+        speedup = data["speedups"][key]
+        assert set(speedup) >= {"predicted", "predicted_ci95", "actual", "actual_ci95"}
+        assert speedup["predicted_ci95"][0] <= speedup["predicted"] <= speedup["predicted_ci95"][1]
     assert 0 <= data["acceptance"]["rate"] <= 1
+    for role in ("target", "drafter"):  # -n 2: measured beside two busy servers too
+        assert len(data["calibration"][role]["crowded"]) == 1
     assert load_trace(trace).traces == tuple(data["acceptance"]["traces"])
     assert load_profile(profile).target.latency.cost is not None
     capsys.readouterr()
@@ -93,3 +122,147 @@ def test_validate_end_to_end_on_the_test_pair(
     rerun += [str(trace), "--prompt-tokens", "16", "-S", "12", "-k", "3", "-n", "2"]
     assert main(rerun) == 0
     assert "DSI" in capsys.readouterr().out
+
+
+def test_predictive_draws_pair_algorithms_and_spread_as_both_samples() -> None:
+    """The draws' spread is that of a mean over the calibration sample plus one over the
+    evaluation set, s^2 (1/C + 1/E) (the bootstrap's own factor (C-1)/C aside); the same
+    picks serve every algorithm."""
+    rng = np.random.default_rng(1)
+    prompts, evaluation = 60, 15
+    effect = rng.normal(1.0, 0.2, size=prompts)
+    latencies = {"a": np.repeat(effect[:, None], 4, axis=1)}
+    latencies["b"] = 2 * latencies["a"]
+    draws = predictive_draws(latencies, evaluation, runs=2, seed=0)
+    assert np.allclose(draws["b"] / draws["a"], 2.0)
+    s2 = effect.var(ddof=1) * (prompts - 1) / prompts
+    expected = math.sqrt(s2 * (1 / prompts + 1 / evaluation))
+    # the sd of BOOTSTRAP draws has a relative standard error of about 1 / sqrt(2 BOOTSTRAP)
+    assert draws["a"].std() == pytest.approx(expected, rel=4 / math.sqrt(2 * BOOTSTRAP))
+
+
+def test_held_out_intervals_cover_the_evaluation_mean() -> None:
+    """Over many draws of a calibration and an evaluation set from one population of
+    prompts (each with its own mean latency and run-to-run noise), the 95% interval covers
+    the evaluation set's real mean about 95% of the time."""
+    rng = np.random.default_rng(2)
+    population = rng.lognormal(0.0, 0.25, size=5000)
+    trials, covered, prompts, evaluation, runs = 300, 0, 40, 10, 2
+    for trial in range(trials):
+        picks = rng.choice(len(population), size=prompts + evaluation, replace=False)
+        means = population[picks]
+        simulated = means[evaluation:, None] * rng.lognormal(0.0, 0.05, size=(prompts, 8))
+        real = means[:evaluation, None] * rng.lognormal(0.0, 0.05, size=(evaluation, runs))
+        low, high = ci95(predictive_draws({"a": simulated}, evaluation, runs, trial)["a"])
+        covered += low <= real.mean() <= high
+    # binomial standard error of the coverage at 95%: sqrt(0.95 x 0.05 / trials) = 1.3%
+    assert abs(covered / trials - 0.95) <= 3 * math.sqrt(0.95 * 0.05 / trials)
+
+
+@pytest.mark.torch
+def test_calibration_and_evaluation_prompts_are_disjoint(test_pair: Path) -> None:
+    """One draw without replacement, split: the sets share no prompt, and the evaluation
+    set is the draw's first prompts."""
+    request = ValidateRequest(pair=test_pair, prompts=40, calibration_prompts=120)
+    protocol = Protocol.draw(PairInfo.read(test_pair), request)
+    evaluation = {(p.file, p.offset) for p in protocol.evaluation}
+    calibration = {(p.file, p.offset) for p in protocol.calibration}
+    assert len(evaluation) == 40 and len(calibration) == 120
+    assert not evaluation & calibration
+    drawn = heldout_prompts(test_pair, 160, request.prompt_bytes, request.draw_seed)
+    assert [list(p.tokens) for p in protocol.evaluation] == drawn[:40]
+
+
+def test_seeds_parse_ranges_and_lists() -> None:
+    assert parse_seeds("1-6") == [1, 2, 3, 4, 5, 6]
+    assert parse_seeds("1,3, 5") == [1, 3, 5]
+    assert parse_seeds("4") == [4]
+    for bad in ("x", "3-1", "1,1", "-2", "", "0-200"):
+        with pytest.raises(InvalidParameterError, match="--seeds"):
+            parse_seeds(bad)
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_validate_over_seeds_reports_every_run_and_the_means(
+    test_pair: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = tmp_path / "s.json"
+    args = ["validate", "--pair", str(test_pair), "-k", "3", "--prompts", "2"]
+    args += ["--calibration-prompts", "3", "--prompt-bytes", "16", "-S", "12", "-r", "1"]
+    args += ["--calibration-samples", "3", "--workers", "thread", "--seeds", "1-2"]
+    assert main([*args, "--json", str(document)]) == 0
+    data = json.loads(document.read_text())
+    assert data["seeds"] == [1, 2]
+    assert [run["scenario"]["prompt_seed"] for run in data["runs"]] == [1, 2]
+    for key in ("nonsi", "si", "dsi", "dsi_over_si", "dsi_over_nonsi", "si_over_nonsi"):
+        summary = data["summary"][key]
+        assert len(summary["error_pct"]) == len(summary["in_sample_error_pct"]) == 2
+        assert summary["mean_error_pct"] == pytest.approx(sum(summary["error_pct"]) / 2)
+        low, high = summary["mean_error_ci95"]
+        assert low <= summary["mean_error_pct"] <= high
+    assert "mean signed error" in capsys.readouterr().out
+    assert main([*args, "--trace-out", str(tmp_path / "t.json")]) == 2
+
+
+def _record(role: str, submitted: float, delivered: float, cancel: float | None = None) -> Any:
+    from dsi_online.real.server import ForwardRecord
+
+    return ForwardRecord(
+        server=f"{role}-0",
+        role=role,  # type: ignore[arg-type]
+        context=1,
+        kept=0,
+        processed=1,
+        prompt=0,
+        catchup=0,
+        layers=1,
+        submitted_s=submitted,
+        started_s=submitted,
+        ended_s=delivered,
+        delivered_s=delivered,
+        cpu_s=0.0,
+        stopped=False,
+        cancel_s=cancel,
+    )
+
+
+def test_dispatch_gaps_run_from_the_reply_that_led_to_a_forward() -> None:
+    """The loop's time before each forward: from the run's start for the first, then from
+    the latest reply delivered before it, replies of cancelled forwards aside."""
+    from dsi_online.real.backend import RealRunResult, ServerRecords
+    from dsi_online.real.calibrate import dispatch_gaps
+    from dsi_online.schedulers import RunResult
+
+    drafts = (_record("drafter", 0.001, 0.002), _record("drafter", 0.0023, 0.003))
+    targets = (_record("target", 0.0031, 0.006, cancel=0.004), _record("target", 0.0062, 0.009))
+    run = RealRunResult(
+        run=RunResult("si", 0.009, 0.006, 1, "", ()),
+        prompt=(1,),
+        output=(1,),
+        reference=(1,),
+        servers=(
+            ServerRecords("drafter-0", "drafter", drafts),
+            ServerRecords("t", "target", targets),
+        ),
+    )
+    gaps = dispatch_gaps(run)
+    assert gaps["drafter"] == pytest.approx([0.001, 0.0003])
+    assert gaps["target"] == pytest.approx([0.0001, 0.0032])  # not from the cancelled reply
+
+
+def test_dispatch_is_the_schedulers_loop_time_less_the_calibrations() -> None:
+    row = (1.0, 1.0)
+    calibration = Calibration(
+        role="target",
+        counts=(1, 2),
+        contexts=(10, 20),
+        samples=((row, row), (row, row)),
+        prefill_s=(2.0,),
+        layers=2,
+        idle_ratios=((1.0,),) * 6,
+        contended_ratios=(1.0,),
+        overhead_s=(0.1, 0.3),
+        gaps_s=(0.5, 0.7),
+    )
+    assert calibration.cost().dispatch_s == pytest.approx(0.4)

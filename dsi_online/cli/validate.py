@@ -27,8 +27,21 @@ from dsi_online.cli.common import (
     write_text,
 )
 from dsi_online.cli.pair import train_with_progress
-from dsi_online.real.validate import Phase, ValidateRequest, validate
-from dsi_online.reports.validate_view import disagreements, render_validation, to_json
+from dsi_online.errors import require
+from dsi_online.real.validate import (
+    Phase,
+    ValidateRequest,
+    ValidationResult,
+    validate,
+    validate_seeds,
+)
+from dsi_online.reports.validate_view import (
+    disagreements,
+    render_seeds,
+    render_validation,
+    seeds_to_json,
+    to_json,
+)
 from dsi_online.sim.profile import profile_to_toml
 
 PHASES: dict[Phase, str] = {
@@ -59,7 +72,21 @@ def validate_command(
         int,
         typer.Option("--servers", "-n", help="DSI's target servers.", rich_help_panel=SCENARIO),
     ] = 1,
-    prompts: Annotated[int, typer.Option(help="Held-out prompts.", rich_help_panel=SCENARIO)] = 10,
+    prompts: Annotated[
+        int,
+        typer.Option(
+            help="Evaluation prompts: run for real, never seen by the prediction.",
+            rich_help_panel=SCENARIO,
+        ),
+    ] = 40,
+    calibration_prompts: Annotated[
+        int,
+        typer.Option(
+            help="Calibration prompts, disjoint from the evaluation ones: the acceptance "
+            "traces the prediction replays, and the latency calibration.",
+            rich_help_panel=SCENARIO,
+        ),
+    ] = 120,
     prompt_bytes: Annotated[
         int, typer.Option(help="Bytes (tokens) per prompt.", rich_help_panel=SCENARIO)
     ] = 64,
@@ -73,16 +100,26 @@ def validate_command(
             "--repeats",
             "-r",
             help="Rounds: each a slice of the calibration, then every algorithm on every "
-            "prompt once.",
+            "evaluation prompt once.",
             rich_help_panel=EXECUTION,
         ),
-    ] = 5,
+    ] = 2,
     seed: Annotated[
         int,
         typer.Option(
             help="Seed of the pair, the prompts and the simulation.", rich_help_panel=SCENARIO
         ),
     ] = 0,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Validate once per prompt seed (e.g. 1-6 or 1,3,5) on the pair of --seed, "
+            "and report every run's errors and their means \\[default: one run, prompts of "
+            "--seed].",
+            show_default=False,
+            rich_help_panel=SCENARIO,
+        ),
+    ] = None,
     workers: Annotated[
         Literal["process", "thread", "inline"],
         typer.Option(
@@ -133,11 +170,17 @@ def validate_command(
     them for real on the same prompts, and report the prediction's error; exit code 1 when
     an output differs from the target's greedy decoding or transformers' from ours."""
     check_outputs({"--json": json_path, "--trace-out": trace_out, "--profile-out": profile_out})
+    prompt_seeds = None if seeds is None else parse_seeds(seeds)
+    require(
+        prompt_seeds is None or (trace_out is None and profile_out is None),
+        "--trace-out and --profile-out write one run's measurements: not with --seeds",
+    )
     request = ValidateRequest(
         pair=pair,
         lookahead=lookahead,
         servers=servers,
         prompts=prompts,
+        calibration_prompts=calibration_prompts,
         prompt_bytes=prompt_bytes,
         tokens=tokens,
         repeats=repeats,
@@ -152,7 +195,8 @@ def validate_command(
             request = replace(request, pair=train_with_progress("small", seed).path)
     with keeping("nothing is kept (validate reports at the end)"):
         announce(
-            f"validate: {request.prompts} prompts x {request.repeats} rounds x non-SI, SI and "
+            f"validate: {request.calibration_prompts} calibration prompts; "
+            f"{request.prompts} evaluation prompts x {request.repeats} rounds x non-SI, SI and "
             f"DSI, {request.tokens} tokens each, k = {request.lookahead}, "
             f"{request.servers} target server(s)"
         )
@@ -163,8 +207,17 @@ def validate_command(
                 bar.update(task, description=PHASES[phase], completed=done, total=total)
                 bar.refresh()
 
-            result = validate(request, report)
+            if prompt_seeds is not None:
+                results = validate_seeds(request, prompt_seeds, report)
+            else:
+                result = validate(request, report)
     console = output_console(json_path)
+    if prompt_seeds is not None:
+        console.print(render_seeds(results))
+        if json_path is not None:
+            write_json(seeds_to_json(results), json_path)
+        _fail_on_disagreement(results)
+        return
     console.print(render_validation(result))
     for calibration in result.calibrations.values():
         for warning in calibration.warnings:
@@ -178,7 +231,30 @@ def validate_command(
         console.print(Text(f"wrote {profile_out}"))
     if json_path is not None:
         write_json(to_json(result), json_path)
-    failed = disagreements(result)
+    _fail_on_disagreement([result])
+
+
+def _fail_on_disagreement(results: list[ValidationResult]) -> None:
+    """Exit code 1, one line, when a real output or transformers' disagrees (after the
+    report and the files are written)."""
+    failed = [line for result in results for line in disagreements(result)]
     if failed:
         typer.echo(f"validate failed: {'; '.join(failed)}", err=True)
         raise typer.Exit(1)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Prompt seeds from `1-6`, `1,3,5` or `4` (each >= 0, at most 100 of them, distinct)."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        ok = low.isdigit() and (not dash or high.isdigit())
+        require(ok, f"seeds (--seeds) must look like 1-6 or 1,3,5; got {text!r}")
+        first, last = int(low), int(high) if dash else int(low)
+        require(first <= last, f"seeds (--seeds): a range must not descend; got {part!r}")
+        seeds += range(first, min(last, first + 100) + 1)
+    require(
+        len(seeds) <= 100 and len(set(seeds)) == len(seeds),
+        f"seeds (--seeds) must be at most 100 distinct seeds; got {text!r}",
+    )
+    return seeds

@@ -13,6 +13,7 @@ Needs the `[measure]` extra (torch, transformers) to train or load; modules: `co
 `recipes` and `info` (no torch), `train` (the training), `store` (cache, load, prompts).
 """
 
+from dsi_online.pair.corpus import Prompt
 from dsi_online.pair.info import PairInfo
 from dsi_online.pair.recipes import SIZES
 from dsi_online.pair.store import (
@@ -20,6 +21,7 @@ from dsi_online.pair.store import (
     TrainResult,
     cache_root,
     default_pair_dir,
+    heldout_draw,
     heldout_prompts,
     load_pair,
     train_pair,
@@ -30,10 +32,12 @@ __all__ = [
     "SIZES",
     "Pair",
     "PairInfo",
+    "Prompt",
     "TrainProgress",
     "TrainResult",
     "cache_root",
     "default_pair_dir",
+    "heldout_draw",
     "heldout_prompts",
     "load_pair",
     "train_pair",

@@ -44,6 +44,15 @@ def files_sha256(files: list[Path]) -> str:
 
 
 @dataclass(frozen=True)
+class Prompt:
+    """A held-out prompt: its token ids and where it starts (file name, byte offset)."""
+
+    file: str
+    offset: int
+    tokens: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Corpus:
     """The corpus files of one Python installation, split into train and held out."""
 
@@ -85,6 +94,10 @@ class Corpus:
     def prompts(self, count: int, prompt_bytes: int, seed: int) -> list[list[int]]:
         """`count` distinct held-out prompts of `prompt_bytes` bytes (token ids), each starting
         at the beginning of a line of one held-out file, drawn without replacement by `seed`."""
+        return [list(p.tokens) for p in self.draw(count, prompt_bytes, seed)]
+
+    def draw(self, count: int, prompt_bytes: int, seed: int) -> list[Prompt]:
+        """The prompts of `prompts`, each with where it starts (its file and byte offset)."""
         require(count >= 1, f"prompt count must be >= 1; got {count}")
         require(prompt_bytes >= 1, f"prompt bytes must be >= 1; got {prompt_bytes}")
         starts: list[tuple[int, int]] = []
@@ -99,5 +112,10 @@ class Corpus:
         )
         picks = np.random.default_rng(seed).choice(len(starts), size=count, replace=False)
         return [
-            list(texts[starts[i][0]][starts[i][1] : starts[i][1] + prompt_bytes]) for i in picks
+            Prompt(
+                self.heldout_files[starts[i][0]],
+                starts[i][1],
+                tuple(texts[starts[i][0]][starts[i][1] : starts[i][1] + prompt_bytes]),
+            )
+            for i in picks
         ]

@@ -28,7 +28,7 @@ from typing import Any
 
 from dsi_online.errors import InvalidParameterError, MissingExtraError, require
 from dsi_online.measure.torch_runtime import Environment, torch_module, transformers_module
-from dsi_online.pair.corpus import HELDOUT_MODULUS, Corpus
+from dsi_online.pair.corpus import HELDOUT_MODULUS, Corpus, Prompt
 from dsi_online.pair.info import (
     FORMAT,
     INFO_FILE,
@@ -338,6 +338,13 @@ def heldout_prompts(
     """`count` prompts of `prompt_bytes` bytes from the pair's held-out files, as token ids
     (= byte values), each starting at a line start; the same for the same arguments.
     InvalidParameterError when this Python's held-out files differ from the pair's."""
+    return [list(p.tokens) for p in heldout_draw(pair, count, prompt_bytes, seed)]
+
+
+def heldout_draw(
+    pair: PairInfo | Path | str, count: int, prompt_bytes: int, seed: int = 0
+) -> list[Prompt]:
+    """The prompts of `heldout_prompts`, each with its file and offset."""
     info = pair if isinstance(pair, PairInfo) else PairInfo.read(Path(pair))
     corpus = Corpus.from_stdlib()
     if corpus.heldout_sha256 != info.corpus.heldout_sha256:
@@ -345,4 +352,4 @@ def heldout_prompts(
             f"this Python's ({corpus.python_version}) held-out files differ from the ones the "
             f"pair was trained beside (Python {info.corpus.python_version}): train the pair here"
         )
-    return corpus.prompts(count, prompt_bytes, seed)
+    return corpus.draw(count, prompt_bytes, seed)

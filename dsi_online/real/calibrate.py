@@ -21,8 +21,9 @@ import numpy as np
 
 from dsi_online.errors import require
 from dsi_online.measure.latency import unstable_timings
-from dsi_online.real.backend import RealBackend
+from dsi_online.real.backend import RealBackend, RealRunResult
 from dsi_online.real.server import RealPool, RealServer
+from dsi_online.real.worker import Prefill
 from dsi_online.schedulers.seam import Role
 from dsi_online.sim.cost import TokenCost, monotone
 from dsi_online.sim.latency import Empirical, ModelLatency
@@ -54,6 +55,12 @@ class Calibration:
     idle_ratios: tuple[tuple[float, ...], ...]  # [gap] -> after IDLE_S[gap] idle / back to back
     contended_ratios: tuple[float, ...]  # per round: while the other model computes / alone
     rounds: int = 1  # calibrations merged into this one, their samples in order
+    crowded_ratios: tuple[float, ...] = ()  # the same, beside it and a second target server
+    transit_s: tuple[tuple[float, float], ...] = ()  # per forward: (queued, delivery)
+    overhead_s: tuple[float, ...] = ()  # per forward: its seconds on the loop beyond transit
+    gaps_s: tuple[float, ...] = ()  # real schedulers' loop time before a forward (dispatch_gaps)
+    interruptible: bool = True  # the real server's settings
+    prefill: Prefill = "finish"
 
     @classmethod
     def merge(cls, parts: Sequence[Calibration]) -> Calibration:
@@ -81,6 +88,12 @@ class Calibration:
             ),
             contended_ratios=tuple(x for p in parts for x in p.contended_ratios),
             rounds=sum(p.rounds for p in parts),
+            crowded_ratios=tuple(x for p in parts for x in p.crowded_ratios),
+            transit_s=tuple(x for p in parts for x in p.transit_s),
+            overhead_s=tuple(x for p in parts for x in p.overhead_s),
+            gaps_s=tuple(x for p in parts for x in p.gaps_s),
+            interruptible=first.interruptible,
+            prefill=first.prefill,
         )
 
     @property
@@ -106,16 +119,22 @@ class Calibration:
     def cost(self) -> TokenCost:
         """The token-cost model, fitted to every sample: attention's cost per processed
         token per context token by least squares through the origin on the two contexts'
-        differences (n x span), the mean of each count at the first context from both
-        contexts' samples (the second's moved back by that cost), made non-decreasing in the
-        token count (a forward over more tokens is not cheaper: a dip is noise), and the
-        spread as ratios to the fitted means."""
+        differences (n x span; a negative fit, noise, is 0: more context is not cheaper),
+        the mean of each count at the first context from both contexts' samples (the
+        second's moved back by that cost), made non-decreasing in the token count (a
+        forward over more tokens is not cheaper: a dip is noise), the spread as ratios to
+        the fitted means, the slowdowns beside 1 and 2 busy servers (medians), the cold
+        prefill's mean, the mean transit out and back, the real
+        server's settings, and the dispatch time: the mean loop time the real schedulers
+        spent before a forward less what a calibration forward spent on the loop (both
+        measured, so that the loop's share is counted once)."""
         low, high = self.samples
         span = self.contexts[1] - self.contexts[0]
         gaps = [statistics.fmean(b) - statistics.fmean(a) for a, b in zip(low, high, strict=True)]
         weights = [n * span for n in self.counts]
-        attention = sum(d * w for d, w in zip(gaps, weights, strict=True)) / sum(
-            w * w for w in weights
+        attention = max(
+            0.0,
+            sum(d * w for d, w in zip(gaps, weights, strict=True)) / sum(w * w for w in weights),
         )
         means = monotone(
             [
@@ -139,6 +158,22 @@ class Calibration:
             idle_s=IDLE_S,
             idle_factor=self.idle_factor,
             contended=self.contended,
+            crowded=(statistics.median(self.crowded_ratios),) if self.crowded_ratios else (),
+            prefill_tokens=self.contexts[0] if self.prefill_s else 0,
+            prefill_s=statistics.fmean(self.prefill_s) if self.prefill_s else 0.0,
+            transit_s=(
+                (
+                    statistics.fmean(q for q, _ in self.transit_s),
+                    statistics.fmean(d for _, d in self.transit_s),
+                )
+                if self.transit_s
+                else (0.0, 0.0)
+            ),
+            interruptible=self.interruptible,
+            prefill=self.prefill,
+            dispatch_s=statistics.fmean(self.gaps_s) - statistics.fmean(self.overhead_s)
+            if self.gaps_s and self.overhead_s
+            else 0.0,
         )
 
     def latency(self) -> ModelLatency:
@@ -152,16 +187,30 @@ def _server(pool: RealPool, role: Role) -> RealServer:
     return pool.target(0) if role == "target" else pool.drafter
 
 
-async def _timed(server: RealServer, prefix: Sequence[int], expect: int) -> float:
+async def _timed(
+    server: RealServer,
+    prefix: Sequence[int],
+    expect: int,
+    transit: list[tuple[float, float]] | None = None,
+    overhead: list[float] | None = None,
+) -> float:
+    """Seconds of one forward as a scheduler sees it; its (queued, delivery) to `transit`,
+    and its seconds on the loop outside the round trip (before submission, after delivery)
+    to `overhead`."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     await server.forward(prefix, ())
     elapsed = loop.time() - start
-    record = server.records[-1] if server.records else None
+    await asyncio.sleep(0)  # the record's callback
+    record = server.records[-1]
     require(
-        record is None or record.processed == expect,
-        f"calibration forward ran {record.processed if record else '?'} tokens, not {expect}",
+        record.processed == expect,
+        f"calibration forward ran {record.processed} tokens, not {expect}",
     )
+    if transit is not None:
+        transit.append((record.queued_s, record.delivery_s))
+    if overhead is not None:
+        overhead.append(elapsed - (record.delivered_s - record.submitted_s))
     return elapsed
 
 
@@ -178,6 +227,8 @@ def calibrate(
     prompt alone, and the prompt plus `output_tokens`), and `samples` cold prefills."""
     rng = np.random.default_rng(seed)
     contexts = (0, output_tokens)
+    transit: list[tuple[float, float]] = []
+    overhead: list[float] = []
 
     def tokens(n: int) -> list[int]:
         return [int(t) for t in rng.integers(0, 256, size=n)]
@@ -193,7 +244,7 @@ def calibrate(
                 row = []
                 for _ in range(samples * (SMALL_WEIGHT if n <= SMALL else 1)):
                     await server.forward(base, ())  # crops the cache to prompt + base
-                    row.append(await _timed(server, base + tokens(n), n))
+                    row.append(await _timed(server, base + tokens(n), n, transit, overhead))
                 rows.append(tuple(row))
             table.append(tuple(rows))
         return tuple(table)
@@ -201,14 +252,17 @@ def calibrate(
     async def prefill(pool: RealPool) -> float:
         return await _timed(_server(pool, role), (), len(prompt))
 
-    async def host(pool: RealPool) -> tuple[list[list[float]], list[float]]:
+    async def host(pool: RealPool) -> tuple[list[list[float]], list[list[float]]]:
         """The host's effects, each measured against back-to-back forwards taken in the same
-        round, so that the machine drifting between rounds cancels out of the ratios."""
+        round, so that the machine drifting between rounds cancels out of the ratios: after
+        each idle gap, and beside 1 and (with a second target server) 2 busy servers."""
         server, n = _server(pool, role), HOST_TOKENS[role]
-        neighbour = _server(pool, "drafter" if role == "target" else "target")
-        neighbour_tokens = HOST_TOKENS[neighbour.role]
+        neighbours = [_server(pool, "drafter" if role == "target" else "target")]
+        if backend.settings.servers > 1:
+            neighbours.append(pool.target(1))
         await server.forward((), ())
-        await neighbour.forward((), ())
+        for neighbour in neighbours:
+            await neighbour.forward((), ())
         base = tokens(output_tokens // 2)
 
         async def one(idle: float) -> float:
@@ -217,14 +271,16 @@ def calibrate(
                 await asyncio.sleep(idle)
             return await _timed(server, base + tokens(n), n)
 
-        on, stopped = asyncio.Event(), asyncio.Event()
+        on = [asyncio.Event() for _ in neighbours]
+        stopped = [asyncio.Event() for _ in neighbours]
 
-        async def keep_busy() -> None:
+        async def keep_busy(i: int) -> None:
+            neighbour = neighbours[i]
             while True:
-                stopped.set()
-                await on.wait()
-                stopped.clear()
-                await neighbour.forward(tokens(neighbour_tokens), ())
+                stopped[i].set()
+                await on[i].wait()
+                stopped[i].clear()
+                await neighbour.forward(tokens(HOST_TOKENS[neighbour.role]), ())
 
         async def chain(count: int) -> float:
             """Mean latency of `count` forwards of n new tokens back to back, as a drafter
@@ -240,24 +296,29 @@ def calibrate(
             return statistics.fmean(times)
 
         idle_ratios: list[list[float]] = [[] for _ in IDLE_S]
-        contended_ratios: list[float] = []
-        background = asyncio.create_task(keep_busy())
+        contended_ratios: list[list[float]] = [[] for _ in neighbours]
+        background = [asyncio.create_task(keep_busy(i)) for i in range(len(neighbours))]
         try:
             for _ in range(samples):
                 alone = statistics.median([await one(0.0) for _ in range(3)])
                 for i, gap in enumerate(IDLE_S):
                     idle_ratios[i].append(await one(gap) / alone)
                 alone = await chain(CHAIN)
-                on.set()
-                await chain(2)  # the neighbour's first forwards after idle: not counted
-                busy = await chain(CHAIN)
-                on.clear()
-                await stopped.wait()
-                contended_ratios.append(busy / alone)
+                for busy_count in range(1, len(neighbours) + 1):
+                    on[busy_count - 1].set()
+                    await chain(2)  # the neighbour's first forwards after idle: not counted
+                    busy = await chain(CHAIN)
+                    contended_ratios[busy_count - 1].append(busy / alone)
+                for i in range(len(neighbours)):
+                    on[i].clear()
+                for event in stopped:
+                    await event.wait()
         finally:
-            background.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await background
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         return idle_ratios, contended_ratios
 
     measured = backend.with_pool(prompt, work)
@@ -271,8 +332,27 @@ def calibrate(
         prefill_s=prefills,
         layers=backend.layers(role),
         idle_ratios=tuple(tuple(r) for r in idle),
-        contended_ratios=tuple(contended),
+        contended_ratios=tuple(contended[0]),
+        crowded_ratios=tuple(contended[1]) if len(contended) > 1 else (),
+        transit_s=tuple(transit),
+        overhead_s=tuple(overhead),
+        interruptible=backend.settings.interruptible,
+        prefill=backend.settings.prefill,
     )
+
+
+def dispatch_gaps(run: RealRunResult) -> dict[Role, list[float]]:
+    """Per role, the loop's time before each forward of a real run: from the latest reply
+    delivered before its submission (the run's start for the first; replies of cancelled
+    forwards, which nothing awaits, aside) to its submission."""
+    gaps: dict[Role, list[float]] = {"target": [], "drafter": []}
+    delivered: list[float] = []
+    for record in run.records:  # by submission time
+        before = [d for d in delivered if d <= record.submitted_s]
+        gaps[record.role].append(record.submitted_s - max(before, default=0.0))
+        if record.cancel_s is None:
+            delivered.append(record.delivered_s)
+    return gaps
 
 
 def acceptance_trace(

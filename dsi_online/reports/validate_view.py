@@ -10,13 +10,17 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from dsi_online.real.validate import MODELS, ValidationResult
+from dsi_online.pair import Prompt
+from dsi_online.real.validate import (
+    MODELS,
+    SPEEDUPS,
+    SignedErrors,
+    ValidationResult,
+    signed_errors,
+)
 from dsi_online.reports.run import COMPACT, number_column
 from dsi_online.schedulers.registry import ALGORITHMS, LABELS
 from dsi_online.sim.stats import mean_ci95
-
-SPEEDUPS = (("si", "dsi"), ("nonsi", "dsi"), ("nonsi", "si"))
-"""(baseline, candidate) of every speedup reported, as `candidate_over_baseline`."""
 
 
 def _ci95(result: ValidationResult, name: str) -> tuple[float, float] | None:
@@ -50,11 +54,14 @@ def render_validation(result: ValidationResult) -> Group:
     request = result.request
     accuracy = Table(
         title=f"latency a generation, predicted and real (k = {request.lookahead}, "
-        f"n = {request.servers})",
+        f"n = {request.servers}; held out: {len(result.protocol.calibration)} calibration, "
+        f"{len(result.protocol.evaluation)} evaluation prompts)",
         **COMPACT,
     )
     accuracy.add_column("algo")
-    for header in ("predicted s", "actual s", "95% CI", "error", "paper", "traced"):
+    for header in ("predicted s", "95% PI", "actual s", "95% CI", "error", "in PI"):
+        number_column(accuracy, header)
+    for header in ("in-sample", "paper", "traced"):
         number_column(accuracy, header)
     accuracy.add_column("lossless")
     for name in ALGORITHMS:
@@ -63,19 +70,23 @@ def render_validation(result: ValidationResult) -> Group:
         accuracy.add_row(
             LABELS[name],
             f"{a.predicted_s:.4f}",
+            f"{a.predicted_ci95_s[0]:.4f}-{a.predicted_ci95_s[1]:.4f}",
             f"{a.actual.mean:.4f}",
             "-" if interval is None else f"{interval[0]:.4f}-{interval[1]:.4f}",
             f"{a.error_pct:+.1f}%",
+            "yes" if a.inside else "NO",
+            f"{a.in_sample_error_pct:+.1f}%",
             f"{a.error_pct_of('paper'):+.1f}%",
             f"{a.error_pct_of('traced'):+.1f}%",
             "yes" if a.lossless else "NO",
         )
     speedups = Table(title="speedups, predicted and real (paired CI)", **COMPACT)
     speedups.add_column("speedup")
-    for header in ("predicted", "actual", "95% CI", "error"):
+    for header in ("predicted", "95% PI", "actual", "95% CI", "error", "in PI", "in-sample"):
         number_column(speedups, header)
     for baseline, candidate in SPEEDUPS:
-        predicted, actual = result.speedup(baseline, candidate)
+        s = result.speedups[f"{candidate}_over_{baseline}"]
+        actual = s.actual
         ci = (
             f"{actual.ci_low:.3f}-{actual.ci_high:.3f}"
             if actual.ci_low is not None and actual.ci_high is not None
@@ -83,10 +94,13 @@ def render_validation(result: ValidationResult) -> Group:
         )
         speedups.add_row(
             f"{LABELS[candidate]}/{LABELS[baseline]}",
-            f"{predicted:.3f}x",
+            f"{s.predicted:.3f}x",
+            f"{s.predicted_ci95[0]:.3f}-{s.predicted_ci95[1]:.3f}",
             f"{actual.value:.3f}x",
             ci,
-            f"{100 * (predicted - actual.value) / actual.value:+.1f}%",
+            f"{s.error_pct:+.1f}%",
+            "yes" if s.inside else "NO",
+            f"{s.in_sample_error_pct:+.1f}%",
         )
     peer = Table(title="beside transformers (s a generation)", **COMPACT)
     peer.add_column("")
@@ -106,7 +120,7 @@ def render_validation(result: ValidationResult) -> Group:
     time.add_column("model")
     for header in ("fwd", "sim fwd", "tokens", "catch-up", "compute s", "transit s", "tails s"):
         number_column(time, header)
-    full = result.predictions["full"]
+    full = result.predictions["in_sample"]
     for name in ALGORITHMS:
         simulated = full.algorithms[name]
         for role in ("target", "drafter"):
@@ -134,15 +148,18 @@ def render_validation(result: ValidationResult) -> Group:
     target, drafter = (result.calibrations[r].cost() for r in ("target", "drafter"))
     lines = [
         f"pair: {result.pair_path} ({result.pair.size}, seed {result.pair.seed}); acceptance "
-        f"(greedy matches on the prompts) {acceptance.rate:.3f}{acceptance_ci}",
+        f"(greedy matches) on the calibration prompts {acceptance.rate:.3f}{acceptance_ci}, "
+        f"on the evaluation prompts {result.evaluation_trace.rate:.3f}",
         f"measured: one-token forward target {1e3 * target.mean_s[0]:.3f} ms, drafter "
         f"{1e3 * drafter.mean_s[0]:.3f} ms (c = {drafter.mean_s[0] / target.mean_s[0]:.3f}); "
         f"{request.lookahead + 1} tokens {1e3 * target.mean(request.lookahead + 1, 0):.3f} ms; "
         f"after 32 ms idle x{target.idle_factor[-1]:.2f} / x{drafter.idle_factor[-1]:.2f}; "
         f"beside the other model x{target.contended:.3f} / x{drafter.contended:.3f}",
         "error = 100 x (predicted - actual) / actual. predicted: the full model (traces, "
-        "cost by tokens, KV cache, host effects); paper: TTFT/TPOT and an i.i.d. coin; "
-        "traced: paper latencies with the traces.",
+        "cost by tokens, KV cache, host effects) on the calibration prompts' traces, with "
+        "its 95% prediction interval (PI) for the evaluation set's mean; in-sample: the same "
+        "model on the evaluation prompts' own traces; paper: TTFT/TPOT and an i.i.d. coin; "
+        "traced: paper latencies with the calibration traces.",
         "95% CI of the actual mean: a t interval on the log scale over the real runs (prompts "
         "x rounds; standard error of log(mean) = sem / mean), positive by construction and "
         "wide with few runs; '-' with one run.",
@@ -170,6 +187,9 @@ def to_json(result: ValidationResult) -> dict[str, Any]:
         interval = _ci95(result, name)
         algorithms[name] = {
             "predicted_s": a.predicted_s,
+            "predicted_ci95_s": list(a.predicted_ci95_s),
+            "inside_ci95": a.inside,
+            "in_sample": {"predicted_s": a.in_sample_s, "error_pct": a.in_sample_error_pct},
             "actual_s": a.actual.mean,
             "actual_sem_s": a.actual.sem,
             "actual_ci95_s": None if interval is None else list(interval),
@@ -183,12 +203,15 @@ def to_json(result: ValidationResult) -> dict[str, Any]:
             },
         }
     speedups: dict[str, Any] = {}
-    for baseline, candidate in SPEEDUPS:
-        predicted, actual = result.speedup(baseline, candidate)
-        speedups[f"{candidate}_over_{baseline}"] = {
-            "predicted": predicted,
-            "actual": actual.value,
-            "actual_ci95": [actual.ci_low, actual.ci_high],
+    for key, sv in result.speedups.items():
+        speedups[key] = {
+            "predicted": sv.predicted,
+            "predicted_ci95": list(sv.predicted_ci95),
+            "error_pct": sv.error_pct,
+            "inside_ci95": sv.inside,
+            "in_sample": {"predicted": sv.in_sample, "error_pct": sv.in_sample_error_pct},
+            "actual": sv.actual.value,
+            "actual_ci95": [sv.actual.ci_low, sv.actual.ci_high],
         }
     calibration = {}
     for role, measured in result.calibrations.items():
@@ -199,23 +222,34 @@ def to_json(result: ValidationResult) -> dict[str, Any]:
             "reference_context": cost.reference_context,
             "attention_ns": 1e9 * cost.attention_s,
             "prefill_ms": [1e3 * s for s in measured.prefill_s],
+            "prefill_tokens": cost.prefill_tokens,
+            "transit_ms": [1e3 * t for t in cost.transit_s],
+            "dispatch_ms": 1e3 * cost.dispatch_s,
             "idle_ms": [1e3 * s for s in cost.idle_s],
             "idle_factor": list(cost.idle_factor),
             "contended": cost.contended,
+            "crowded": list(cost.crowded),
             "layers": cost.layers,
             "warnings": list(measured.warnings),
         }
     return {
         "lossless": not disagreements(result),
         "pair": {"path": str(result.pair_path), **_plain(dataclasses.asdict(result.pair))},
+        "protocol": {
+            "held_out": True,
+            "calibration_prompts": [_prompt(p) for p in result.protocol.calibration],
+            "evaluation_prompts": [_prompt(p) for p in result.protocol.evaluation],
+        },
         "scenario": {
             "lookahead": request.lookahead,
             "servers": request.servers,
             "prompts": request.prompts,
+            "calibration_prompts": request.calibration_prompts,
             "prompt_bytes": request.prompt_bytes,
             "tokens": request.tokens,
             "repeats": request.repeats,
             "seed": request.seed,
+            "prompt_seed": request.draw_seed,
             "workers": request.workers,
             "device": request.device,
             "dtype": request.dtype,
@@ -228,6 +262,8 @@ def to_json(result: ValidationResult) -> dict[str, Any]:
             "ci95_high": high,
             "by_position": list(acceptance.by_position),
             "traces": list(result.trace.traces),
+            "evaluation_rate": result.evaluation_trace.rate,
+            "evaluation_traces": list(result.evaluation_trace.traces),
         },
         "algorithms": algorithms,
         "speedups": speedups,
@@ -247,3 +283,90 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def _prompt(prompt: Prompt) -> dict[str, Any]:
+    """A prompt's identity: its held-out file and byte offset."""
+    return {"file": prompt.file, "offset": prompt.offset}
+
+
+def _quantities() -> list[tuple[str, str]]:
+    """(key, label) of every algorithm and speedup, in report order."""
+    return [(name, LABELS[name]) for name in ALGORITHMS] + [
+        (f"{c}_over_{b}", f"{LABELS[c]}/{LABELS[b]}") for b, c in SPEEDUPS
+    ]
+
+
+def _mean(value: tuple[float, tuple[float, float] | None]) -> str:
+    mean, interval = value
+    if interval is None:
+        return f"{mean:+.1f}%"
+    return f"{mean:+.1f}% [{interval[0]:+.1f}, {interval[1]:+.1f}]"
+
+
+def render_seeds(results: list[ValidationResult]) -> Group:
+    """Validations over several prompt seeds: every run's errors, and their means."""
+    request = results[0].request
+    errors = signed_errors(results)
+    runs = Table(
+        title=f"error by prompt seed, held out (in-sample) (k = {request.lookahead}, "
+        f"n = {request.servers}); * = the real value outside the held-out 95% interval",
+        **COMPACT,
+    )
+    runs.add_column("seed")
+    for _, label in _quantities():
+        number_column(runs, label)
+    for i, result in enumerate(results):
+        runs.add_row(
+            str(result.request.draw_seed),
+            *(
+                f"{errors[key].held_out[i]:+.1f}%{'' if errors[key].inside[i] else '*'} "
+                f"({errors[key].in_sample[i]:+.1f}%)"
+                for key, _ in _quantities()
+            ),
+        )
+    summary = Table(title="mean signed error over the seeds [95% CI]", **COMPACT)
+    summary.add_column("")
+    for header in ("held out", "in-sample", "inside PI", "max |in-sample|"):
+        number_column(summary, header)
+    for key, label in _quantities():
+        e = errors[key]
+        summary.add_row(
+            label,
+            _mean(e.held_out_mean),
+            _mean(e.in_sample_mean),
+            f"{sum(e.inside)} of {len(e.inside)}",
+            f"{max(abs(x) for x in e.in_sample):.1f}%",
+        )
+    lossless = all(r.lossless for r in results)
+    line = (
+        "every real output equals the target's greedy decoding"
+        if lossless
+        else "SOME REAL OUTPUTS DIFFER FROM THE TARGET'S GREEDY DECODING"
+    )
+    return Group(runs, summary, Text(line))
+
+
+def _errors_json(e: SignedErrors) -> dict[str, Any]:
+    held_mean, held_ci = e.held_out_mean
+    in_mean, in_ci = e.in_sample_mean
+    return {
+        "error_pct": list(e.held_out),
+        "in_sample_error_pct": list(e.in_sample),
+        "inside_ci95": list(e.inside),
+        "mean_error_pct": held_mean,
+        "mean_error_ci95": None if held_ci is None else list(held_ci),
+        "in_sample_mean_error_pct": in_mean,
+        "in_sample_mean_error_ci95": None if in_ci is None else list(in_ci),
+    }
+
+
+def seeds_to_json(results: list[ValidationResult]) -> dict[str, Any]:
+    """The JSON document of validations over several prompt seeds: each run's document,
+    and per algorithm and speedup the errors over the runs."""
+    errors = signed_errors(results)
+    return {
+        "seeds": [r.request.draw_seed for r in results],
+        "summary": {key: _errors_json(errors[key]) for key, _ in _quantities()},
+        "runs": [to_json(r) for r in results],
+    }

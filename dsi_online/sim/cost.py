@@ -9,8 +9,22 @@ measured spread as ratios (resampled), and the number of layers, at whose bounda
 cancelled forward stops. Two effects of the host are measured too, because a CPU shows them
 plainly (a GPU has its own versions: clocks that drop when idle, kernels that contend): a
 forward after the server sat idle is slower (caches and clocks went cold; `idle_s`,
-`idle_factor`), and one that runs while another server computes on the same machine is
-slower (`contended`).
+`idle_factor`), and one that runs while other servers compute on the same machine is slower
+(`contended` beside one busy server, `crowded[i]` beside i + 2, the last beyond: a CPU's
+cores shared by more busy processes than it has, measured, not assumed).
+
+A forward's latency is its round trip as a scheduler sees it: the request's transit to the
+server (`transit_s[0]`), the model's layers, and the reply's transit back (`transit_s[1]`),
+after `dispatch_s`, the event loop's own time a forward beyond what the calibration's forwards
+spent on it (a scheduler's code between a reply and its next request; not scaled by the
+spread).
+A prefill (a forward from an empty cache) is priced from the measured cold prefill of
+`prefill_tokens` tokens (`prefill_s`), scaled by the warm curve for other counts (without a
+measured prefill, the warm curve at its reference context). What a
+cancelled forward does follows the real server's settings (docs/real.md): cancelled in
+transit it never runs; otherwise it stops at its next layer boundary, unless it is
+`interruptible=False` or a prefill under `prefill="finish"`, which run to their end; one
+cancelled during its last layer completes.
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -41,10 +56,10 @@ def monotone(values: Sequence[float]) -> list[float]:
 
 @dataclass(frozen=True)
 class TokenCost:
-    """Mean latency (seconds) of a forward processing `tokens[i]` tokens at
-    `reference_context` tokens of context, plus `attention_s` per processed token per token
-    of context beyond it (attention's work grows with both); `ratios` the measured
-    latency / mean spread (empty: constant)."""
+    """Mean latency (seconds) of a forward processing `tokens[i]` tokens after
+    `reference_context` tokens already in the cache, plus `attention_s` per processed token
+    per cached token beyond it (attention's work grows with both); `ratios` the measured
+    latency / mean spread (empty: constant); the rest as the module docstring says."""
 
     tokens: tuple[int, ...]
     mean_s: tuple[float, ...]
@@ -55,6 +70,13 @@ class TokenCost:
     idle_s: tuple[float, ...] = ()
     idle_factor: tuple[float, ...] = ()
     contended: float = 1.0
+    crowded: tuple[float, ...] = ()
+    prefill_tokens: int = 0  # 0: a prefill is priced from the warm curve
+    prefill_s: float = 0.0
+    transit_s: tuple[float, float] = (0.0, 0.0)
+    interruptible: bool = True
+    prefill: Literal["finish", "stop"] = "finish"
+    dispatch_s: float = 0.0
 
     def __post_init__(self) -> None:
         require(
@@ -88,10 +110,28 @@ class TokenCost:
             math.isfinite(self.contended) and self.contended > 0,
             f"contention factor must be finite and > 0; got {self.contended}",
         )
+        require(
+            all(math.isfinite(f) and f > 0 for f in self.crowded),
+            f"contention factors must be finite and > 0; got {list(self.crowded)}",
+        )
+        require(
+            self.prefill_tokens == 0
+            or (self.prefill_tokens >= 1 and math.isfinite(self.prefill_s) and self.prefill_s > 0),
+            "a measured prefill needs its token count (>= 1) and a latency > 0",
+        )
+        require(
+            len(self.transit_s) == 2 and all(math.isfinite(t) and t >= 0 for t in self.transit_s),
+            f"transit times must be two finite numbers >= 0; got {self.transit_s}",
+        )
+        require(math.isfinite(self.dispatch_s), "dispatch time must be finite")
+        require(
+            self.prefill in ("finish", "stop"),
+            f"prefill must be finish or stop; got {self.prefill!r}",
+        )
 
     def mean(self, tokens: int, context: int) -> float:
         """Expected latency of a forward over `tokens` new tokens with `context` tokens in
-        the cache afterwards. Fewer tokens than the first measured count cost that count."""
+        the cache before it. Fewer tokens than the first measured count cost that count."""
         counts, means = self.tokens, self.mean_s
         n = max(tokens, counts[0])
         i = min(max(bisect.bisect_left(counts, n), 1), len(counts) - 1)
@@ -104,10 +144,25 @@ class TokenCost:
             )
         return value
 
-    def host_factor(self, idle_s: float, contended: bool) -> float:
+    def prefill_mean(self, tokens: int) -> float:
+        """Expected latency of a prefill over `tokens` tokens (an empty cache before it):
+        the warm curve as measured (attention is not extrapolated below its context),
+        scaled to the measured cold prefill at its count."""
+        warm = self.mean(tokens, self.reference_context)
+        if self.prefill_tokens == 0:
+            return warm
+        return self.prefill_s * warm / self.mean(self.prefill_tokens, self.reference_context)
+
+    def host_factor(self, idle_s: float, busy: int) -> float:
         """How much slower a forward runs after `idle_s` seconds idle (1 at 0, interpolated
-        linearly, the last factor beyond the last gap), and while another server computes."""
-        factor = self.contended if contended else 1.0
+        linearly, the last factor beyond the last gap), and while `busy` other servers
+        compute (module docstring)."""
+        if busy <= 0:
+            factor = 1.0
+        elif busy == 1 or not self.crowded:
+            factor = self.contended
+        else:
+            factor = self.crowded[min(busy - 2, len(self.crowded) - 1)]
         gaps = self.idle_s
         if not gaps or idle_s <= 0:
             return factor
@@ -128,20 +183,49 @@ class CostStream:
     _ratios: list[float] = field(default_factory=list)
 
     def next(
-        self, tokens: int, context: int, idle_s: float = 0.0, contended: bool = False
+        self,
+        tokens: int,
+        context: int,
+        idle_s: float = 0.0,
+        busy: int = 0,
+        prefill: bool = False,
     ) -> float:
-        """The latency of a forward over `tokens` tokens ending at `context`, in seconds,
-        after `idle_s` seconds idle, `contended` when another server computes meanwhile."""
-        mean = self.cost.mean(tokens, context) * self.cost.host_factor(idle_s, contended)
+        """The latency of a forward over `tokens` tokens after `context` cached ones (a
+        `prefill` from an empty cache), in seconds, after `idle_s` seconds idle, while
+        `busy` other servers compute."""
+        base = self.cost.prefill_mean(tokens) if prefill else self.cost.mean(tokens, context)
+        mean = base * self.cost.host_factor(idle_s, busy)
         if not self.cost.ratios:
-            return mean
+            return max(0.0, mean + self.cost.dispatch_s)
         if not self._ratios:
             pool = np.asarray(self.cost.ratios)
             self._ratios = self.rng.choice(pool, size=_BATCH, replace=True).tolist()
-        return mean * self._ratios.pop()
+        return max(0.0, mean * self._ratios.pop() + self.cost.dispatch_s)
 
-    def stop_time(self, start: float, duration: float, now: float) -> float:
-        """When a forward started at `start` for `duration` really stops if cancelled at
-        `now`: at the next layer boundary (all layers take an equal share)."""
-        step = duration / self.cost.layers
-        return min(start + duration, start + math.ceil((now - start) / step - 1e-9) * step)
+    def stop(self, start: float, duration: float, now: float, protected: bool) -> Stop:
+        """What a forward started at `start` for `duration` does when cancelled at `now`
+        (`protected`: a prefill under prefill="finish"; module docstring)."""
+        out, back = self.cost.transit_s
+        out = max(0.0, out + self.cost.dispatch_s)
+        compute = max(0.0, duration - out - back)
+        begin = start + out
+        if now <= begin:  # still queued or in transit: it never runs
+            return Stop(now, 0, completed=False)
+        end = begin + compute
+        layers = self.cost.layers
+        if protected or not self.cost.interruptible or now >= end:
+            return Stop(end, layers, completed=True)
+        done = math.ceil((now - begin) / (compute / layers) - 1e-9)
+        if done >= layers:
+            return Stop(end, layers, completed=True)
+        return Stop(begin + done * compute / layers, done, completed=False)
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Where a cancelled forward stops: when its server is free, the layers it ran, and
+    whether it completed (its cache then holds its whole input)."""
+
+    end: float
+    layers: int
+    completed: bool

@@ -18,7 +18,9 @@ A profile is a TOML file (times in milliseconds)::
     tpot = { kind = "constant", ms = 2.9 }
     cost = { tokens = [1, 2, 4], mean_ms = [2.9, 3.1, 3.6], reference_context = 64,
              attention_ns = 50.0, layers = 2, idle_ms = [], idle_factor = [],
-             contended = 1.0, ratios = [] }    # optional: a forward's cost by its tokens
+             contended = 1.0, ratios = [],     # optional: a forward's cost by its tokens
+             prefill_tokens = 64, prefill_ms = 9.0, transit_ms = [0.1, 0.1],
+             interruptible = true, prefill = "finish", dispatch_ms = 0.05 }  # optional too
     [acceptance]            # optional: without it the user gives --acceptance
     rate = 0.63
     source = "dsi-online measure acceptance ..."
@@ -34,7 +36,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, Literal, TypeGuard
 
 from dsi_online.errors import DSIOnlineError, ProfileError
 from dsi_online.sim.cost import TokenCost
@@ -183,6 +185,15 @@ def _cost(data: Mapping[str, Any], where: str) -> TokenCost:
             idle_s=tuple(g / 1e3 for g in _numbers(data, "idle_ms", where)),
             idle_factor=_numbers(data, "idle_factor", where),
             contended=_number(data, "contended", where),
+            crowded=_numbers(data, "crowded", where),
+            prefill_tokens=int(_number(data, "prefill_tokens", where))
+            if "prefill_tokens" in data
+            else 0,
+            prefill_s=_number(data, "prefill_ms", where) / 1e3 if "prefill_ms" in data else 0.0,
+            transit_s=_pair(data, "transit_ms", where),
+            interruptible=_flag(data, "interruptible", where),
+            prefill=_choice(data, "prefill", where, ("finish", "stop")),
+            dispatch_s=_number(data, "dispatch_ms", where) / 1e3 if "dispatch_ms" in data else 0.0,
         )
     except ProfileError:
         raise
@@ -201,8 +212,42 @@ def cost_to_toml(cost: TokenCost) -> dict[str, Any]:
         "idle_ms": [g * 1e3 for g in cost.idle_s],
         "idle_factor": list(cost.idle_factor),
         "contended": cost.contended,
+        "crowded": list(cost.crowded),
         "ratios": list(cost.ratios),
+        "prefill_tokens": cost.prefill_tokens,
+        "prefill_ms": cost.prefill_s * 1e3,
+        "transit_ms": [t * 1e3 for t in cost.transit_s],
+        "interruptible": cost.interruptible,
+        "prefill": cost.prefill,
+        "dispatch_ms": cost.dispatch_s * 1e3,
     }
+
+
+def _pair(data: Mapping[str, Any], key: str, where: str) -> tuple[float, float]:
+    """An optional pair of milliseconds, in seconds ((0, 0) when absent)."""
+    values = _numbers(data, key, where) if key in data else (0.0, 0.0)
+    if len(values) != 2:
+        raise _fail(where, f"field '{key}' must be two numbers")
+    return values[0] / 1e3, values[1] / 1e3
+
+
+def _flag(data: Mapping[str, Any], key: str, where: str) -> bool:
+    """An optional boolean (true when absent)."""
+    value = data.get(key, True)
+    if not isinstance(value, bool):
+        raise _fail(where, f"field '{key}' must be true or false")
+    return value
+
+
+def _choice(
+    data: Mapping[str, Any], key: str, where: str, choices: tuple[Literal["finish", "stop"], ...]
+) -> Literal["finish", "stop"]:
+    """An optional string among `choices` (the first when absent)."""
+    value = data.get(key, choices[0])
+    for choice in choices:
+        if value == choice:
+            return choice
+    raise _fail(where, f"field '{key}' must be one of {', '.join(choices)}")
 
 
 def _acceptance(data: Mapping[str, Any], where: str) -> AcceptanceProfile | None:

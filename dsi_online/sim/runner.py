@@ -48,6 +48,7 @@ def oracle_for(scenario: Scenario, repeat: int) -> SimulatedOracle:
 
 async def play(scheduler: Scheduler, scenario: Scenario, repeat: int) -> RunResult:
     """Run one algorithm over one repeat of `scenario` on the running loop."""
+    loop = asyncio.get_running_loop()
     servers = ServerSet(
         scenario.target,
         scenario.drafter,
@@ -57,9 +58,9 @@ async def play(scheduler: Scheduler, scenario: Scenario, repeat: int) -> RunResu
         scenario.link,
         scenario.latency_correlation,
         scenario.prompt_tokens,
+        loop.time(),
     )
     gen = Generation(tokens=scenario.tokens, servers=servers)
-    loop = asyncio.get_running_loop()
     slack_before = getattr(loop, "slack_s", 0.0)
     result = await scheduler.generate(gen)
     return replace(result, timer_slack_s=getattr(loop, "slack_s", 0.0) - slack_before)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -28,13 +30,40 @@ _STEP_KEY = 4
 
 
 class Activity:
-    """How many servers of one run are computing now: a forward priced by a token-cost model
-    that starts while another computes pays the model's contention factor."""
+    """Which servers of one run are computing: a forward priced by a token-cost model pays
+    the model's contention factor for the servers computing, or still winding down after a
+    cancel, when it starts."""
 
-    __slots__ = ("busy",)
+    __slots__ = ("busy", "tails")
 
     def __init__(self) -> None:
         self.busy = 0
+        self.tails: list[float] = []  # when cancelled forwards that still run really stop
+
+    def contended(self, at: float) -> int:
+        """How many other servers compute at `at` (now, or later for a forward queued)."""
+        return self.busy + sum(t > at for t in self.tails)
+
+    def wind_down(self, now: float, end: float) -> None:
+        """A cancelled forward computes until `end`; tails ended by `now` are forgotten."""
+        self.tails = [t for t in self.tails if t > now]
+        if end > now:
+            self.tails.append(end)
+
+
+@dataclass(frozen=True)
+class SimForward:
+    """One forward of a server priced by a token-cost model, in the terms of the real
+    backend's ForwardRecord: tokens of the prompt and the output its cache kept, tokens run
+    (of them prompt tokens, a prefill, and catch-up tokens), layers run, and whether it was
+    stopped before its end."""
+
+    kept: int
+    processed: int
+    prompt: int
+    catchup: int
+    layers: int
+    stopped: bool
 
 
 class SimulatedServer(Account):
@@ -43,15 +72,17 @@ class SimulatedServer(Account):
     has begun runs to its end even when cancelled, as on the real backend (docs/real.md): the
     server is warm from that end on, and a forward sent to it before waits for it.
 
-    With a token-cost model (`CostStream`) a forward is priced by what it does instead: the
-    server keeps a model of its KV cache, so a forward costs the tokens it processes (its
-    first also the prompt's) at its context, slowed by the time the server sat idle before
-    it and by another server computing when it starts (`activity`); a cancelled forward
-    stops at the next layer boundary, keeping its server busy until then, as the real
-    backend's does.
+    With a token-cost model (`CostStream`) a forward is priced by what it does instead, and
+    accounted as the real backend accounts it (`records`): the server keeps a model of its
+    KV cache, so a forward costs the tokens it processes at the context its cache held
+    before it (a prefill, from an empty cache, also the prompt's, priced from the measured
+    cold prefill), slowed by the time the server sat idle before it (from the run's start
+    for its first) and by another server computing or winding down when it starts
+    (`activity`). A cancelled forward does what the real server's does (`CostStream.stop`),
+    keeping its server busy until then.
 
     A drafter's forwards end before target forwards that end at the same instant
-    (MODEL.md's same-instant rule); the virtual clock orders its timers by that rank.
+    (docs/model.md's same-instant rule); the virtual clock orders its timers by that rank.
     """
 
     def __init__(
@@ -62,6 +93,7 @@ class SimulatedServer(Account):
         oracle: TokenOracle,
         prompt_tokens: int = 0,
         activity: Activity | None = None,
+        origin: float = 0.0,
     ) -> None:
         super().__init__(name, role)
         self._oracle = oracle
@@ -72,8 +104,10 @@ class SimulatedServer(Account):
             self._cost: CostStream | None = stream
             self._cache = KVCache()
             self._prompt = prompt_tokens
+            self._prompt_cached = False
             self._activity = Activity() if activity is None else activity
-            self._last_end: float | None = None
+            self._last_end = origin
+            self.records: list[SimForward] = []
         else:
             self._cost = None
             self._stream = stream
@@ -81,20 +115,9 @@ class SimulatedServer(Account):
     @property
     def warm(self) -> bool:
         """Whether the server's prefill has ended (a cancelled one runs to its end)."""
-        return self.forwards > 0 and (
+        cached = self.forwards > 0 if self._cost is None else self._prompt_cached
+        return cached and (
             self._warm_at == 0.0 or asyncio.get_running_loop().time() >= self._warm_at
-        )
-
-    def _duration(
-        self, prefix: Sequence[int], drafts: Sequence[int], prefill: bool, start: float
-    ) -> float:
-        if self._cost is None:
-            return self._stream.next(prefix)
-        plan = self._cache.plan(prefix, drafts)
-        prompt = self._prompt if prefill else 0
-        idle = 0.0 if self._last_end is None else start - self._last_end
-        return self._cost.next(
-            plan.processed + prompt, plan.context + self._prompt, idle, self._activity.busy > 0
         )
 
     async def forward(self, prefix: Sequence[int], drafts: Sequence[int]) -> list[int]:
@@ -104,14 +127,15 @@ class SimulatedServer(Account):
             tokens = [self._oracle.draft(prefix, drafts)]
         else:
             tokens = self._oracle.verify(prefix, drafts)
+        if self._cost is not None:
+            await self._priced(self._cost, prefix, drafts)
+            return tokens
         prefill = self.forwards == 0
         loop = asyncio.get_running_loop()
-        start = max(loop.time(), self._free_at, self._warm_at)  # a stopping forward first
-        duration = self._duration(prefix, drafts, prefill, start)
+        start = max(loop.time(), self._warm_at)  # a prefill running to its end first
+        duration = self._stream.next(prefix)
         self.forwards += 1
         self.in_flight = True
-        if self._cost is not None:
-            self._activity.busy += 1
         end = -1.0
         try:
             if isinstance(loop, RankedLoop):
@@ -119,26 +143,74 @@ class SimulatedServer(Account):
             else:
                 await wake_at(loop, start + duration, self._rank)
             self.lag_s += round((loop.time() - start - duration) * 1e9) / 1e9
-            if self._cost is not None:
-                self._cache.complete()
         except BaseException:
             now = loop.time()
             if prefill and now > start:  # a prefill that began runs to its end
                 self._warm_at = end = start + duration
-                if self._cost is not None:
-                    self._cache.complete()
-            elif self._cost is not None and now > start:  # stops at the next layer
-                self._free_at = end = self._cost.stop_time(start, duration, now)
             raise
         finally:
             stop = end if end >= 0 else loop.time()
             self.busy_s += round(max(0.0, stop - start) * 1e9) / 1e9
             self.in_flight = False
-            if self._cost is not None:
-                self._activity.busy -= 1
-                if stop > start:
-                    self._last_end = stop
         return tokens
+
+    async def _priced(self, cost: CostStream, prefix: Sequence[int], drafts: Sequence[int]) -> None:
+        """A forward priced by the token-cost model (class docstring)."""
+        loop = asyncio.get_running_loop()
+        start = max(loop.time(), self._free_at)  # a forward still stopping first
+        plan = self._cache.plan(prefix, drafts)
+        prefill = not self._prompt_cached
+        kept = 0 if prefill else self._prompt + plan.reused
+        processed = plan.processed + (self._prompt if prefill else 0)
+        duration = cost.next(
+            processed,
+            kept,
+            max(0.0, start - self._last_end),
+            self._activity.contended(start),
+            prefill,
+        )
+        record = partial(
+            SimForward,
+            kept,
+            processed,
+            self._prompt if prefill else 0,
+            max(0, len(prefix) - 1 - plan.reused),
+        )
+        self.forwards += 1
+        self.in_flight = True
+        self._activity.busy += 1
+        end = start + duration
+        try:
+            if isinstance(loop, RankedLoop):
+                await loop.wake_at(end, self._rank)
+            else:
+                await wake_at(loop, end, self._rank)
+            self.lag_s += round((loop.time() - end) * 1e9) / 1e9
+            self._complete()
+            self.records.append(record(cost.cost.layers, False))
+        except BaseException:
+            now = loop.time()
+            stop = cost.stop(start, duration, now, prefill and cost.cost.prefill == "finish")
+            end = stop.end
+            if stop.completed:
+                self._complete()
+                if prefill:
+                    self._warm_at = end
+            self._free_at = max(self._free_at, end)
+            self._activity.wind_down(now, end)
+            self.records.append(record(stop.layers, not stop.completed))
+            raise
+        finally:
+            self.busy_s += round(max(0.0, end - start) * 1e9) / 1e9
+            self.in_flight = False
+            self._activity.busy -= 1
+            if end > start:
+                self._last_end = end
+
+    def _complete(self) -> None:
+        """The forward finished: its cache holds its whole input, the prompt's included."""
+        self._cache.complete()
+        self._prompt_cached = True
 
 
 class Link:
@@ -160,7 +232,8 @@ class ServerSet:
     from the stream seeded by (seed, repeat, role, i), so algorithms share latency draws.
     So does the link to target server i. Every server answers from the repeat's oracle.
     With `correlation` > 0 the target servers' draws share a factor per decoding step,
-    seeded by (seed, repeat) (see CorrelatedStream); 0 keeps them independent."""
+    seeded by (seed, repeat) (see CorrelatedStream); 0 keeps them independent. `origin`: the
+    run's start on the loop's clock, from which a server's first forward has sat idle."""
 
     def __init__(
         self,
@@ -172,8 +245,10 @@ class ServerSet:
         link: LatencyModel | None = None,
         correlation: float = 0.0,
         prompt_tokens: int = 0,
+        origin: float = 0.0,
     ) -> None:
         self._models = {"target": target, "drafter": drafter}
+        self._origin = origin
         self._prompt_tokens = prompt_tokens
         self._activity = Activity()
         self._oracle = oracle
@@ -204,7 +279,13 @@ class ServerSet:
             else:
                 stream = LatencyStream(self._models[role], rng)
             self._servers[key] = SimulatedServer(
-                f"{role}-{index}", role, stream, self._oracle, self._prompt_tokens, self._activity
+                f"{role}-{index}",
+                role,
+                stream,
+                self._oracle,
+                self._prompt_tokens,
+                self._activity,
+                self._origin,
             )
         return self._servers[key]
 
