@@ -112,7 +112,7 @@ class LoadConfig:
     rates: tuple[float, ...]
     policies: tuple[Policy, ...]
     clock: Clock = "virtual"
-    slo: Slo = Slo(99, 2.5)
+    slo: Slo = Slo(99, 4.0)
 
     def cells(self) -> list[tuple[float, tuple[Policy, ...]]]:
         """The independent cells: (rate, policies played together)."""
@@ -199,7 +199,7 @@ def best_static(study: LoadStudy, rate: float, q: float) -> PolicyRate | None:
 
 
 def _rates(values: Sequence[float]) -> str:
-    return ", ".join(f"{v:g}" for v in values)
+    return ", ".join(f"{v:.3g}" for v in values)
 
 
 def _regions(study: LoadStudy, q: float) -> list[tuple[str, float, float]]:
@@ -221,7 +221,9 @@ def verdict(study: LoadStudy) -> str:
     q = study.config.slo.percentile
     label = study.config.slo.label
     parts = [
-        f"{name} from {first:g} to {last:g} req/s" if first != last else f"{name} at {first:g}"
+        f"{name} from {first:.3g} to {last:.3g} req/s"
+        if first != last
+        else f"{name} at {first:.3g} req/s"
         for name, first, last in _regions(study, q)
     ]
     sentences = [
@@ -258,12 +260,18 @@ def _adaptive_sentence(study: LoadStudy, name: str, q: float, label: str) -> str
     if not gaps:
         return "Adaptive: no rate at which a static policy is stable to compare with."
     worst = max(gaps)
-    text = (
-        f"Adaptive's {label} is within {worst:.0%} of the best static policy's at every rate "
-        "where one is stable"
-        if math.isfinite(worst)
-        else "Adaptive is unstable at a rate where a static policy is stable"
-    )
+    if not math.isfinite(worst):
+        text = "Adaptive is unstable at a rate where a static policy is stable"
+    elif worst <= 0:
+        text = (
+            f"Adaptive's {label} is at or below the best static policy's at every rate where "
+            f"one is stable (by {-max(gaps):.0%} to {-min(gaps):.0%})"
+        )
+    else:
+        text = (
+            f"Adaptive's {label} is within {worst:.0%} of the best static policy's at every "
+            "rate where one is stable"
+        )
     text += (
         f"; it beats every static policy at {_rates(wins)} req/s"
         if wins
