@@ -45,7 +45,7 @@ from dsi_online.cli.common import (
 from dsi_online.cli.run import build_scenario
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.reports.load_view import (
-    LOAD_ASSUMPTIONS,
+    assumptions,
     capacity_lines,
     render_chart,
     render_overhead,
@@ -102,7 +102,7 @@ def _report(study: LoadStudy, console: Console) -> None:
     console.print(Text(verdict(study)))
     if not all(c.lossless for c in study.cells.values()):
         console.print(Text("WARNING: a request's output differed from the target's: a bug."))
-    console.print(Text("Assumed: " + "; ".join(LOAD_ASSUMPTIONS) + "."))
+    console.print(Text("Assumed: " + "; ".join(assumptions(study.config.load.batch)) + "."))
 
 
 def _write(study: LoadStudy, json_path: str | None, csv_path: str | None, png: str | None) -> None:
@@ -173,7 +173,11 @@ def load(
     ] = None,
     batch: Annotated[
         int,
-        typer.Option(help="Requests a server takes at once (1 = no batching).", hidden=True),
+        typer.Option(
+            help="Requests a GPU serves at once (1 = no batching); a batch's forward costs "
+            "one forward, or its total tokens with a token-cost profile.",
+            rich_help_panel=SCENARIO,
+        ),
     ] = 1,
     target_ms: TargetMs = None,
     target_ttft_ms: TargetTtftMs = None,
@@ -239,7 +243,6 @@ def load(
 ) -> None:
     """Many requests on a fixed GPU budget: latency against the arrival rate per policy."""
     checked_clock = check_clock(clock)
-    require(batch == 1, "batch (--batch) must be 1: batching is not implemented yet")
     rates, workload = _workload_config(rate, trace, requests, warmup, tokens, prompt_tokens, seed)
     objective = parse_slo(slo)
     scenario = build_scenario(
@@ -270,7 +273,7 @@ def load(
         pyplot("load")
     if ray_address is not None and backend == "ray":
         check_ray_address(ray_address)
-    load_scenario = LoadScenario(scenario, workload, gpus, warmup)
+    load_scenario = LoadScenario(scenario, workload, gpus, warmup, batch)
     policies = tuple(parse_policies(policy.split(","), scenario, gpus))
     config = LoadConfig(load_scenario, rates, policies, checked_clock, objective)
     cells = config.cells()
@@ -278,7 +281,7 @@ def load(
         f"load: {len(rates)} rate(s) x {len(policies)} policies x "
         f"{len(load_scenario.workload.requests)} requests ({warmup} warm-up) of "
         f"{'the trace ' + trace if trace else str(tokens) + ' tokens'}, {gpus} GPUs, "
-        f"{checked_clock} clock, backend {backend}, {workers} worker(s)"
+        f"batch {batch}, {checked_clock} clock, backend {backend}, {workers} worker(s)"
     )
     study = LoadStudy(config, {})
     start = time.monotonic()

@@ -19,9 +19,17 @@ from dsi_online.studies.load_stats import Estimate, PolicyRate
 CHART_ROWS = 12
 MARKERS = "NSDAEFGHJKLMPQRTUVWXYZ"
 
-LOAD_ASSUMPTIONS = (
+NO_BATCHING = (
     "no batching in the base model: a server serves one request at a time (production "
-    "servers batch, which favours non-SI at high load)",
+    "servers batch, which favours non-SI at high load)"
+)
+BATCHING = (
+    "batching: a GPU serves up to B requests of one model at once, a batch's forward is "
+    "priced as one forward (or, with a token-cost profile, by the batch's total tokens), and "
+    "the latency draws are the GPU's, not the request's"
+)
+LOAD_ASSUMPTIONS = (
+    NO_BATCHING,
     "a request holds its whole allotment from admission to its last token: its servers sit "
     "idle while it waits on its own drafts or verifications (this counts against DSI and SI)",
     "prompts and the KV caches they build are not shared between requests",
@@ -34,6 +42,11 @@ LOAD_ASSUMPTIONS = (
     "by their tokens",
 )
 """The assumptions of `load`'s results that flatter DSI or non-SI (docs/model.md)."""
+
+
+def assumptions(batch: int) -> list[str]:
+    """The assumptions of a study with batch size `batch`."""
+    return [BATCHING if batch > 1 and a == NO_BATCHING else a for a in LOAD_ASSUMPTIONS]
 
 
 def _s(value: float | None) -> str:
@@ -56,7 +69,9 @@ def render_tables(study: LoadStudy) -> Group:
     load = study.config.load
     latency = Table(
         title=(
-            f"latency s per rate, {load.gpus} GPUs, {len(load.workload.requests) - load.warmup} "
+            f"latency s per rate, {load.gpus} GPUs"
+            + (f" batching {load.batch}" if load.batch > 1 else "")
+            + f", {len(load.workload.requests) - load.warmup} "
             f"requests measured after {load.warmup} warm-up ({study.config.clock} clock)"
         ),
         caption="under each value its 95% CI (mean: batch means; percentiles: order statistics)",
@@ -245,7 +260,7 @@ def to_json(study: LoadStudy) -> dict[str, Any]:
             "warmup": load.warmup,
             "trace": load.workload.trace,
         },
-        "fleet": {"gpus": load.gpus, "batch": 1},
+        "fleet": {"gpus": load.gpus, "batch": load.batch},
         "clock": config.clock,
         "policies": {
             p.name: {
@@ -257,7 +272,7 @@ def to_json(study: LoadStudy) -> dict[str, Any]:
         },
         "slo": {"percentile": config.slo.percentile, "bound_s": config.slo.bound_s},
         "verdict": verdict(study),
-        "assumptions": list(LOAD_ASSUMPTIONS),
+        "assumptions": assumptions(load.batch),
     }
 
 

@@ -16,10 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from dsi_online.errors import require
+from dsi_online.schedulers.base import Generation, RunResult
 from dsi_online.schedulers.registry import REGISTRY
+from dsi_online.schedulers.seam import Role
 from dsi_online.schedulers.tokens import digest
+from dsi_online.sim.batching import BatchedPool, BatchGPU
 from dsi_online.sim.clock import RANK_DEFAULT, Clock, VirtualEventLoop, check_clock, wake_at
 from dsi_online.sim.clock import run as run_on_clock
+from dsi_online.sim.latency import ModelLatency
 from dsi_online.sim.policy import Policy
 from dsi_online.sim.runner import check_no_leaks, oracle_for, play
 from dsi_online.sim.scenario import Scenario, check_int
@@ -27,6 +31,8 @@ from dsi_online.sim.workload import Allotment, Request, Workload
 
 MAX_GPUS = 1_000_000
 """Most GPUs of a fleet: the bound only keeps the numbers sane."""
+MAX_BATCH = 4_096
+"""Largest batch size."""
 Progress = Callable[[int], None]
 
 
@@ -39,9 +45,18 @@ class LoadScenario:
     workload: Workload
     gpus: int
     warmup: int = 0
+    batch: int = 1
+    """Requests a GPU serves at once (1: no batching; see dsi_online.sim.batching)."""
 
     def __post_init__(self) -> None:
         check_int(self.gpus, "GPUs", "--gpus", maximum=MAX_GPUS)
+        check_int(self.batch, "batch size", "--batch", maximum=MAX_BATCH)
+        require(
+            self.batch == 1
+            or (self.scenario.link is None and self.scenario.latency_correlation == 0),
+            "batch size (--batch) above 1 cannot be combined with --comm-ms or "
+            "--latency-correlation (a batch's forward is one draw of its GPU)",
+        )
         require(
             0 <= self.warmup <= len(self.workload.requests) - 2,
             f"warm-up requests (--warmup) must be within [0, "
@@ -107,6 +122,7 @@ class PolicyRun:
     policy: Policy
     rate: float
     gpus: int
+    batch: int
     records: tuple[RequestRecord, ...]
     in_system_s: float
     in_queue_s: float
@@ -149,21 +165,42 @@ class Census:
         self.in_queue += queue
 
 
+@dataclass(frozen=True)
+class Grant:
+    """An admitted request's allotment and, when GPUs batch, the GPUs it runs on."""
+
+    allotment: Allotment
+    targets: tuple[BatchGPU, ...] = ()
+    drafter: BatchGPU | None = None
+
+
 class Fleet:
     """G GPUs handed out first come, first served: the request at the head of the queue is
     admitted as soon as its policy finds an allotment that fits in the free GPUs; no
-    request overtakes an earlier one."""
+    request overtakes an earlier one. With batching a GPU is free while it holds fewer than
+    B requests, and serves one model at a time: a request's servers go to GPUs of their
+    role with room (the least loaded first), then to empty ones."""
 
-    def __init__(self, gpus: int, policy: Policy) -> None:
-        self.free = gpus
+    def __init__(self, load: LoadScenario, policy: Policy) -> None:
+        self.free = load.gpus
         self._policy = policy
-        self._queue: deque[asyncio.Future[Allotment]] = deque()
+        self._batch = load.batch
+        models: dict[Role, ModelLatency] = {
+            "target": load.scenario.target,
+            "drafter": load.scenario.drafter,
+        }
+        self._gpus = (
+            [BatchGPU(i, models, load.scenario.seed) for i in range(load.gpus)]
+            if load.batch > 1
+            else []
+        )
+        self._queue: deque[asyncio.Future[Grant]] = deque()
         self.census = Census(asyncio.get_running_loop())
 
-    async def admit(self) -> Allotment:
+    async def admit(self) -> Grant:
         """Join the queue and wait for an allotment (the request has arrived now)."""
         self.census.change(1, 1)
-        future: asyncio.Future[Allotment] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
         self._queue.append(future)
         self._grant()
         try:
@@ -175,20 +212,53 @@ class Fleet:
                 self.release(future.result())
             raise
 
-    def release(self, allotment: Allotment) -> None:
+    def release(self, grant: Grant) -> None:
         """A request finished: its GPUs are free for the queue."""
-        self.free += allotment.gpus
+        if self._gpus:
+            for gpu in (*grant.targets, *([grant.drafter] if grant.drafter else [])):
+                gpu.holders -= 1
+                if gpu.holders == 0:
+                    gpu.role = None
+            self.free = sum(gpu.holders < self._batch for gpu in self._gpus)
+        else:
+            self.free += grant.allotment.gpus
         self.census.change(-1, 0)
         self._grant()
+
+    def _pick(self, role: Role, count: int, taken: set[int]) -> list[BatchGPU]:
+        room = [
+            g
+            for g in self._gpus
+            if g.holders < self._batch and g.role in (None, role) and g.index not in taken
+        ]
+        return sorted(room, key=lambda g: (g.role is None, g.holders, g.index))[:count]
+
+    def _place(self, allotment: Allotment) -> Grant | None:
+        """The GPUs of a batching fleet for `allotment`, or None if they are not free."""
+        drafters = [] if allotment.algorithm == "nonsi" else self._pick("drafter", 1, set())
+        targets = self._pick("target", allotment.servers, {g.index for g in drafters})
+        if len(targets) + len(drafters) < allotment.gpus:
+            return None
+        for gpu, role in [*((g, "target") for g in targets), *((g, "drafter") for g in drafters)]:
+            gpu.holders += 1
+            gpu.role = role  # type: ignore[assignment]
+        self.free = sum(gpu.holders < self._batch for gpu in self._gpus)
+        return Grant(allotment, tuple(targets), drafters[0] if drafters else None)
 
     def _grant(self) -> None:
         while self._queue:
             choice = self._policy.choose(self.free, len(self._queue) - 1)
             if choice is None:
                 return
-            self.free -= choice.gpus
+            if self._gpus:
+                grant = self._place(choice)
+                if grant is None:
+                    return
+            else:
+                self.free -= choice.gpus
+                grant = Grant(choice)
             self.census.change(0, -1)
-            self._queue.popleft().set_result(choice)
+            self._queue.popleft().set_result(grant)
 
 
 class _Scenarios:
@@ -208,6 +278,18 @@ class _Scenarios:
         return self._made[key]
 
 
+async def _run(grant: Grant, scenario: Scenario, index: int, lookahead: int) -> RunResult:
+    """The request's single-request run: on servers of its own, or on its batching GPUs."""
+    allotment = grant.allotment
+    scheduler = REGISTRY[allotment.algorithm].scheduler(lookahead, allotment.servers)
+    if not grant.targets:
+        return await play(scheduler, scenario, index)
+    pool = BatchedPool(
+        grant.targets, grant.drafter, oracle_for(scenario, index), scenario.prompt_tokens
+    )
+    return await scheduler.generate(Generation(tokens=scenario.tokens, servers=pool))
+
+
 async def _serve(
     request: Request,
     arrival_s: float,
@@ -219,14 +301,13 @@ async def _serve(
     """One request: arrive, wait for an allotment, run its scheduler, free the GPUs."""
     loop = asyncio.get_running_loop()
     await wake_at(loop, origin + arrival_s, RANK_DEFAULT)
-    allotment = await fleet.admit()
+    grant = await fleet.admit()
     admitted = loop.time() - origin
-    scenario = scenarios.get(request, allotment.servers)
-    scheduler = REGISTRY[allotment.algorithm].scheduler(lookahead, allotment.servers)
+    scenario = scenarios.get(request, grant.allotment.servers)
     try:
-        result = await play(scheduler, scenario, request.index)
+        result = await _run(grant, scenario, request.index, lookahead)
     finally:
-        fleet.release(allotment)
+        fleet.release(grant)
     truth = oracle_for(scenario, request.index).truth
     return RequestRecord(
         index=request.index,
@@ -235,7 +316,7 @@ async def _serve(
         service_s=result.latency_s,
         first_token_after_s=result.first_token_s,
         tokens=result.tokens,
-        allotment=allotment,
+        allotment=grant.allotment,
         forwards=result.forwards,
         wasted_forwards=result.wasted_forwards,
         busy_s=result.busy_s,
@@ -254,7 +335,7 @@ async def play_policy(
     )
     loop = asyncio.get_running_loop()
     origin = loop.time()
-    fleet = Fleet(load.gpus, policy)
+    fleet = Fleet(load, policy)
     scenarios = _Scenarios(load.scenario)
     arrivals = load.workload.arrivals(rate)
 
@@ -273,6 +354,7 @@ async def play_policy(
         policy=policy,
         rate=rate,
         gpus=load.gpus,
+        batch=load.batch,
         records=tuple(t.result() for t in running),
         in_system_s=fleet.census.system_s,
         in_queue_s=fleet.census.queue_s,

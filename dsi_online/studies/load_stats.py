@@ -10,11 +10,11 @@ percentile's interval is the distribution-free order-statistic interval (binomia
 which assumes independent requests: under heavy load it is too narrow, and the docs say so.
 
 Stability. A rate is unstable when (a) its estimated offered load is 1 or more: rho = rate
-x mean service time / concurrent slots, where a static policy has floor(G / g) slots and
-`adaptive` is charged its mean reserved GPU-seconds over G; or (b) the wait still grows at
-the end: the mean wait of the last quarter of the measured requests exceeds that of the
-second quarter by more than GROWTH_SE standard errors (batch means of both quarters) and
-by more than one mean service time. An unstable rate reports no latency.
+x mean service time / concurrent slots, where a static policy has floor(G / g) x B slots
+(B the batch size) and `adaptive` is charged its mean reserved GPU-seconds over G x B; or
+(b) the wait still grows at the end: the mean wait of the last quarter of the measured
+requests exceeds that of the second quarter by more than GROWTH_SE standard errors (batch
+means of both quarters) and by more than one mean service time. An unstable rate reports no latency.
 """
 
 from __future__ import annotations
@@ -128,8 +128,9 @@ def offered_load(run: PolicyRun) -> float:
     """rho: the rate times the mean service time over the concurrent slots (static), or the
     rate times the mean reserved GPU-seconds over the fleet (adaptive)."""
     if run.policy.adaptive:
-        return run.rate * float(np.mean([r.reserved_s for r in run.records])) / run.gpus
-    slots = run.gpus // run.policy.choices[0].allotment.gpus
+        reserved = float(np.mean([r.reserved_s for r in run.records]))
+        return run.rate * reserved / (run.gpus * run.batch)
+    slots = run.gpus // run.policy.choices[0].allotment.gpus * run.batch
     return run.rate * float(np.mean([r.service_s for r in run.records])) / slots
 
 
