@@ -64,11 +64,19 @@ class LoadScenario:
         )
 
 
+MIN_RATE = 1e-4
+"""Lowest arrival rate, requests per second (one every 2.8 hours): slower arrivals put
+deadlines so far out that a float no longer resolves the clocks' nanoseconds."""
+MAX_RATE = 1e6
+"""Highest arrival rate, requests per second."""
+
+
 def check_rate(rate: float) -> None:
-    """InvalidParameterError unless `rate` is a finite number of requests per second > 0."""
+    """InvalidParameterError unless `rate` is within [MIN_RATE, MAX_RATE] per second."""
     require(
-        isinstance(rate, int | float) and rate > 0 and rate < float("inf"),
-        f"rate (--rate) must be a finite number of requests per second > 0; got {rate}",
+        isinstance(rate, int | float) and MIN_RATE <= rate <= MAX_RATE,
+        f"rate (--rate) must be a number of requests per second within [{MIN_RATE:g}, "
+        f"{MAX_RATE:g}]; got {rate}",
     )
 
 
