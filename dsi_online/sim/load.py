@@ -214,8 +214,10 @@ class Fleet:
         try:
             return await future
         except asyncio.CancelledError:
-            if future in self._queue:
+            if future in self._queue:  # cancelled while waiting: leave the queue
                 self._queue.remove(future)
+                self.census.change(-1, -1)
+                self._grant()
             elif future.done() and not future.cancelled():
                 self.release(future.result())
             raise

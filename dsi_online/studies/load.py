@@ -195,7 +195,12 @@ def best_static(study: LoadStudy, rate: float, q: float) -> PolicyRate | None:
         for p in study.config.policies
         if not p.adaptive and study.cells[p.name, rate].stable
     ]
-    return min(stable, key=lambda c: c.latency_at(q) or math.inf, default=None)
+    return min(stable, key=lambda c: _at(c, q), default=None)
+
+
+def _at(cell: PolicyRate, q: float) -> float:
+    value = cell.latency_at(q)
+    return math.inf if value is None else value
 
 
 def _rates(values: Sequence[float]) -> str:

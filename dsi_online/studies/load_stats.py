@@ -46,17 +46,22 @@ class Estimate:
     high: float
 
 
-def batch_mean(values: Sequence[float]) -> Estimate:
-    """The mean with a batch-means t interval (plain t interval below 2 x BATCHES values)."""
+def _batch_se(values: Sequence[float]) -> tuple[float, float, int]:
+    """The mean, its batch-means standard error and the degrees of freedom (batches - 1;
+    one batch per value below 2 x BATCHES values)."""
     x = np.asarray(values, dtype=float)
     batches = BATCHES if len(x) >= 2 * BATCHES else len(x)
     means = np.array([part.mean() for part in np.array_split(x, batches)])
-    mean = float(x.mean())
-    if batches < 2:
+    se = float(means.std(ddof=1) / math.sqrt(batches)) if batches > 1 else 0.0
+    return float(x.mean()), se, batches - 1
+
+
+def batch_mean(values: Sequence[float]) -> Estimate:
+    """The mean with a batch-means t interval."""
+    mean, se, df = _batch_se(values)
+    if df < 1:
         return Estimate(mean, mean, mean)
-    half = float(stdtrit(batches - 1, (1 + CONFIDENCE) / 2)) * float(
-        means.std(ddof=1) / math.sqrt(batches)
-    )
+    half = float(stdtrit(df, (1 + CONFIDENCE) / 2)) * se
     return Estimate(mean, mean - half, mean + half)
 
 
@@ -139,11 +144,11 @@ def still_growing(measured: Sequence[RequestRecord]) -> bool:
     quarter = len(measured) // 4
     if quarter < 2:
         return False
-    second = batch_mean([r.wait_s for r in measured[quarter : 2 * quarter]])
-    last = batch_mean([r.wait_s for r in measured[-quarter:]])
-    se = math.hypot(second.high - second.value, last.high - last.value) / 1.96
+    second, second_se, _ = _batch_se([r.wait_s for r in measured[quarter : 2 * quarter]])
+    last, last_se, _ = _batch_se([r.wait_s for r in measured[-quarter:]])
+    se = math.hypot(second_se, last_se)
     service = float(np.mean([r.service_s for r in measured]))
-    growth = last.value - second.value
+    growth = last - second
     return growth > GROWTH_SE * se and growth > service
 
 
