@@ -230,3 +230,25 @@ def test_cancelled_load_leaves_no_task() -> None:
         return {t for t in asyncio.all_tasks() if t is not current}
 
     assert run_on_clock(main, "virtual") == set()
+
+
+def test_verdict_names_the_best_static_policy_per_rate_and_adaptives_gap() -> None:
+    from dsi_online.studies.load import LoadConfig, LoadStudy, Slo, verdict
+    from dsi_online.studies.load_stats import summarize
+
+    base = scenario()
+    load = load_of(base, 80, gpus=4, warmup=8)
+    policies = tuple(parse_policies(["nonsi", "si", "adaptive"], base, 4))
+    rates = (0.5, 40.0)
+    config = LoadConfig(load, rates, policies, "virtual", Slo(99, 10.0))
+    study = LoadStudy(config, {})
+    for rate in rates:
+        for name, run in run_load(load, rate, policies).runs.items():
+            study.cells[name, rate] = summarize(run, load.warmup)
+    text = verdict(study)
+    si, nonsi = study.cells["si", 0.5], study.cells["nonsi", 0.5]
+    assert si.latency_at(99) < nonsi.latency_at(99)  # type: ignore[operator]
+    assert "SI at 0.5 req/s" in text
+    assert "every static policy is unstable) at 40 req/s" in text
+    assert "Adaptive" in text
+    assert study.capacity("nonsi") == 0.5 and study.capacity("si") == 0.5

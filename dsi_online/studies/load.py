@@ -267,10 +267,14 @@ def _adaptive_sentence(study: LoadStudy, name: str, q: float, label: str) -> str
     worst = max(gaps)
     if not math.isfinite(worst):
         text = "Adaptive is unstable at a rate where a static policy is stable"
+    elif worst <= 0 and min(gaps) == 0:
+        text = (
+            f"Adaptive's {label} equals the best static policy's at every rate where one is stable"
+        )
     elif worst <= 0:
         text = (
             f"Adaptive's {label} is at or below the best static policy's at every rate where "
-            f"one is stable (by {-max(gaps):.0%} to {-min(gaps):.0%})"
+            f"one is stable (up to {-min(gaps):.1%} below)"
         )
     else:
         text = (
