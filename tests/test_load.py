@@ -253,3 +253,30 @@ def test_verdict_names_the_best_static_policy_per_rate_and_adaptives_gap() -> No
     assert "every static policy is unstable) at 40 req/s" in text
     assert "Adaptive" in text
     assert study.capacity("nonsi") == 0.5 and study.capacity("si") == 0.5
+
+
+def test_a_queue_still_growing_at_the_end_is_unstable() -> None:
+    """Rule (b): waits that climb from quarter to quarter mark the rate unstable even when
+    rho is below 1; flat waits do not, nor do a stable queue's excursions at rho 0.8 and
+    0.9."""
+    from dsi_online.sim.load import RequestRecord
+    from dsi_online.studies.load_stats import still_growing
+
+    def records(wait: list[float]) -> list[RequestRecord]:
+        return [
+            RequestRecord(
+                i, float(i), float(i) + w, 0.5, 0.1, 10, Allotment("nonsi"), 10, 0, 0.5, True
+            )
+            for i, w in enumerate(wait)
+        ]
+
+    flat = [0.2 * (i % 3) for i in range(200)]
+    growing = [0.05 * i for i in range(200)]
+    assert not still_growing(records(flat))
+    assert still_growing(records(growing))
+    base = scenario()
+    load = load_of(base, 400, gpus=2, warmup=40)
+    capacity = 2 / (0.030 * base.tokens)
+    for rho in (0.8, 0.9):
+        near = run_load(load, rho * capacity, parse_policies(["nonsi"], base, 2)).runs["nonsi"]
+        assert summarize(near, 40).stable

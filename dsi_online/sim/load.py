@@ -5,7 +5,8 @@ then served by the unchanged single-request scheduler on servers of their own: r
 repeat i of the scenario (`dsi_online.sim.runner.play`), so its coins and latency draws,
 seeded by (seed, i, role, server), are the same under every policy, at every rate and with
 every fleet (common random numbers), and with one request in the system every figure
-equals `run`'s. Every policy's requests share one event loop, on either clock.
+equals `run`'s. Every policy's requests share one event loop, on either clock. With a batch
+size above 1 a request runs on shared GPUs instead (`dsi_online.sim.batching`).
 """
 
 from __future__ import annotations
@@ -273,7 +274,7 @@ class Fleet:
 
 class _Scenarios:
     """Each request's single-request scenario (its length, prompt and allotment's servers),
-    made once per distinct combination, and its output's digest."""
+    made once per distinct combination."""
 
     def __init__(self, base: Scenario) -> None:
         self._base = base
