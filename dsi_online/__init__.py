@@ -22,10 +22,13 @@ if TYPE_CHECKING:
     from dsi_online.errors import DSIOnlineError, InvalidParameterError, ProfileError
     from dsi_online.schedulers import DSI, SI, Generation, NonSI, RunResult
     from dsi_online.sim.latency import Constant, Empirical, LogNormal, ModelLatency
+    from dsi_online.sim.load import LoadResult, LoadScenario, RequestRecord, run_load
     from dsi_online.sim.oracle import SimulatedOracle, TokenOracle
+    from dsi_online.sim.policy import Policy, parse_policies
     from dsi_online.sim.profile import Profile, load_profile, resolve_profile
     from dsi_online.sim.runner import ScenarioResult, run_many, run_scenario
     from dsi_online.sim.scenario import Scenario
+    from dsi_online.sim.workload import load_trace_csv, poisson
 
 __version__ = "0.1.0"
 
@@ -37,6 +40,14 @@ _HOMES = {
     "Empirical": "sim.latency",
     "LogNormal": "sim.latency",
     "ModelLatency": "sim.latency",
+    "LoadResult": "sim.load",
+    "LoadScenario": "sim.load",
+    "RequestRecord": "sim.load",
+    "run_load": "sim.load",
+    "Policy": "sim.policy",
+    "parse_policies": "sim.policy",
+    "load_trace_csv": "sim.workload",
+    "poisson": "sim.workload",
     "SimulatedOracle": "sim.oracle",
     "TokenOracle": "sim.oracle",
     "Profile": "sim.profile",
@@ -61,18 +72,26 @@ __all__ = [
     "Empirical",
     "Generation",
     "InvalidParameterError",
+    "LoadResult",
+    "LoadScenario",
     "LogNormal",
     "ModelLatency",
     "NonSI",
+    "Policy",
     "Profile",
     "ProfileError",
+    "RequestRecord",
     "RunResult",
     "Scenario",
     "ScenarioResult",
     "SimulatedOracle",
     "TokenOracle",
     "load_profile",
+    "load_trace_csv",
+    "parse_policies",
+    "poisson",
     "resolve_profile",
+    "run_load",
     "run_many",
     "run_scenario",
 ]

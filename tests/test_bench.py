@@ -50,11 +50,13 @@ def test_json_and_regression_gate(
     monkeypatch.setattr(bench_cli, "suite", lambda quick: [TINY])
     monkeypatch.setattr(bench_cli, "virtual_forwards_per_s", lambda: 5.0)
     monkeypatch.setattr(bench_cli, "virtual_long_forwards_per_s", lambda: 4.0)
+    monkeypatch.setattr(bench_cli, "virtual_load_forwards_per_s", lambda: 3.0)
     assert main(["bench", "--quick", "--json", "-"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["version"] and doc["machine"]["cores"] >= 1
     assert doc["virtual_forwards_per_s"] == 5.0
     assert doc["virtual_long_forwards_per_s"] is None  # the full suite only
+    assert doc["virtual_load_forwards_per_s"] == 3.0
     assert main(["bench", "--json", "-"]) == 0
     assert json.loads(capsys.readouterr().out)["virtual_long_forwards_per_s"] == 4.0
     (case,) = doc["scenarios"]

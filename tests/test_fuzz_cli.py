@@ -172,6 +172,40 @@ COMMANDS: dict[str, tuple[list[str], dict[str, st.SearchStrategy[str]]]] = {
         ["profiles", "show", "tiny-llama-cpu"],
         {"--json": values(st.just("-"), BAD_PATHS)},
     ),
+    "load": (
+        [
+            "load",
+            "--workers",
+            "1",
+            "--requests",
+            "12",
+            "--warmup",
+            "2",
+            "-S",
+            "8",
+            "--rate",
+            "1,4",
+            "--gpus",
+            "4",
+            "--policy",
+            "nonsi,si,dsi:2",
+        ],
+        {
+            **SCENARIO,
+            **RESULTS,
+            "--rate": values(st.sampled_from(["0.5,2", "0.5:3:3", "1e-4"]), ["1e-5", "3:1:2"]),
+            "--gpus": values(integers(3, 8)),
+            "--policy": values(
+                st.sampled_from(["nonsi", "si,adaptive", "dsi:2,adaptive"]), ["dsi:0", "dsi:99"]
+            ),
+            "--slo": values(st.sampled_from(["p99=2", "p50=0.5"]), ["p100=1", "p0=1", "q9=1"]),
+            "--batch": values(integers(1, 3)),
+            "--requests": values(integers(4, 16)),
+            "--warmup": values(integers(0, 2)),
+            "--json": values(st.just("-"), BAD_PATHS),
+            "--csv": st.sampled_from(BAD_PATHS),
+        },
+    ),
 }
 
 # Commands whose valid runs are slow (a wall-clock suite, real models): fuzzed with at least

@@ -24,11 +24,16 @@ from dsi_online.cli.common import (
 from dsi_online.errors import require
 from dsi_online.reports.run import COMPACT, number_column
 from dsi_online.studies.bench import (
+    LOAD_GPUS,
+    LOAD_POLICIES,
+    LOAD_RATE,
+    LOAD_REQUESTS,
     SUITE_VERSION,
     machine,
     run_case,
     suite,
     virtual_forwards_per_s,
+    virtual_load_forwards_per_s,
     virtual_long_forwards_per_s,
 )
 
@@ -81,6 +86,7 @@ def bench(
                 results.append(run_case(case, lambda n: advance(bar, n)))
     fps = virtual_forwards_per_s()
     long_fps = None if quick else virtual_long_forwards_per_s()
+    load_fps = virtual_load_forwards_per_s()
 
     table = Table(
         title=f"dsi-online bench v{SUITE_VERSION}{' (quick)' if quick else ''}",
@@ -111,6 +117,9 @@ def bench(
         f"{max(r.speedup_error_pct for r in results):.2f}%; virtual clock: "
         f"{fps:,.0f} forwards per CPU-second"
         + ("" if long_fps is None else f" ({long_fps:,.0f} with 20,000 tokens)")
+        + f"; under load {load_fps:,.0f} ({load_fps / fps:.0%} of it; the load case: "
+        f"{LOAD_REQUESTS} requests at {LOAD_RATE:g}/s on {LOAD_GPUS} GPUs, "
+        f"{', '.join(LOAD_POLICIES)})"
     )
     if json_path is not None:
         write_json(
@@ -122,6 +131,7 @@ def bench(
                 "median_per_forward_overhead_us": median_us,
                 "virtual_forwards_per_s": fps,
                 "virtual_long_forwards_per_s": long_fps,
+                "virtual_load_forwards_per_s": load_fps,
             },
             json_path,
         )

@@ -9,6 +9,7 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from dsi_online.cli import bench as _bench  # noqa: F401  (registers the command)
 from dsi_online.cli import heatmap as _heatmap  # noqa: F401  (registers the command)
+from dsi_online.cli import load as _load  # noqa: F401  (registers the command)
 from dsi_online.cli import measure as _measure  # noqa: F401  (registers the command)
 from dsi_online.cli import pair as _pair  # noqa: F401  (registers the command)
 from dsi_online.cli import profiles as _profiles  # noqa: F401  (registers the command)

@@ -240,7 +240,8 @@ def check_concurrency(concurrency: int) -> None:
     )
 
 
-def _check_no_leaks() -> None:
+def check_no_leaks() -> None:
+    """LeakedTasksError if a task other than the current one is still pending on the loop."""
     current = asyncio.current_task()
     leaked = [t for t in asyncio.all_tasks() if t is not current]
     if leaked:
@@ -268,7 +269,7 @@ async def play_many(
     async with asyncio.TaskGroup() as tasks:
         for index, repeat in units:
             tasks.create_task(one(index, repeat))
-    _check_no_leaks()
+    check_no_leaks()
     return [
         _collect(s, clock, [results[i, r] for r in range(s.repeats)])
         for i, s in enumerate(scenarios)

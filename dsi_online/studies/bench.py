@@ -13,8 +13,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from dsi_online.schedulers.registry import ALGORITHMS
+from dsi_online.sim.load import LoadScenario, run_load
+from dsi_online.sim.policy import Policy, parse_policies
 from dsi_online.sim.runner import ScenarioResult, run_many
 from dsi_online.sim.scenario import Scenario
+from dsi_online.sim.workload import poisson
 
 SUITE_VERSION = "2"
 
@@ -210,6 +213,37 @@ VIRTUAL_WORKLOAD = Scenario.from_ms(
 LONG_WORKLOAD = replace(VIRTUAL_WORKLOAD, tokens=20_000, repeats=1)
 """The same scenario with a long output: per-event costs must not grow with S, so its
 throughput should match VIRTUAL_WORKLOAD's."""
+
+
+LOAD_REQUESTS = 200
+LOAD_GPUS = 8
+LOAD_RATE = 1.5
+LOAD_POLICIES = ("nonsi", "si", "dsi:3", "adaptive")
+
+
+def load_workload() -> tuple[LoadScenario, list[Policy]]:
+    """The load case: VIRTUAL_WORKLOAD's pair, 100 tokens a request, LOAD_REQUESTS Poisson
+    arrivals at LOAD_RATE per second on LOAD_GPUS GPUs, under LOAD_POLICIES at once (about
+    half the fleet's capacity for SI, past DSI:3's)."""
+    scenario = replace(VIRTUAL_WORKLOAD, tokens=100, repeats=1)
+    workload = poisson(LOAD_REQUESTS, scenario.tokens, 0, scenario.seed)
+    return LoadScenario(scenario, workload, LOAD_GPUS), parse_policies(
+        LOAD_POLICIES, scenario, LOAD_GPUS
+    )
+
+
+def virtual_load_forwards_per_s(runs: int = 3) -> float:
+    """Simulated forward passes per CPU-second on the virtual clock under load (the median
+    of `runs` plays of the load case; the adaptive policy's calibration is not counted)."""
+    load, policies = load_workload()
+
+    def once() -> float:
+        start = time.process_time()
+        result = run_load(load, LOAD_RATE, policies)
+        cpu = time.process_time() - start
+        return sum(r.forwards for run in result.runs.values() for r in run.records) / cpu
+
+    return statistics.median(once() for _ in range(runs))
 
 
 def _forwards_per_cpu_s(scenario: Scenario) -> float:
