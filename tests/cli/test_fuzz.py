@@ -284,6 +284,7 @@ def refused_lines(draw: st.DrawFn, command: str) -> list[str]:
 FUZZ = settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_random_options_never_trace_back_or_hang(
     command: str,
@@ -303,6 +304,7 @@ def test_random_options_never_trace_back_or_hang(
     assert set(outcomes) == {0, 2}, "the fuzzer must reach both working and refused runs"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(REFUSED))
 def test_invalid_options_of_slow_commands_are_refused_at_once(
     command: str,

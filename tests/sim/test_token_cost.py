@@ -10,7 +10,7 @@ from dsi_online.sim.cost import TokenCost
 from dsi_online.sim.latency import Constant, ModelLatency
 from dsi_online.sim.runner import run_scenario
 from dsi_online.sim.scenario import Scenario
-from tests.test_invariants import assert_accounted, assert_lossless
+from tests.schedulers.test_invariants import assert_accounted, assert_lossless
 
 # 10 ms for one token, +1 ms per token more; the drafter 1 ms a token.
 TARGET = TokenCost(tokens=(1, 2), mean_s=(0.010, 0.011), reference_context=0, layers=4)
