@@ -39,6 +39,7 @@ def run_json(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict:  # ty
     return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow
 def test_reference_scenario_figures(capsys: pytest.CaptureFixture[str]) -> None:
     doc = run_json(DONE_MEANS, capsys)
     algos = doc["algorithms"]

@@ -65,6 +65,7 @@ def test_every_preset_cites_its_source() -> None:
             assert preset.source.startswith("https://huggingface.co/")
 
 
+@pytest.mark.torch
 def test_presets_build_transformers_configs() -> None:
     transformers = pytest.importorskip("transformers")
     for preset in PRESETS.values():
@@ -76,6 +77,7 @@ def test_presets_build_transformers_configs() -> None:
         assert config.num_attention_heads == preset.heads
 
 
+@pytest.mark.slow
 @pytest.mark.torch
 @pytest.mark.parametrize(
     ("preset", "size"), [("vicuna-13b", 13e9), ("vicuna-7b", 7e9), ("vicuna-68m", 68e6)]

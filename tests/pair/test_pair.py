@@ -252,6 +252,7 @@ def test_out_copies_the_pair_and_loads(
     assert main(["pair", "train", "--size", "test", "--out", str(out)]) == 0  # already there
 
 
+@pytest.mark.slow
 @pytest.mark.torch
 def test_loaded_pair_generates_to_the_requested_length(test_pair: Path) -> None:
     """No EOS: generation, assisted or not, always yields the tokens asked for."""

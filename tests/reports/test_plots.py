@@ -1,4 +1,4 @@
-"""dsi_online.reports.plots: the hint for the missing plot extra, the PNG axes."""
+"""dsi_online.reports.plots: the hint for the missing plot extra, the heatmap PNG's axes."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def test_plot_extra_hint_keeps_its_brackets(
     assert "pip install 'dsi-online[plot]'" in capsys.readouterr().err
 
 
-def test_png_axes_span_the_grid_and_sweep_ticks_are_integers(tmp_path: Path) -> None:
+def test_heatmap_png_axes_span_the_grid(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     from dsi_online.reports.plots import _span_grid, pyplot
     from dsi_online.studies.heatmap import CellBest

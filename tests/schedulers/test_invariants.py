@@ -56,6 +56,7 @@ def test_constant_latencies_lossless_accounted_and_dsi_never_slower_than_nonsi(
     assert dsi <= nonsi + 1e-9, (dsi, nonsi)
 
 
+@pytest.mark.slow
 @settings(max_examples=80)
 @given(scenarios(constant=False, repeats=2, comm=True))
 def test_random_latencies_lossless_and_accounted(scenario: Scenario) -> None:

@@ -52,7 +52,14 @@ def test_paper_grid_has_8463_cells() -> None:
 
 
 @pytest.mark.parametrize(
-    ("ndim", "max_k", "servers"), [(2, 20, 7), (3, 4, 7), (5, 10, 2), (35, 5, 1), (100, 3, 7)]
+    ("ndim", "max_k", "servers"),
+    [
+        (2, 20, 7),
+        (3, 4, 7),
+        (5, 10, 2),
+        (35, 5, 1),
+        pytest.param(100, 3, 7, marks=pytest.mark.slow),
+    ],
 )
 def test_cell_count_small_grids(ndim: int, max_k: int, servers: int) -> None:
     config = HeatmapConfig(ndim=ndim, max_lookahead=max_k, servers=servers)
@@ -190,6 +197,7 @@ def test_atomic_write_leaves_the_old_file_when_interrupted(
     assert target.read_text() == "old\n"
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 @BOTH
 def test_workers_one_and_two_give_identical_files(tmp_path: Path, config: HeatmapConfig) -> None:
@@ -269,6 +277,7 @@ def test_cli_runs_and_prints_the_benchmark_line(
     assert files(out) == files(reference.out_dir)
 
 
+@pytest.mark.slow
 def test_cli_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="the [plot] extra is not installed")
     run_heatmap(TINY, tmp_path, workers=1)

@@ -46,6 +46,7 @@ def seconds(units: UnitsResult, name: str) -> np.ndarray:
     return units.latencies(name) * (TARGET_US / 1e6)
 
 
+@pytest.mark.slow
 @settings(max_examples=15)
 @given(
     st.integers(100, TARGET_US),
@@ -85,6 +86,7 @@ def test_with_servers_to_spare_dsi_is_never_slower_than_the_time_unit_model(
     assert np.all(np.array(dsi.latency_s) <= bound), (dsi.latency_s, bound)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("c", "a", "k"),
     [(0.1, 0.8, 5), (0.1, 0.95, 5), (0.05, 0.95, 3), (0.3, 0.6, 1), (0.6, 0.8, 5), (0.5, 0.75, 2)],
