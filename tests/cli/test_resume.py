@@ -15,6 +15,7 @@ from dsi_online.cli import main
 from tests.helpers import SMALL_HEATMAP, one_error
 
 
+@pytest.mark.subprocess
 def test_resume_takes_settings_from_the_folder_and_names_a_difference(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,4 +1,5 @@
-"""`dsi-online run`: the JSON contract, a reference scenario's figures, bad input."""
+"""`dsi-online run`: the JSON contract, a reference scenario's figures, bad input, the speedups'
+intervals, busy and reserved GPU-seconds, and the assumptions the verdict states."""
 
 from __future__ import annotations
 

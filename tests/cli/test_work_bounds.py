@@ -33,6 +33,7 @@ def test_huge_grids_are_refused_in_one_line(
     assert time.monotonic() - start < 5
 
 
+@pytest.mark.subprocess
 def test_work_size_is_announced_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*SMALL_HEATMAP, "--out", str(tmp_path / "h")]) == 0
     assert capsys.readouterr().err.startswith("heatmap: 12 (c, a, k) cells")

@@ -45,6 +45,7 @@ def test_wall_case_is_never_faster_than_its_ideal() -> None:
     assert result.result.lossless
 
 
+@pytest.mark.subprocess
 @pytest.mark.wall
 def test_json_and_regression_gate(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -204,6 +204,7 @@ def test_latency_correlation_is_an_axis_and_survives_latency_axes() -> None:
     assert all(c.scenario.latency_correlation == 1.0 for c in correlated.cells())
 
 
+@pytest.mark.subprocess
 def test_too_few_repeats_never_say_enough_servers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
