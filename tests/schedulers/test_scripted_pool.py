@@ -7,7 +7,8 @@ every server's account.
 The script: S = 4 tokens, the target's output 100..103, lookahead k = 2; a target forward
 takes 12 ms when cold (its prefill) and 10 ms after, a drafter forward 3 ms. The drafter
 guesses position p right when its context is the target's output and `guesses[p]` says so;
-otherwise it returns 900 + p, a token the target never outputs."""
+otherwise it returns 900 + p, a token the target never outputs. No drafter forward ends at
+the instant a target forward does, so the same-instant rule plays no part."""
 
 from __future__ import annotations
 
@@ -91,8 +92,8 @@ class ScriptedServer(Account):
             self._log.append(
                 Forward(
                     self.name,
-                    round(start * 1e3, 6),
-                    round(loop.time() * 1e3, 6),
+                    ms(start),
+                    ms(loop.time()),
                     len(prefix),
                     tuple(drafts),
                     cancelled,
@@ -144,10 +145,13 @@ def accounts(result: RunResult) -> dict[str, tuple[int, int, int, int]]:
     return {s.name: (s.forwards, s.useful, s.rejected, s.cancelled) for s in result.servers}
 
 
+def ms(seconds: float) -> float:
+    return round(seconds * 1e3, 6)
+
+
 def times(result: RunResult) -> tuple[float, float, float]:
     """Latency, first token and longest queue wait, in ms."""
-    ms = (result.latency_s, result.first_token_s, result.max_queue_wait_s)
-    return tuple(round(x * 1e3, 6) for x in ms)  # type: ignore[return-value]
+    return ms(result.latency_s), ms(result.first_token_s), ms(result.max_queue_wait_s)
 
 
 def test_scripted_answers_follow_the_script() -> None:
