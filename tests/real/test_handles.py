@@ -28,10 +28,8 @@ pytestmark = pytest.mark.torch
 
 T = TypeVar("T")
 CONTEXT = tuple(b"def main():\n    return")
-KINDS = [
-    pytest.param("thread", id="thread"),
-    pytest.param("process", id="process", marks=[pytest.mark.subprocess, pytest.mark.slow]),
-]
+STOPPABLE = "stop"
+"""The workers' prefill policy here: a cancelled prefill stops like any forward."""
 
 
 def with_worker(kind: Workers, spec: WorkerSpec, body: Callable[[WorkerHandle], Awaitable[T]]) -> T:
@@ -51,68 +49,96 @@ def forward(handle: WorkerHandle, context: tuple[int, ...]) -> Request:
     return Request(kind="forward", id=handle.new_id(), context=context, first=len(context))
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_forwards_answer_with_the_targets_greedy_tokens(kind: Workers, test_pair: Path) -> None:
+async def fresh(handle: WorkerHandle) -> None:
+    """Wait for the model, then empty the cache (the next forward is a prefill)."""
+    await handle.ready()
+    await handle.call(Request(kind="reset", id=handle.new_id()))
+
+
+async def answers_with_the_targets_greedy_tokens(handle: WorkerHandle) -> None:
+    await fresh(handle)
+    assert handle.layers > 0 and not handle.busy
+    greedy = await handle.call(Request(kind="greedy", id=handle.new_id(), context=CONTEXT, count=3))
+    first = handle.submit(forward(handle, CONTEXT))
+    assert handle.busy
+    reply = await first
+    assert reply.tokens == greedy.tokens[:1] and not reply.cancelled
+    assert reply.processed == len(CONTEXT) and reply.cached == len(CONTEXT)
+    # the next forward keeps the cache: it runs over the one new token only
+    reply = await handle.call(forward(handle, (*CONTEXT, greedy.tokens[0])))
+    assert reply.tokens == greedy.tokens[1:2] and reply.processed == 1
+    assert not handle.busy
+
+
+async def stops_a_cancelled_forward_and_still_answers(handle: WorkerHandle) -> None:
+    """Cancelled as soon as it is submitted (a prefill, which the `stop` policy lets stop):
+    it stops, its reply says so, the cache is as it was, and the same forward again gives
+    the target's token."""
+    await fresh(handle)
+    request = forward(handle, CONTEXT)
+    pending = handle.submit(request)
+    handle.cancel(request.id)
+    stopped = await pending
+    assert stopped.cancelled and stopped.tokens == () and stopped.layers < handle.layers
+    assert stopped.cached == 0  # cropped back to what it held: nothing
+    again = await handle.call(forward(handle, CONTEXT))
+    assert not again.cancelled and len(again.tokens) == 1
+
+
+async def reports_a_forward_that_raises_and_goes_on(handle: WorkerHandle) -> None:
+    await fresh(handle)
+    with pytest.raises(RealBackendError, match=r"^target-0: "):
+        await handle.call(forward(handle, (10**9,)))  # no such token in the vocabulary
+    reply = await handle.call(forward(handle, CONTEXT))
+    assert len(reply.tokens) == 1
+
+
+BEHAVIOURS = [
+    answers_with_the_targets_greedy_tokens,
+    stops_a_cancelled_forward_and_still_answers,
+    reports_a_forward_that_raises_and_goes_on,
+]
+
+
+@pytest.mark.parametrize("behaviour", BEHAVIOURS, ids=lambda b: b.__name__)
+def test_a_thread_worker(
+    behaviour: Callable[[WorkerHandle], Awaitable[None]], test_pair: Path
+) -> None:
+    with_worker("thread", WorkerSpec(str(test_pair / "target"), prefill=STOPPABLE), behaviour)
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_a_process_worker_then_its_death(test_pair: Path) -> None:
+    """The thread worker's behaviours on one process worker (it starts in seconds); then the
+    process is killed: its pending request fails, and close reaps it."""
+
     async def body(handle: WorkerHandle) -> None:
-        await handle.ready()
-        assert handle.layers > 0 and not handle.busy
-        greedy = await handle.call(
-            Request(kind="greedy", id=handle.new_id(), context=CONTEXT, count=3)
+        assert isinstance(handle, ProcessHandle)
+        for behaviour in BEHAVIOURS:
+            await behaviour(handle)
+        pending = handle.submit(
+            Request(kind="greedy", id=handle.new_id(), context=CONTEXT, count=200)
         )
-        first = handle.submit(forward(handle, CONTEXT))
-        assert handle.busy
-        reply = await first
-        assert reply.tokens == greedy.tokens[:1] and not reply.cancelled
-        assert reply.processed == len(CONTEXT) and reply.cached == len(CONTEXT)
-        # the next forward keeps the cache: it runs over the one new token only
-        reply = await handle.call(forward(handle, (*CONTEXT, greedy.tokens[0])))
-        assert reply.tokens == greedy.tokens[1:2] and reply.processed == 1
-        assert not handle.busy
+        os.kill(handle.pid, signal.SIGKILL)
+        with pytest.raises(RealBackendError, match="target-0: its process exited"):
+            await pending
+        await handle.close()
+        assert handle._process.poll() == -signal.SIGKILL  # reaped, not left a zombie
 
-    with_worker(kind, WorkerSpec(str(test_pair / "target")), body)
+    with_worker("process", WorkerSpec(str(test_pair / "target"), prefill=STOPPABLE), body)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_a_cancelled_forward_stops_and_still_answers(kind: Workers, test_pair: Path) -> None:
-    """Cancelled as soon as it is submitted (a prefill, which `prefill="stop"` lets stop): it
-    stops, its reply says so, the cache is as it was, and the same forward again gives the
-    target's token."""
-
-    async def body(handle: WorkerHandle) -> None:
-        await handle.ready()
-        request = forward(handle, CONTEXT)
-        pending = handle.submit(request)
-        handle.cancel(request.id)
-        stopped = await pending
-        assert stopped.cancelled and stopped.tokens == () and stopped.layers < handle.layers
-        assert stopped.cached == 0  # cropped back to what it held: nothing
-        again = await handle.call(forward(handle, CONTEXT))
-        assert not again.cancelled and len(again.tokens) == 1
-
-    with_worker(kind, WorkerSpec(str(test_pair / "target"), prefill="stop"), body)
-
-
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "kind",
+    ["thread", pytest.param("process", marks=[pytest.mark.subprocess, pytest.mark.slow])],
+)
 def test_a_model_that_does_not_load_is_an_error_on_the_loop(kind: Workers, tmp_path: Path) -> None:
     async def body(handle: WorkerHandle) -> None:
         with pytest.raises(RealBackendError, match="target-0: the model did not load"):
             await handle.ready()
 
     with_worker(kind, WorkerSpec(str(tmp_path / "no-model")), body)
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_a_forward_that_raises_is_an_error_and_the_worker_goes_on(
-    kind: Workers, test_pair: Path
-) -> None:
-    async def body(handle: WorkerHandle) -> None:
-        await handle.ready()
-        with pytest.raises(RealBackendError, match=r"^target-0: "):
-            await handle.call(forward(handle, (10**9,)))  # no such token in the vocabulary
-        reply = await handle.call(forward(handle, CONTEXT))
-        assert len(reply.tokens) == 1
-
-    with_worker(kind, WorkerSpec(str(test_pair / "target")), body)
 
 
 def test_close_ends_the_thread_and_its_unanswered_requests(test_pair: Path) -> None:
@@ -126,26 +152,5 @@ def test_close_ends_the_thread_and_its_unanswered_requests(test_pair: Path) -> N
         assert not thread.is_alive() and not handle.busy
         # stopped at its next layer (the worker's reply is an error) or cancelled by close
         assert pending.cancelled() or isinstance(pending.exception(), RealBackendError)
-
-    asyncio.run(main())
-
-
-@pytest.mark.subprocess
-@pytest.mark.slow
-def test_a_process_that_dies_fails_its_pending_forwards(test_pair: Path) -> None:
-    async def main() -> None:
-        handle = start_worker("process", "target-0", WorkerSpec(str(test_pair / "target")))
-        assert isinstance(handle, ProcessHandle)
-        try:
-            await handle.ready()
-            pending = handle.submit(
-                Request(kind="greedy", id=handle.new_id(), context=CONTEXT, count=200)
-            )
-            os.kill(handle.pid, signal.SIGKILL)
-            with pytest.raises(RealBackendError, match="target-0: its process exited"):
-                await pending
-        finally:
-            await handle.close()
-        assert handle._process.poll() == -signal.SIGKILL  # reaped, not left a zombie
 
     asyncio.run(main())
