@@ -1,5 +1,5 @@
 """Record real runs' forwards, with what each was asked (prefix length and drafts), as the
-fixture tests/data/real_forwards.json that tests/test_sim_accounting.py replays through
+fixture tests/data/real_forwards.json that tests/sim/test_accounting.py replays through
 simulated servers.
 
     python scripts/record_forwards.py --pair DIR --out tests/data/real_forwards.json

@@ -1,13 +1,13 @@
-"""An independent reference of MODEL.md's three algorithms for constant latencies.
+"""An independent reference of docs/model.md's three algorithms for constant latencies.
 
-Written from MODEL.md's text, not from the schedulers: DSI is a plain discrete-event
+Written from docs/model.md's text, not from the schedulers: DSI is a plain discrete-event
 simulation over a heap of (time, rank, seq) events, with no asyncio. Times are integer
 nanoseconds, so runs compare exactly with the virtual clock (which keeps whole
-nanoseconds). Tokens are not modelled, only whether each draft is correct: per MODEL.md,
-a draft for position p (0-based) made on a correct prefix is correct iff the repeat's coin
-for p says so, and a draft on an incorrect prefix is never correct.
+nanoseconds). Tokens are not modelled, only whether each draft is correct: per
+docs/model.md, a draft for position p (0-based) made on a correct prefix is correct iff the
+repeat's coin for p says so, and a draft on an incorrect prefix is never correct.
 
-Where MODEL.md leaves a detail open, this reference chooses (and the schedulers agree):
+Where docs/model.md leaves a detail open, this reference chooses (and the schedulers agree):
 - a commit that reaches the position the drafter is drafting (no draft exists there yet)
   makes the draft in flight useless: drafting restarts from the new committed prefix, and
   the every-k grid is counted from that restart;
@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Rules:
-    """MODEL.md's DSI rules (the defaults) and, to show that a regression case exercises
-    one, the defect issue 9 found in each: (a) no job when the last needed draft is made,
-    (b) every launch restarts the every-k count, (c) at one instant a job before a draft."""
+    """docs/model.md's DSI rules (the defaults) and, to show that a regression case exercises
+    one, a defect an audit of the schedulers found in each: (a) no job when the last needed
+    draft is made, (b) every launch restarts the every-k count, (c) at one instant a job
+    before a draft."""
 
     launch_at_last_draft: bool = True
     grid_from_restart: bool = True
@@ -99,7 +100,7 @@ class _Job:
 
 @dataclass
 class _DSI:
-    """The state of one DSI run; each event handler applies MODEL.md's rules at once."""
+    """The state of one DSI run; each event handler applies docs/model.md's rules at once."""
 
     coins: Sequence[bool]
     lat: Latencies

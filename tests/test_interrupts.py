@@ -117,6 +117,8 @@ def _ray_processes() -> set[int]:
     return found
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "started"),
     [
@@ -148,6 +150,8 @@ def test_first_ctrl_c_says_what_is_kept_and_stops(
     assert not _ray_processes() - ray_before, "a Ray process outlived the command"
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
     command = Command([*LONG_HEATMAP, "--out", str(tmp_path / "out")], tmp_path)
     command.wait_for_line("heatmap: ")
@@ -161,6 +165,8 @@ def test_second_ctrl_c_stops_at_once(tmp_path: Path) -> None:
     assert command.group_gone()
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [
@@ -181,6 +187,8 @@ def test_ctrl_c_on_run_and_bench(args: list[str], tmp_path: Path) -> None:
     assert ended - sent < STOPS_S
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_ctrl_c_during_imports(tmp_path: Path) -> None:
     """The handler is installed before numpy, scipy and rich load: Ctrl-C as soon as numpy's
     library is mapped into the process (only main imports numpy) ends it cleanly too."""
@@ -209,6 +217,8 @@ def test_interrupt_while_importing_commands_is_exit_130(
     assert capsys.readouterr().err == "interrupted\n"
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_kill_9_of_the_parent_leaves_no_process(tmp_path: Path) -> None:
     """Workers exit when the parent dies: nothing keeps stdout open, nothing is left."""
     command = Command([*LONG_HEATMAP, "--out", str(tmp_path / "out")], tmp_path)
@@ -238,7 +248,7 @@ def _group(pgid: int) -> list[int]:
     return pids
 
 
-@pytest.mark.parametrize("clock", ["wall", "virtual"])
+@pytest.mark.parametrize("clock", [pytest.param("wall", marks=pytest.mark.wall), "virtual"])
 def test_ctrl_c_inside_a_task_cancels_the_whole_run(
     clock: str, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,7 +8,7 @@ slack does not count as simulated time, while all computation does.
 
 Both loops keep their own timers and run their own iteration (`_run_once`, the private
 method asyncio's `run_forever` calls once per iteration; it is the same in Python
-3.11-3.13, and `tests/test_clock.py` pins the behaviour kept from it). The timers are a
+3.11-3.13, and `tests/sim/test_clock.py` pins the behaviour kept from it). The timers are a
 heap of plain `(deadline, rank, creation, entry)` tuples, so same-instant timers fire by
 rank and then in the order they were made without a Python comparison per heap step, and
 an entry is either a timer handle or, for a forward pass, just the future to resolve (no

@@ -12,6 +12,7 @@ from dsi_online.cli import main
 from dsi_online.errors import InvalidParameterError, ProfileError
 from dsi_online.sim.latency import Constant, Empirical, LatencyStream, LogNormal, ModelLatency
 from dsi_online.sim.profile import (
+    SHIPPED_DIR,
     AcceptanceProfile,
     ModelProfile,
     Profile,
@@ -19,6 +20,7 @@ from dsi_online.sim.profile import (
     load_profile,
     profile_to_toml,
 )
+from tests.helpers import VIRTUAL, one_error
 
 PROFILE = Profile(
     name="test-pair",
@@ -95,3 +97,21 @@ def test_bad_latencies_raise(value: float) -> None:
         Constant(value)
     with pytest.raises(InvalidParameterError):
         LogNormal(value, 0.1)
+
+
+def test_profiles_resolve_by_the_name_they_are_listed_under(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DSI_ONLINE_PROFILES", str(tmp_path))
+    text = (SHIPPED_DIR / "tiny-llama-cpu.toml").read_text(encoding="utf-8")
+    (tmp_path / "file-stem.toml").write_text(
+        text.replace('name = "tiny-llama-cpu"', 'name = "listed-name"'), encoding="utf-8"
+    )
+    (tmp_path / "broken.toml").write_text("not toml [", encoding="utf-8")
+    assert main(["profiles", "--json", "-"]) == 0
+    names = [entry["name"] for entry in json.loads(capsys.readouterr().out)]
+    assert "listed-name" in names
+    assert main([*VIRTUAL, "--profile", "listed-name", "-a", "0.8", "-S", "10", "-r", "1"]) == 0
+    capsys.readouterr()
+    line = one_error(capsys, [*VIRTUAL, "--profile", "no-such-profile"])
+    assert "listed-name" in line and "broken" not in line

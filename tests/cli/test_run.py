@@ -1,4 +1,5 @@
-"""`dsi-online run`: the JSON contract, the acceptance scenario of the core issue, bad input."""
+"""`dsi-online run`: the JSON contract, a reference scenario's figures, bad input, the speedups'
+intervals, busy and reserved GPU-seconds, and the assumptions the verdict states."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from dsi_online.cli import main
 from dsi_online.units.analytic import si_time_per_token
+from tests.helpers import VIRTUAL, one_error
 
 DONE_MEANS = [
     "run",
@@ -38,7 +40,8 @@ def run_json(args: list[str], capsys: pytest.CaptureFixture[str]) -> dict:  # ty
     return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
 
 
-def test_core_issue_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.slow
+def test_reference_scenario_figures(capsys: pytest.CaptureFixture[str]) -> None:
     doc = run_json(DONE_MEANS, capsys)
     algos = doc["algorithms"]
     assert doc["clock"] == "virtual"
@@ -98,6 +101,7 @@ def test_table_and_json_file(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert json.loads(out.read_text())["scenario"]["tokens"] == 30
 
 
+@pytest.mark.wall
 def test_wall_clock_agrees_with_virtual(capsys: pytest.CaptureFixture[str]) -> None:
     """The real clock reproduces the virtual clock's latencies within a generous bound
     (shared CI machines add noise; this checks the scheduler, not the machine)."""
@@ -192,6 +196,7 @@ def test_slow_drafter_is_allowed(capsys: pytest.CaptureFixture[str]) -> None:
     assert algos["si"]["mean_s"] > algos["nonsi"]["mean_s"]
 
 
+@pytest.mark.subprocess
 def test_python_module_entry_point() -> None:
     import subprocess
     import sys
@@ -237,3 +242,66 @@ def test_units_engine_refuses_what_it_does_not_model(
     assert main(["run", *engine, *args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and option in err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--target-ms", "1e-7"], "--target-ms"),  # rounded to 0 ns: ZeroDivisionError
+        (["--drafter-ms", "1e-9"], "--drafter-ms"),
+        (["--target-ms", "1e300"], "--target-ms"),
+        (["--latency-cv", "1e300"], "--latency-cv"),  # OverflowError
+        (["-S", "99999999999999999999"], "--tokens"),
+        (["-r", "99999999999999999999"], "--repeats"),  # MemoryError after GBs
+        (["-n", "99999999999999999999"], "--servers"),
+        (["-k", "99999999999999999999"], "--lookahead"),
+        (["--comm-ms", "1e-9"], "--comm-ms"),
+        (["--json", ""], "--json"),
+        (["--clock", "sundial"], "--clock"),
+        (["--engine", "warp"], "--engine"),
+    ],
+)
+def test_run_bad_input_is_one_line(
+    args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert needle in one_error(capsys, [*VIRTUAL, *args])
+
+
+def test_speedup_intervals_are_positive_for_skewed_latencies(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main([*VIRTUAL, "--latency-cv", "100", "-r", "3", "--json", "-"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    for interval in document["speedups_ci95"].values():
+        assert 0 < interval["ci95_low"] < interval["value"] < interval["ci95_high"]
+    assert "inconclusive" in document["verdict"] or all(
+        i["ci95_low"] > 1 or i["ci95_high"] < 1 for i in document["speedups_ci95"].values()
+    )
+
+
+def test_busy_and_reserved_gpu_seconds(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*VIRTUAL, "-S", "50", "-r", "2", "-n", "4", "--json", "-"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    for name, gpus in (("nonsi", 1), ("si", 2), ("dsi", 5)):
+        algo = document["algorithms"][name]
+        assert algo["gpus"] == gpus
+        assert algo["reserved_s"] == pytest.approx([lat * gpus for lat in algo["latency_s"]])
+        assert all(b <= r + 1e-9 for b, r in zip(algo["busy_s"], algo["reserved_s"], strict=True))
+    assert "reserved GPU-seconds" in document["verdict"] and "busy" in document["verdict"]
+
+
+@pytest.mark.parametrize(
+    ("args", "present", "absent"),
+    [
+        ([], "cancelled forward frees its server at once", "racing"),
+        (["--latency-cv", "0.5"], "racing on independent draws", "slower than non-SI"),
+        (["--comm-ms", "1"], "DSI can be slower than non-SI", "racing"),
+    ],
+)
+def test_the_verdict_states_the_assumptions_that_flatter_dsi(
+    args: list[str], present: str, absent: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*VIRTUAL, "-S", "30", "-r", "2", *args, "--json", "-"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert present in document["verdict"] and absent not in document["verdict"]
+    assert len(document["assumptions"]) == 4

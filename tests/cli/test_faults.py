@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from dsi_online.cli import main
-from tests.test_hardening import VIRTUAL, one_error
+from tests.helpers import VIRTUAL, one_error
 
 COST = (
     "cost = { tokens = [1, 2, 4], mean_ms = [2.0, 2.5, 3.0], reference_context = 64, "

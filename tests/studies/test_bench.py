@@ -21,7 +21,7 @@ TINY = BenchCase(
 )
 
 
-def test_suite_covers_the_issue_ranges() -> None:
+def test_suite_spans_the_benchmarked_ranges() -> None:
     scenarios = [case.scenario for case in SUITE]
     targets = {round(s.target.tpot.mean * 1e3) for s in scenarios}
     assert min(targets) == 5 and max(targets) == 100
@@ -36,6 +36,7 @@ def test_suite_covers_the_issue_ranges() -> None:
     assert 0 < len(suite(quick=True)) < len(suite(quick=False))
 
 
+@pytest.mark.wall
 def test_wall_case_is_never_faster_than_its_ideal() -> None:
     """With constant latencies the wall clock can only add time to the ideal runs."""
     result = run_case(TINY)
@@ -44,6 +45,8 @@ def test_wall_case_is_never_faster_than_its_ideal() -> None:
     assert result.result.lossless
 
 
+@pytest.mark.subprocess
+@pytest.mark.wall
 def test_json_and_regression_gate(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

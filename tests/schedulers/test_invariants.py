@@ -1,4 +1,4 @@
-"""The invariants of MODEL.md, checked over random scenarios on the virtual clock."""
+"""The invariants of docs/model.md, checked over random scenarios on the virtual clock."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def test_constant_latencies_lossless_accounted_and_dsi_never_slower_than_nonsi(
     assert dsi <= nonsi + 1e-9, (dsi, nonsi)
 
 
+@pytest.mark.slow
 @settings(max_examples=80)
 @given(scenarios(constant=False, repeats=2, comm=True))
 def test_random_latencies_lossless_and_accounted(scenario: Scenario) -> None:
@@ -64,6 +65,7 @@ def test_random_latencies_lossless_and_accounted(scenario: Scenario) -> None:
     assert_accounted(result)
 
 
+@pytest.mark.slow
 @settings(max_examples=40)
 @given(
     st.integers(0, 2**32 - 1),
@@ -131,6 +133,7 @@ def paired_gap(result: ScenarioResult, slow: str, fast: str) -> tuple[float, flo
     return float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(len(diff)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("c", "a", "k"),
     [(0.1, 0.8, 5), (0.05, 0.3, 2), (0.3, 0.9, 4), (0.5, 0.5, 1), (0.02, 0.95, 10)],
@@ -157,6 +160,7 @@ def test_si_matches_its_expectation(c: float, a: float, k: int) -> None:
     assert abs(expected - closed) <= (k * c + 1) * 0.010
 
 
+@pytest.mark.slow
 @settings(max_examples=12)
 @given(
     st.floats(0.02, 0.9),
@@ -185,6 +189,7 @@ def test_dsi_faster_than_si_with_the_servers_it_needs(
     assert gap - Z * se > 0, (gap, se, scenario.servers)
 
 
+@pytest.mark.slow
 @settings(max_examples=10)
 @given(
     st.floats(0.02, 1.5),
@@ -242,6 +247,7 @@ def test_drafting_continues_when_a_commit_consumes_every_draft() -> None:
     assert gap - Z * se > 0, (gap, se)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("tokens", "lookahead"), [(5, 5), (10, 10)])
 def test_dsi_beats_si_on_short_outputs(tokens: int, lookahead: int) -> None:
     """Regression (defect a): the last needed draft launches a job over the partial chunk, so
@@ -261,6 +267,7 @@ def test_dsi_beats_si_on_short_outputs(tokens: int, lookahead: int) -> None:
     assert gap - Z * se > 0, (gap, se)
 
 
+@pytest.mark.slow
 @settings(max_examples=25)
 @given(
     st.floats(0.02, 0.9),
@@ -293,7 +300,7 @@ def test_dsi_faster_than_si_on_outputs_of_at_most_two_chunks(
 
 
 def test_one_server_is_not_enough_for_the_shortest_outputs() -> None:
-    """Where MODEL.md's invariant 3 does not hold as written: with k c >= 1, ceil(1/(k c)) = 1,
+    """Where docs/model.md's invariant 3 does not hold as written: with k c >= 1, ceil(1/(k c)) = 1,
     and the job launched at the start holds the only server for the first token, so a
     2-token output always takes 2 target forwards, while SI takes 1 + c when its draft is
     accepted. With a second server DSI is never slower (the test above)."""

@@ -24,7 +24,7 @@ Z = 4.0  # tolerance in standard errors: a false alarm about once in 16,000 chec
 
 
 def reference_si(draws: list[int], c: float, k: int, tokens: int) -> float:
-    """MODEL.md's SI, one chunk at a time in plain Python."""
+    """docs/model.md's SI, one chunk at a time in plain Python."""
     cost, done = 0.0, 0
     for g in draws:
         if done >= tokens:
@@ -37,7 +37,7 @@ def reference_si(draws: list[int], c: float, k: int, tokens: int) -> float:
 
 
 def reference_dsi(draws: list[int], c: float, k: int, tokens: int) -> float:
-    """MODEL.md's DSI, written literally (including the free first chunk after a rejection)."""
+    """docs/model.md's DSI, written literally (including the free first chunk after a rejection)."""
     cost, done, i = 0.0, 0, 0
     after_rejection = False
     while done < tokens:
@@ -114,11 +114,12 @@ def test_si_per_token_matches_closed_form_for_long_outputs(c: float, a: float, k
     assert abs(result.mean("si") / tokens - closed) <= tolerance
 
 
-def test_model_md_sanity_figures() -> None:
-    """MODEL.md: 1000 tokens, c = 0.1, a = 0.9, k = 5: non-SI 1000, SI about 320, DSI about 218."""
+def test_the_models_sanity_figures() -> None:
+    """docs/model.md: 1000 tokens, c = 0.1, a = 0.9, k = 5: non-SI 1000, SI about 320,
+    DSI about 218."""
     result = simulate_units(0.1, 0.9, 5, 1000, repeats=200, seed=0)
     assert result.mean("nonsi") == 1000
-    rounding = 0.5  # MODEL.md gives whole numbers
+    rounding = 0.5  # docs/model.md gives whole numbers
     assert abs(result.mean("si") - 320) <= Z * result.sem("si") + rounding
     assert abs(result.mean("dsi") - 218) <= Z * result.sem("dsi") + rounding
 

@@ -27,6 +27,7 @@ from dsi_online.studies.heatmap import (
 from dsi_online.studies.heatmap_rows import CellRow, best_per_cell, read_rows
 from dsi_online.studies.results import write_atomic
 from dsi_online.units.engine import UnitsCell
+from tests.helpers import one_error
 
 TINY = HeatmapConfig(ndim=3, max_lookahead=4, tokens=60, repeats=3, seed=1)
 TINY_ASYNC = HeatmapConfig(ndim=4, max_lookahead=3, tokens=30, repeats=2, seed=1, engine="async")
@@ -46,11 +47,18 @@ def brute_force_count(ndim: int, max_k: int, servers: int) -> int:
 
 
 def test_paper_grid_has_8463_cells() -> None:
-    assert len(HeatmapConfig().cells()) == 8463  # MODEL.md, measured on the paper's code
+    assert len(HeatmapConfig().cells()) == 8463  # docs/model.md, measured on the paper's code
 
 
 @pytest.mark.parametrize(
-    ("ndim", "max_k", "servers"), [(2, 20, 7), (3, 4, 7), (5, 10, 2), (35, 5, 1), (100, 3, 7)]
+    ("ndim", "max_k", "servers"),
+    [
+        (2, 20, 7),
+        (3, 4, 7),
+        (5, 10, 2),
+        (35, 5, 1),
+        pytest.param(100, 3, 7, marks=pytest.mark.slow),
+    ],
 )
 def test_cell_count_small_grids(ndim: int, max_k: int, servers: int) -> None:
     config = HeatmapConfig(ndim=ndim, max_lookahead=max_k, servers=servers)
@@ -188,6 +196,8 @@ def test_atomic_write_leaves_the_old_file_when_interrupted(
     assert target.read_text() == "old\n"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @BOTH
 def test_workers_one_and_two_give_identical_files(tmp_path: Path, config: HeatmapConfig) -> None:
     one = run_heatmap(config, tmp_path / "one", workers=1)
@@ -204,6 +214,9 @@ def ray_instance() -> Iterator[None]:
     ray.shutdown()
 
 
+@pytest.mark.ray
+@pytest.mark.subprocess
+@pytest.mark.slow
 @BOTH
 def test_ray_backend_gives_identical_files(
     tmp_path: Path, config: HeatmapConfig, ray_instance: None
@@ -263,6 +276,7 @@ def test_cli_runs_and_prints_the_benchmark_line(
     assert files(out) == files(reference.out_dir)
 
 
+@pytest.mark.slow
 def test_cli_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="the [plot] extra is not installed")
     run_heatmap(TINY, tmp_path, workers=1)
@@ -321,3 +335,11 @@ def test_k_search_units_keeps_each_cells_best_lookaheads() -> None:
     with pytest.raises(InvalidParameterError) as raised:
         hm.HeatmapConfig(engine="async", k_search="some")
     assert re.search("--k-search", raised.value.cli_message)
+
+
+def test_unreadable_load_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    binary = tmp_path / "heatmap.csv"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    assert "UTF-8" in one_error(capsys, ["heatmap", "--load", str(binary), "--no-png"])

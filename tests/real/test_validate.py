@@ -73,6 +73,8 @@ def test_bad_requests_name_the_option(changes: dict[str, object], option: str) -
     assert re.search(option, raised.value.cli_message)
 
 
+@pytest.mark.torch
+@pytest.mark.slow
 def test_validate_end_to_end_on_the_test_pair(
     test_pair: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

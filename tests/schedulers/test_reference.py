@@ -1,6 +1,7 @@
-"""The schedulers against an independent discrete-event reference of MODEL.md
-(tests/reference.py), on the same coins, to the nanosecond; and issue 9's cases, one per
-defect, each shown to exercise its defect (the reference with that defect is slower)."""
+"""The schedulers against an independent discrete-event reference of docs/model.md
+(tests/reference.py), on the same coins, to the nanosecond; and a case for each of three
+scheduler defects, each shown to exercise its defect (the reference with that defect is
+slower)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,7 @@ def constant_cases(draw: st.DrawFn) -> tuple[int, ...]:
     )
 
 
+@pytest.mark.slow
 @settings(max_examples=120)
 @given(constant_cases())
 def test_schedulers_equal_the_reference_to_the_nanosecond(case: tuple[int, ...]) -> None:
@@ -115,16 +117,18 @@ def assert_equal_and_defect_slower(
 
 @pytest.mark.parametrize(("tokens", "lookahead"), [(5, 5), (10, 10)])
 def test_defect_a_a_job_when_the_last_needed_draft_is_made(tokens: int, lookahead: int) -> None:
-    """Issue 9 (a): 100 ms / 10 ms, a = 0.9, 2 servers, seed 2. Without the job over the
-    partial last chunk the tail waited for the next commit (DSI 0.257 s against SI 0.186 s)."""
+    """Defect (a), no job when the last needed draft is made: 100 ms / 10 ms, a = 0.9,
+    2 servers, seed 2. Without the job over the partial last chunk the tail waited for the
+    next commit (DSI 0.257 s against SI 0.186 s)."""
     scenario, ns, lat = play(100_000, 10_000, 0.9, lookahead, 2, tokens, 100, seed=2)
     assert_equal_and_defect_slower(scenario, ns, lat, Rules(launch_at_last_draft=False))
     assert np.mean(ns["dsi"]) < np.mean(ns["si"])
 
 
 def test_defect_b_commit_time_launches_keep_the_grid() -> None:
-    """Issue 9 (b): c = 0.2558, k = 5 (k c > 1: commits come faster than k drafts), seed 0.
-    A grid restarted at every launch never fired; it cost 5.7% in the audit."""
+    """Defect (b), every launch restarting the every-k count: c = 0.2558, k = 5 (k c > 1:
+    commits come faster than k drafts), seed 0. A grid restarted at every launch never
+    fired; it cost 5.7% in the audit."""
     scenario, ns, lat = play(10_000, 2_558, 0.9, 5, 2, 200, 10, seed=0)
     assert scenario.lookahead * scenario.c > 1
     assert_equal_and_defect_slower(scenario, ns, lat, Rules(grid_from_restart=False))
@@ -136,8 +140,9 @@ def test_defect_b_commit_time_launches_keep_the_grid() -> None:
 def test_defect_c_a_draft_is_handled_before_a_job_at_the_same_instant(
     drafter_us: int, lookahead: int, servers: int
 ) -> None:
-    """Issue 9 (c): constant latencies with 1/c an integer and N = ceil(1/(k c)) servers, so
-    commits land exactly when drafts complete; a job handled first covered one draft fewer."""
+    """Defect (c), a job handled before a draft at the same instant: constant latencies
+    with 1/c an integer and N = ceil(1/(k c)) servers, so commits land exactly when drafts
+    complete; a job handled first covered one draft fewer."""
     scenario, ns, lat = play(10_000, drafter_us, 0.9, lookahead, servers, 300, 8, seed=0)
     assert scenario.servers_needed == servers
     assert assert_equal_and_defect_slower(scenario, ns, lat, Rules(drafts_first=False)) > 1.01

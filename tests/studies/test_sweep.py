@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,7 @@ def test_resume_reuses_journaled_cells(tmp_path: Path, monkeypatch: pytest.Monke
         run_sweep(config("acceptance=0.5"), out, resume=True, workers=1)
 
 
+@pytest.mark.subprocess
 def test_workers_do_not_change_results(tmp_path: Path) -> None:
     cfg = config("servers=1:3", "acceptance=0.6,0.9")
     one = run_sweep(cfg, tmp_path / "one", workers=1)
@@ -177,6 +179,9 @@ def test_interrupted_journal_resumes_to_the_same_csv(tmp_path: Path) -> None:
     assert (cut / CSV_FILE).read_text() == whole.csv_path.read_text()
 
 
+@pytest.mark.ray
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_ray_backend_gives_identical_csv(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="the [ray] extra is not installed")
     cfg = config("servers=1:2", "acceptance=0.6,0.9")
@@ -192,3 +197,15 @@ def test_latency_correlation_is_an_axis_and_survives_latency_axes() -> None:
         (parse_axis("latency_cv=0.5,1"),), base(latency_correlation=1.0), BASE_MS
     )
     assert all(c.scenario.latency_correlation == 1.0 for c in correlated.cells())
+
+
+@pytest.mark.subprocess
+def test_too_few_repeats_never_say_enough_servers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["sweep", "--vary", "servers=1:4", "-S", "30", "-r", "2", "--no-png", "--json", "-"]
+    assert main([*args, "--out", str(tmp_path / "s")]) == 0
+    captured = capsys.readouterr()
+    (knee,) = json.loads(captured.out)["knees"]
+    assert knee["conclusive"] is False and "inconclusive" in knee["sentence"]
+    assert "are enough" not in captured.err

@@ -320,6 +320,7 @@ def refused_lines(draw: st.DrawFn, command: str) -> list[str]:
 FUZZ = settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_random_options_never_trace_back_or_hang(
     command: str,
@@ -339,7 +340,12 @@ def test_random_options_never_trace_back_or_hang(
     assert set(outcomes) == {0, 2}, "the fuzzer must reach both working and refused runs"
 
 
-@pytest.mark.parametrize("command", sorted(REFUSED))
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "command",
+    # bench with only --json /dev/full runs, and names the machine with `uname -p` (a process)
+    [pytest.param(c, marks=pytest.mark.subprocess) if c == "bench" else c for c in sorted(REFUSED)],
+)
 def test_invalid_options_of_slow_commands_are_refused_at_once(
     command: str,
     tmp_path: Path,

@@ -67,6 +67,7 @@ def test_virtual_clock_reports_a_deadlock() -> None:
         run(stuck, "virtual")
 
 
+@pytest.mark.wall
 def test_wall_clock_sleeps_at_least_the_requested_time() -> None:
     elapsed = run(lambda: sleeps(5, 0.004), "wall")
     assert elapsed >= 0.02
@@ -352,11 +353,13 @@ def test_forwards_longer_than_a_day_complete(forward_s: float) -> None:
     assert results["si"].tokens == results["dsi"].tokens == 20
 
 
+@pytest.mark.wall
 def test_wall_clock_splits_waits_longer_than_its_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(clock, "MAX_SELECT_S", 0.01)
     assert run(lambda: sleeps(1, 0.05), "wall") >= 0.05
 
 
+@pytest.mark.wall
 def test_wall_clock_cancellation_leaves_no_task_pending() -> None:
     scenario = Scenario.from_ms(
         target_ms=2, drafter_ms=0.2, acceptance=0.7, lookahead=3, servers=4, tokens=200
@@ -424,6 +427,7 @@ def test_the_kernel_sleep_before_a_10_ms_deadline_is_9_ms_not_10(
         selector.close()
 
 
+@pytest.mark.wall
 def test_a_long_wall_wait_rehearses_its_wake_up_before_the_deadline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -454,6 +458,7 @@ def test_a_long_wall_wait_rehearses_its_wake_up_before_the_deadline(
     assert all(any(d - 0.005 - 0.001 < r < d for d in deadlines) for r in rehearsed)
 
 
+@pytest.mark.wall
 def test_servers_run_on_a_plain_asyncio_loop() -> None:
     scenario = Scenario.from_ms(
         target_ms=1, drafter_ms=0.1, acceptance=0.7, lookahead=3, servers=2, tokens=30

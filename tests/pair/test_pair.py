@@ -71,6 +71,7 @@ def test_corpus_hash_changes_with_any_file(tmp_path: Path) -> None:
     assert Corpus.from_stdlib(tmp_path).sha256 != before.sha256
 
 
+@pytest.mark.torch
 def test_heldout_prompts_are_deterministic_lines_of_heldout_files(test_pair: Path) -> None:
     corpus = Corpus.from_stdlib()
     prompts = heldout_prompts(test_pair, count=6, prompt_bytes=40, seed=3)
@@ -158,6 +159,7 @@ def test_missing_extra_is_one_clear_line(
 # --- training (torch) -----------------------------------------------------------------------
 
 
+@pytest.mark.torch
 def test_test_pair_is_complete_with_provenance(test_pair: Path) -> None:
     info = PairInfo.read(test_pair)
     assert PairInfo.read(test_pair) == info and info.path == test_pair
@@ -200,6 +202,7 @@ def test_test_pair_is_complete_with_provenance(test_pair: Path) -> None:
     assert "token id = byte value" in info.tokenization
 
 
+@pytest.mark.torch
 def test_cached_pair_is_reused_without_training(
     test_pair: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -213,6 +216,7 @@ def test_cached_pair_is_reused_without_training(
     assert "reused" in captured.out and "training" not in captured.err
 
 
+@pytest.mark.torch
 def test_training_is_announced_once_the_checks_pass(
     empty_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -229,6 +233,7 @@ def test_training_is_announced_once_the_checks_pass(
     assert f"training the test pair (seed 0), {steps} steps, into the cache {empty_cache}" in err
 
 
+@pytest.mark.torch
 def test_out_copies_the_pair_and_loads(
     test_pair: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -247,6 +252,8 @@ def test_out_copies_the_pair_and_loads(
     assert main(["pair", "train", "--size", "test", "--out", str(out)]) == 0  # already there
 
 
+@pytest.mark.slow
+@pytest.mark.torch
 def test_loaded_pair_generates_to_the_requested_length(test_pair: Path) -> None:
     """No EOS: generation, assisted or not, always yields the tokens asked for."""
     torch = pytest.importorskip("torch")
@@ -262,6 +269,8 @@ def test_loaded_pair_generates_to_the_requested_length(test_pair: Path) -> None:
     assert torch.equal(plain, assisted)
 
 
+@pytest.mark.torch
+@pytest.mark.slow
 def test_same_seed_gives_identical_weights() -> None:
     torch = pytest.importorskip("torch")
     from dsi_online.pair.train import train_models
@@ -281,6 +290,7 @@ def test_same_seed_gives_identical_weights() -> None:
         assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+@pytest.mark.torch
 def test_interrupted_training_leaves_no_pair(
     empty_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,6 +23,8 @@ from dsi_online.real.peer import time_peer
 from dsi_online.real.worker import ModelWorker, Prefill, Request, ThreadFlag, WorkerSpec
 from dsi_online.schedulers import DSI, SI, Generation, NonSI, RunResult
 
+pytestmark = pytest.mark.torch
+
 TOKENS = 24
 
 
@@ -198,6 +200,8 @@ def test_transformers_peer_agrees_token_for_token(
     assert peer.greedy_s > 0 and peer.assisted_s > 0
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_process_workers_run_lossless_and_leave_nothing_behind(
     test_pair: Path, prompts: list[list[int]]
 ) -> None:

@@ -17,7 +17,7 @@ from dsi_online.sim.oracle import SimulatedOracle
 from dsi_online.sim.runner import oracle_for, run_scenario, schedulers_for
 from dsi_online.sim.scenario import Scenario
 from dsi_online.sim.servers import Activity, ServerSet, SimForward, SimulatedServer
-from tests.test_invariants import assert_accounted, assert_lossless
+from tests.schedulers.test_invariants import assert_accounted, assert_lossless
 
 # 10 ms for one token, +1 ms per token more; the drafter 1 ms a token.
 TARGET = TokenCost(tokens=(1, 2), mean_s=(0.010, 0.011), reference_context=0, layers=4)

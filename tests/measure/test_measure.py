@@ -18,6 +18,7 @@ from dsi_online.measure.presets import PAIRS, PRESETS
 from dsi_online.sim.latency import Empirical
 from dsi_online.sim.profile import SHIPPED_DIR, load_profile, resolve_profile, shipped_profiles
 from dsi_online.sim.trace import load_trace
+from tests.helpers import one_error
 
 SHIPPED = "tiny-llama-cpu"
 PROMPTS = ["def fibonacci(n):", "The capital of France is", "Once upon a time", "USER: hi"]
@@ -64,6 +65,7 @@ def test_every_preset_cites_its_source() -> None:
             assert preset.source.startswith("https://huggingface.co/")
 
 
+@pytest.mark.torch
 def test_presets_build_transformers_configs() -> None:
     transformers = pytest.importorskip("transformers")
     for preset in PRESETS.values():
@@ -75,6 +77,8 @@ def test_presets_build_transformers_configs() -> None:
         assert config.num_attention_heads == preset.heads
 
 
+@pytest.mark.slow
+@pytest.mark.torch
 @pytest.mark.parametrize(
     ("preset", "size"), [("vicuna-13b", 13e9), ("vicuna-7b", 7e9), ("vicuna-68m", 68e6)]
 )
@@ -199,6 +203,8 @@ class _BanTopToken:
         return out
 
 
+@pytest.mark.torch
+@pytest.mark.slow
 def test_identical_drafter_gives_acceptance_one(prompts_file: Path) -> None:
     pytest.importorskip("torch")
     from dsi_online.measure.acceptance import AcceptanceRequest, measure_acceptance
@@ -219,6 +225,8 @@ def test_identical_drafter_gives_acceptance_one(prompts_file: Path) -> None:
     assert est.positions == 12 * len(PROMPTS)
 
 
+@pytest.mark.torch
+@pytest.mark.slow
 def test_always_different_drafter_gives_acceptance_zero() -> None:
     pytest.importorskip("torch")
     from dsi_online.measure.acceptance import greedy_matches
@@ -235,6 +243,8 @@ def test_always_different_drafter_gives_acceptance_zero() -> None:
     assert est.by_position == (0.0,)
 
 
+@pytest.mark.torch
+@pytest.mark.slow
 def test_measure_latency_then_acceptance_into_one_profile(
     tmp_path: Path, prompts_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -272,6 +282,8 @@ def test_measure_latency_then_acceptance_into_one_profile(
     assert updated.provenance == measured.provenance
 
 
+@pytest.mark.torch
+@pytest.mark.slow
 def test_measure_latency_by_tokens_prices_forwards_in_the_profile(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -299,6 +311,7 @@ def test_measure_latency_by_tokens_prices_forwards_in_the_profile(
     assert document["lossless"] is True
 
 
+@pytest.mark.torch
 def test_measure_latency_of_one_model_as_json(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("torch")
     args = ["measure", "latency", "--target", "tiny-llama-drafter", "--prompt-tokens", "4"]
@@ -310,6 +323,8 @@ def test_measure_latency_of_one_model_as_json(capsys: pytest.CaptureFixture[str]
     assert document["environment"]["dtype"] == "float32"
 
 
+@pytest.mark.torch
+@pytest.mark.slow
 def test_checkpoint_directory_measures_like_its_preset(tmp_path: Path, prompts_file: Path) -> None:
     """A saved preset loads back as a checkpoint: same weights, so acceptance 1 against it."""
     pytest.importorskip("torch")
@@ -334,6 +349,7 @@ def test_checkpoint_directory_measures_like_its_preset(tmp_path: Path, prompts_f
     assert result.estimate.rate == 1.0
 
 
+@pytest.mark.torch
 def test_unknown_model_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("torch")
     args = ["measure", "latency", "--target", str(Path("no") / "such-model"), "--device", "cpu"]
@@ -457,3 +473,44 @@ def test_user_profiles_resolve_by_name_first(user_dir: Path) -> None:
     )
     assert resolve_profile(SHIPPED).name == "mine"
     assert resolve_profile(str(_shipped_path())).name == SHIPPED
+
+
+@pytest.mark.torch
+def test_missing_checkpoint_directory_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch")
+    args = ["measure", "latency", "--target", "/nonexistent/checkpoint", "--device", "cpu"]
+    assert "no such directory" in one_error(capsys, args)
+
+
+@pytest.mark.torch
+def test_presets_that_cannot_fit_are_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("torch")
+    monkeypatch.setattr(
+        "dsi_online.measure.torch_runtime.available_memory", lambda device: 16 * 10**9
+    )
+    args = ["measure", "latency", "--target", "vicuna-13b", "--device", "cpu"]
+    line = one_error(capsys, args)
+    assert "vicuna-13b" in line and "float32" in line and "--dtype" in line and "GPU" in line
+
+
+@pytest.mark.torch
+@pytest.mark.slow
+def test_acceptance_refuses_different_vocabularies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("torch")
+    from dsi_online.measure.presets import PRESETS
+
+    preset = PRESETS["tiny-llama-drafter"]
+    config = transformers.AutoConfig.for_model(
+        preset.model_type, **(preset.config_kwargs() | {"vocab_size": 1000})
+    )
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "small")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hello\n", encoding="utf-8")
+    args = ["measure", "acceptance", "--target", "tiny-llama", "--drafter", str(tmp_path / "small")]
+    line = one_error(capsys, [*args, "--prompts", str(prompts), "--device", "cpu"])
+    assert "1000" in line and "2048" in line and "tokenizer" in line

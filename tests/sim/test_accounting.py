@@ -26,7 +26,7 @@ from dsi_online.sim.clock import run as run_on_clock
 from dsi_online.sim.cost import CostStream, TokenCost
 from dsi_online.sim.servers import SimForward, SimulatedServer
 
-FIXTURE = Path(__file__).parent / "data" / "real_forwards.json"
+FIXTURE = Path(__file__).parent.parent / "data" / "real_forwards.json"
 OUT, COMPUTE, BACK = 0.001, 0.008, 0.001
 """The simulated round trip: transit out, the layers, transit back (seconds)."""
 

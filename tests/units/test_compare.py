@@ -47,6 +47,7 @@ def seconds(units: UnitsResult, name: str) -> np.ndarray:
     return units.latencies(name) * (TARGET_US / 1e6)
 
 
+@pytest.mark.slow
 @settings(max_examples=15)
 @given(
     st.integers(100, TARGET_US),
@@ -86,12 +87,13 @@ def test_with_servers_to_spare_dsi_is_never_slower_than_the_time_unit_model(
     assert np.all(np.array(dsi.latency_s) <= bound), (dsi.latency_s, bound)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("c", "a", "k"),
     [(0.1, 0.8, 5), (0.1, 0.95, 5), (0.05, 0.95, 3), (0.3, 0.6, 1), (0.6, 0.8, 5), (0.5, 0.75, 2)],
 )
 def test_with_the_servers_it_needs_dsi_is_not_slower_on_average(c: float, a: float, k: int) -> None:
-    """MODEL.md: the time-unit model bounds the event-driven DSI's mean from above (paired,
+    """docs/model.md: the time-unit model bounds the event-driven DSI's mean from above (paired,
     same coins). With ceil(1/(k c)) servers that holds on the long outputs of
     docs/engines.md's grid, not everywhere (short outputs; see there)."""
     events, units = paired(round(c * TARGET_US), a, k, None, 300, 20, seed=5)
