@@ -29,6 +29,7 @@ from dsi_online.studies.bench import (
     LOAD_RATE,
     LOAD_REQUESTS,
     SUITE_VERSION,
+    CaseResult,
     machine,
     run_case,
     suite,
@@ -88,27 +89,8 @@ def bench(
     long_fps = None if quick else virtual_long_forwards_per_s()
     load_fps = virtual_load_forwards_per_s()
 
-    table = Table(
-        title=f"dsi-online bench v{SUITE_VERSION}{' (quick)' if quick else ''}",
-        **COMPACT,
-    )
-    table.add_column("case", overflow="fold")
-    for column in ("M", "wall s", "ideal s", "overhead", "µs/fwd", "DSI/SI wall", "ideal", "gap"):
-        number_column(table, column)
-    for r in results:
-        table.add_row(
-            r.case.name,
-            str(r.case.concurrency),
-            f"{r.wall_s:.3f}",
-            f"{r.ideal_s:.3f}",
-            f"{r.overhead_pct:+.2f}%",
-            f"{r.per_forward_overhead_us:.1f}",
-            f"{r.speedup_wall:.4f}",
-            f"{r.speedup_ideal:.4f}",
-            f"{r.speedup_error_pct:.2f}%",
-        )
     console = output_console(json_path)
-    console.print(table)
+    console.print(_results_table(results, quick))
     median_us = statistics.median(r.per_forward_overhead_us for r in results)
     worst = max(results, key=lambda r: r.overhead_pct)
     console.print(
@@ -145,3 +127,27 @@ def bench(
     if failures:
         typer.echo("bench regression: " + "; ".join(failures), err=True)
         raise typer.Exit(1)
+
+
+def _results_table(results: list[CaseResult], quick: bool) -> Table:
+    """One row per case: wall and ideal time, overhead, and the DSI/SI speedup's gap."""
+    table = Table(
+        title=f"dsi-online bench v{SUITE_VERSION}{' (quick)' if quick else ''}",
+        **COMPACT,
+    )
+    table.add_column("case", overflow="fold")
+    for column in ("M", "wall s", "ideal s", "overhead", "µs/fwd", "DSI/SI wall", "ideal", "gap"):
+        number_column(table, column)
+    for r in results:
+        table.add_row(
+            r.case.name,
+            str(r.case.concurrency),
+            f"{r.wall_s:.3f}",
+            f"{r.ideal_s:.3f}",
+            f"{r.overhead_pct:+.2f}%",
+            f"{r.per_forward_overhead_us:.1f}",
+            f"{r.speedup_wall:.4f}",
+            f"{r.speedup_ideal:.4f}",
+            f"{r.speedup_error_pct:.2f}%",
+        )
+    return table

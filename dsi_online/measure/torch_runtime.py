@@ -16,6 +16,8 @@ import platform
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,3 +270,17 @@ def free_memory() -> None:
     torch = torch_module()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+@contextmanager
+def torch_threads(threads: int | None = None) -> Iterator[None]:
+    """Run with `threads` torch CPU threads (None: keep the count, which the body may change,
+    as thread workers do), then restore the count it had."""
+    torch = torch_module()
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -16,13 +16,17 @@ from __future__ import annotations
 import hashlib
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dsi_online.measure.acceptance import estimate_acceptance, greedy_matches
-from dsi_online.measure.torch_runtime import cached, torch_module, transformers_module
+from dsi_online.measure.torch_runtime import (
+    cached,
+    torch_module,
+    torch_threads,
+    transformers_module,
+)
 from dsi_online.pair.corpus import Corpus
 from dsi_online.pair.info import AgreementInfo, LatencyInfo, ModelInfo
 from dsi_online.pair.recipes import ModelShape, Recipe, Schedule
@@ -54,18 +58,6 @@ def total_units(recipe: Recipe) -> int:
 def derive_seed(seed: int, purpose: str) -> int:
     """An independent 63-bit seed for one purpose (weights of a model, its batches)."""
     return int(hashlib.sha256(f"{seed}/{purpose}".encode()).hexdigest()[:15], 16)
-
-
-@contextmanager
-def pinned_threads(threads: int) -> Iterator[None]:
-    """Run with `threads` torch CPU threads, then restore the previous count."""
-    torch = torch_module()
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def build_model(shape: ModelShape, seed: int) -> Any:
@@ -280,7 +272,7 @@ def decode_latency(target: Any, drafter: Any, prompt: Sequence[int]) -> LatencyI
     """Median decode forward of each model on 1 thread, rounds alternating between them."""
     target_s: list[float] = []
     drafter_s: list[float] = []
-    with pinned_threads(1):
+    with torch_threads(1):
         for _ in range(LATENCY_ROUNDS):
             target_s += _decode_times(target, prompt, LATENCY_STEPS)[1:]
             drafter_s += _decode_times(drafter, prompt, LATENCY_STEPS)[1:]
@@ -358,7 +350,7 @@ def train_models(
 
     text = corpus.read_train()
     heldout = corpus.read_heldout()
-    with pinned_threads(recipe.threads):
+    with torch_threads(recipe.threads):
         start = time.perf_counter()
         target, target_loss = train_target(recipe, seed, text, lambda x: tick("target", x))
         target_s = time.perf_counter() - start

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -29,7 +30,7 @@ from dsi_online.real.server import ForwardRecord, RealPool
 from dsi_online.real.worker import DTYPES, PREFILLS, Prefill, Request, WorkerSpec
 from dsi_online.schedulers import Generation, RunResult, Scheduler
 from dsi_online.schedulers.seam import Role
-from dsi_online.sim.runner import LeakedTasksError
+from dsi_online.sim.runner import check_no_leaks
 
 T = TypeVar("T")
 ATTENTIONS = ("sdpa", "eager")
@@ -261,7 +262,7 @@ class RealBackend:
     _references: dict[tuple[tuple[int, ...], int], tuple[int, ...]] = field(
         init=False, default_factory=dict
     )
-    _torch_threads: int | None = field(init=False, default=None)
+    _threads: ExitStack = field(init=False, default_factory=ExitStack)
     _devices: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
@@ -287,10 +288,10 @@ class RealBackend:
         )
 
     def __enter__(self) -> RealBackend:
-        if self.settings.workers in ("thread", "inline"):
-            from dsi_online.measure.torch_runtime import torch_module
+        if self.settings.workers in ("thread", "inline"):  # workers here set torch's threads
+            from dsi_online.measure.torch_runtime import torch_threads
 
-            self._torch_threads = int(torch_module().get_num_threads())
+            self._threads.enter_context(torch_threads())
         self._runner = asyncio.Runner()
         try:
             run_interruptible(self._runner, self._start())
@@ -335,10 +336,7 @@ class RealBackend:
                     kill()
             runner.close()
             self._targets, self._drafter = [], None
-            if self._torch_threads is not None:
-                from dsi_online.measure.torch_runtime import torch_module
-
-                torch_module().set_num_threads(self._torch_threads)
+            self._threads.close()
 
     async def _close(self) -> None:
         await asyncio.gather(*(h.close() for h in self._handles()), return_exceptions=True)
@@ -358,7 +356,7 @@ class RealBackend:
             isinstance(tokens, int) and tokens >= 1,
             f"tokens (-S) must be an integer >= 1; got {tokens}",
         )
-        wanted = getattr(scheduler, "servers", 1)
+        wanted = scheduler.target_servers
         require(
             wanted <= self.settings.servers,
             f"the scheduler wants {wanted} target servers; the backend runs "
@@ -455,12 +453,7 @@ class RealBackend:
             run = await scheduler.generate(gen)
         finally:
             await self._drain(pool)
-        current = asyncio.current_task()
-        leaked = [t for t in asyncio.all_tasks() if t is not current]
-        if leaked:
-            raise LeakedTasksError(
-                f"{len(leaked)} task(s) still pending after the run: {leaked[:3]}"
-            )
+        check_no_leaks()
         reference = await self._reference(prompt, tokens)
         return RealRunResult(
             run=run,

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +24,7 @@ from dsi_online.measure.torch_runtime import (
     Environment,
     synchronize,
     torch_module,
+    torch_threads,
     transformers_module,
 )
 
@@ -136,18 +136,6 @@ def assisted_generate(
         f"lookahead (--lookahead/-k) must be an integer >= 1; got {lookahead}",
     )
     return _generate(models, prompt, tokens, lookahead)
-
-
-@contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run with `threads` torch CPU threads, then restore the previous count."""
-    torch = torch_module()
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def time_peer(

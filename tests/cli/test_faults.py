@@ -167,6 +167,7 @@ def test_one_path_for_two_outputs_is_refused_before_work(
 TRAIN = ["pair", "train", "--size", "test", "--out"]
 
 
+@pytest.mark.slow
 @pytest.mark.torch
 @pytest.mark.parametrize("target", ["empty", "missing/pair"])
 def test_pair_out_follows_a_link(

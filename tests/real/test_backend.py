@@ -169,7 +169,7 @@ class _CancelMidRun:
     def __init__(self, inner: Any, forwards: int) -> None:
         self.inner = inner
         self.forwards = forwards
-        self.servers = getattr(inner, "servers", 1)
+        self.target_servers = inner.target_servers
 
     async def generate(self, gen: Generation) -> RunResult:
         task = asyncio.ensure_future(self.inner.generate(gen))

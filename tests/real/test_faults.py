@@ -75,6 +75,7 @@ def _backend(pair: Path, **settings: Any) -> RealBackend:
     return RealBackend(pair / "target", pair / "drafter", deadlines=SHORT, **settings)
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_worker_process_that_never_answers_is_killed_at_its_deadline(
     test_pair: Path, clean: None
@@ -111,6 +112,7 @@ def test_a_worker_thread_that_never_answers_fails_at_its_deadline(
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_worker_that_dies_mid_forward_fails_its_request(test_pair: Path, clean: None) -> None:
     with _backend(test_pair) as backend:
@@ -149,6 +151,7 @@ def broken_pair(test_pair: Path, tmp_path: Path) -> Path:
     return tmp_path / "pair"
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_weights_that_do_not_load_fail_the_start_in_one_line(
     broken_pair: Path, clean: None
@@ -248,6 +251,7 @@ def _gone(pids: set[int], timeout: float) -> set[int]:
     return alive
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_kill_9_of_validate_while_its_workers_start_leaves_no_worker(test_pair: Path) -> None:
     command = _Validate(test_pair)
@@ -258,6 +262,7 @@ def test_kill_9_of_validate_while_its_workers_start_leaves_no_worker(test_pair: 
     assert not _gone(workers, GONE_WITHIN_S)
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 @pytest.mark.wall
 def test_ctrl_c_while_workers_start_exits_130_within_about_a_second(test_pair: Path) -> None:

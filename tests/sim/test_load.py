@@ -127,6 +127,7 @@ def test_nonsi_on_one_gpu_matches_pollaczek_khinchine(cv: float) -> None:
     assert abs(estimate.value - theory) <= 3 * se, (estimate, theory)
 
 
+@pytest.mark.slow
 def test_littles_law_for_every_policy() -> None:
     """The fleet's census (requests in the system and in the queue, integrated over time)
     equals the sum of the records' latencies and waits: L = lambda W and Lq = lambda Wq on
@@ -148,6 +149,7 @@ def test_littles_law_for_every_policy() -> None:
         assert abs(len(arrivals) / span - rate) <= 3 * math.sqrt(len(arrivals)) / span
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cv", [0.0, 0.5])
 def test_more_gpus_never_raise_a_static_policys_latency(cv: float) -> None:
     base = scenario(cv=cv)

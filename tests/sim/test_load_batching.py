@@ -62,6 +62,7 @@ def test_a_batched_forward_costs_its_total_tokens_with_a_token_cost_profile() ->
     assert records[2].service_s == pytest.approx(TOKENS * cost.mean(1, 0))  # alone
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cv", [0.0, 0.5])
 def test_batched_requests_are_lossless_under_every_policy(cv: float) -> None:
     base = Scenario.from_ms(
