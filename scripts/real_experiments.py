@@ -557,7 +557,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         choices=["concurrency", "cancel", "costs", "numerics", "peer", "prefill"],
     )
     parser.add_argument("--pair", type=Path, required=True, help="a folder with target/, drafter/")
-    parser.add_argument("--workers", choices=WORKERS, default="thread")
+    parser.add_argument("--workers", choices=WORKERS, default="process")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--prompt", type=int, default=64, help="prompt bytes")
