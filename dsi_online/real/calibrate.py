@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +40,8 @@ CHAIN = 10
 """Forwards in a chain that measures contention (alone, then beside the other model)."""
 HOST_TOKENS = {"target": 4, "drafter": 1}
 """Tokens of the forwards that measure the host's effects: a verification, a draft."""
+Fresh = Callable[[int], list[int]]
+"""fresh(n): n random token ids, from a calibration's own generator."""
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,8 @@ def calibrate(
     counts: Sequence[int] = COUNTS,
 ) -> Calibration:
     """Measure `role`'s model: `samples` forwards of every token count at two contexts (the
-    prompt alone, and the prompt plus `output_tokens`), and `samples` cold prefills."""
+    prompt alone, and the prompt plus `output_tokens`), `samples` cold prefills, and the
+    host's effects (`samples` rounds), each on a fresh pool."""
     rng = np.random.default_rng(seed)
     contexts = (0, output_tokens)
     transit: list[tuple[float, float]] = []
@@ -233,97 +236,22 @@ def calibrate(
     def tokens(n: int) -> list[int]:
         return [int(t) for t in rng.integers(0, 256, size=n)]
 
-    async def work(pool: RealPool) -> tuple[tuple[tuple[float, ...], ...], ...]:
-        server = _server(pool, role)
-        await server.forward((), ())  # the prefill: the cache holds the prompt
-        table: list[tuple[tuple[float, ...], ...]] = []
-        for extra in contexts:
-            base = tokens(extra)
-            rows: list[tuple[float, ...]] = []
-            for n in counts:  # a count's samples back to back, as a run repeats its forwards
-                row = []
-                for _ in range(samples * (SMALL_WEIGHT if n <= SMALL else 1)):
-                    await server.forward(base, ())  # crops the cache to prompt + base
-                    row.append(await _timed(server, base + tokens(n), n, transit, overhead))
-                rows.append(tuple(row))
-            table.append(tuple(rows))
-        return tuple(table)
-
-    async def prefill(pool: RealPool) -> float:
-        return await _timed(_server(pool, role), (), len(prompt))
-
-    async def host(pool: RealPool) -> tuple[list[list[float]], list[list[float]]]:
-        """The host's effects, each measured against back-to-back forwards taken in the same
-        round, so that the machine drifting between rounds cancels out of the ratios: after
-        each idle gap, and beside 1 and (with a second target server) 2 busy servers."""
-        server, n = _server(pool, role), HOST_TOKENS[role]
-        neighbours = [_server(pool, "drafter" if role == "target" else "target")]
-        if backend.settings.servers > 1:
-            neighbours.append(pool.target(1))
-        await server.forward((), ())
-        for neighbour in neighbours:
-            await neighbour.forward((), ())
-        base = tokens(output_tokens // 2)
-
-        async def one(idle: float) -> float:
-            await server.forward(base, ())
-            if idle > 0:
-                await asyncio.sleep(idle)
-            return await _timed(server, base + tokens(n), n)
-
-        on = [asyncio.Event() for _ in neighbours]
-        stopped = [asyncio.Event() for _ in neighbours]
-
-        async def keep_busy(i: int) -> None:
-            neighbour = neighbours[i]
-            while True:
-                stopped[i].set()
-                await on[i].wait()
-                stopped[i].clear()
-                await neighbour.forward(tokens(HOST_TOKENS[neighbour.role]), ())
-
-        async def chain(count: int) -> float:
-            """Mean latency of `count` forwards of n new tokens back to back, as a drafter
-            drafts (each new suffix differs at its first token, so the cache keeps `base`)."""
-            await server.forward(base, ())  # crops the cache to prompt + base
-            times, last = [], -1
-            for _ in range(count):
-                suffix = tokens(n)
-                while suffix[0] == last:
-                    suffix = tokens(n)
-                last = suffix[0]
-                times.append(await _timed(server, base + suffix, n))
-            return statistics.fmean(times)
-
-        idle_ratios: list[list[float]] = [[] for _ in IDLE_S]
-        contended_ratios: list[list[float]] = [[] for _ in neighbours]
-        background = [asyncio.create_task(keep_busy(i)) for i in range(len(neighbours))]
-        try:
-            for _ in range(samples):
-                alone = statistics.median([await one(0.0) for _ in range(3)])
-                for i, gap in enumerate(IDLE_S):
-                    idle_ratios[i].append(await one(gap) / alone)
-                alone = await chain(CHAIN)
-                for busy_count in range(1, len(neighbours) + 1):
-                    on[busy_count - 1].set()
-                    await chain(2)  # the neighbour's first forwards after idle: not counted
-                    busy = await chain(CHAIN)
-                    contended_ratios[busy_count - 1].append(busy / alone)
-                for i in range(len(neighbours)):
-                    on[i].clear()
-                for event in stopped:
-                    await event.wait()
-        finally:
-            for task in background:
-                task.cancel()
-            for task in background:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        return idle_ratios, contended_ratios
-
-    measured = backend.with_pool(prompt, work)
-    prefills = tuple(backend.with_pool(prompt, prefill) for _ in range(samples))
-    idle, contended = backend.with_pool(prompt, host)
+    measured = backend.with_pool(
+        prompt,
+        lambda pool: _forwards_by_count(
+            _server(pool, role), contexts, counts, samples, tokens, transit, overhead
+        ),
+    )
+    prefills = tuple(
+        backend.with_pool(prompt, lambda pool: _timed(_server(pool, role), (), len(prompt)))
+        for _ in range(samples)
+    )
+    idle, contended = backend.with_pool(
+        prompt,
+        lambda pool: _host(
+            pool, role, samples, output_tokens // 2, tokens, backend.settings.servers > 1
+        ),
+    )
     return Calibration(
         role=role,
         counts=tuple(counts),
@@ -339,6 +267,106 @@ def calibrate(
         interruptible=backend.settings.interruptible,
         prefill=backend.settings.prefill,
     )
+
+
+async def _forwards_by_count(
+    server: RealServer,
+    contexts: tuple[int, int],
+    counts: Sequence[int],
+    samples: int,
+    tokens: Fresh,
+    transit: list[tuple[float, float]],
+    overhead: list[float],
+) -> tuple[tuple[tuple[float, ...], ...], ...]:
+    """Seconds of forwards of every token count (`samples` of each, SMALL_WEIGHT times as
+    many up to SMALL) after each of `contexts` fresh tokens beyond the prompt:
+    [context][count] -> seconds."""
+    await server.forward((), ())  # the prefill: the cache holds the prompt
+    table: list[tuple[tuple[float, ...], ...]] = []
+    for extra in contexts:
+        base = tokens(extra)
+        rows: list[tuple[float, ...]] = []
+        for n in counts:  # a count's samples back to back, as a run repeats its forwards
+            row = []
+            for _ in range(samples * (SMALL_WEIGHT if n <= SMALL else 1)):
+                await server.forward(base, ())  # crops the cache to prompt + base
+                row.append(await _timed(server, base + tokens(n), n, transit, overhead))
+            rows.append(tuple(row))
+        table.append(tuple(rows))
+    return tuple(table)
+
+
+async def _host(
+    pool: RealPool, role: Role, samples: int, context: int, tokens: Fresh, crowded: bool
+) -> tuple[list[list[float]], list[list[float]]]:
+    """The host's effects on `role`'s forwards after `context` tokens, each measured against
+    back-to-back forwards taken in the same round, so that the machine drifting between
+    rounds cancels out of the ratios: after each idle gap, and beside 1 and (`crowded`,
+    with a second target server) 2 busy servers; `samples` rounds."""
+    server, n = _server(pool, role), HOST_TOKENS[role]
+    neighbours = [_server(pool, "drafter" if role == "target" else "target")]
+    if crowded:
+        neighbours.append(pool.target(1))
+    await server.forward((), ())
+    for neighbour in neighbours:
+        await neighbour.forward((), ())
+    base = tokens(context)
+
+    async def one(idle: float) -> float:
+        await server.forward(base, ())
+        if idle > 0:
+            await asyncio.sleep(idle)
+        return await _timed(server, base + tokens(n), n)
+
+    on = [asyncio.Event() for _ in neighbours]
+    stopped = [asyncio.Event() for _ in neighbours]
+
+    async def keep_busy(i: int) -> None:
+        neighbour = neighbours[i]
+        while True:
+            stopped[i].set()
+            await on[i].wait()
+            stopped[i].clear()
+            await neighbour.forward(tokens(HOST_TOKENS[neighbour.role]), ())
+
+    async def chain(count: int) -> float:
+        """Mean latency of `count` forwards of n new tokens back to back, as a drafter
+        drafts (each new suffix differs at its first token, so the cache keeps `base`)."""
+        await server.forward(base, ())  # crops the cache to prompt + base
+        times, last = [], -1
+        for _ in range(count):
+            suffix = tokens(n)
+            while suffix[0] == last:
+                suffix = tokens(n)
+            last = suffix[0]
+            times.append(await _timed(server, base + suffix, n))
+        return statistics.fmean(times)
+
+    idle_ratios: list[list[float]] = [[] for _ in IDLE_S]
+    contended_ratios: list[list[float]] = [[] for _ in neighbours]
+    background = [asyncio.create_task(keep_busy(i)) for i in range(len(neighbours))]
+    try:
+        for _ in range(samples):
+            alone = statistics.median([await one(0.0) for _ in range(3)])
+            for i, gap in enumerate(IDLE_S):
+                idle_ratios[i].append(await one(gap) / alone)
+            alone = await chain(CHAIN)
+            for busy_count in range(1, len(neighbours) + 1):
+                on[busy_count - 1].set()
+                await chain(2)  # the neighbour's first forwards after idle: not counted
+                busy = await chain(CHAIN)
+                contended_ratios[busy_count - 1].append(busy / alone)
+            for i in range(len(neighbours)):
+                on[i].clear()
+            for event in stopped:
+                await event.wait()
+    finally:
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return idle_ratios, contended_ratios
 
 
 def dispatch_gaps(run: RealRunResult) -> dict[Role, list[float]]:

@@ -28,42 +28,28 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-from scipy.special import stdtrit
-
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.measure.acceptance import AcceptanceEstimate, estimate_acceptance
 from dsi_online.measure.torch_runtime import Environment, passive_openmp
-from dsi_online.pair import PairInfo, Prompt, heldout_draw, train_pair
+from dsi_online.pair import PairInfo, train_pair
 from dsi_online.real import RealBackend, RealRunResult
-from dsi_online.real.backend import Breakdown, check_checkpoint, server_devices
+from dsi_online.real.backend import check_checkpoint, server_devices
 from dsi_online.real.calibrate import Calibration, acceptance_trace, calibrate, dispatch_gaps
+from dsi_online.real.compare import AlgorithmValidation, SpeedupValidation, compare
 from dsi_online.real.handles import WORKERS, Workers
+from dsi_online.real.heldout import Protocol, scenarios
 from dsi_online.real.peer import PeerResult, time_peer
 from dsi_online.real.worker import DTYPES
 from dsi_online.schedulers.registry import ALGORITHMS, schedulers
 from dsi_online.schedulers.seam import Role
-from dsi_online.sim.latency import ModelLatency
 from dsi_online.sim.profile import AcceptanceProfile, ModelProfile, Profile, Provenance
 from dsi_online.sim.runner import ScenarioResult, run_scenario
 from dsi_online.sim.scenario import Scenario
-from dsi_online.sim.stats import CONFIDENCE, Speedup, Summary
 from dsi_online.sim.trace import AcceptanceTrace
 
-Model = Literal["paper", "traced", "full"]
-MODELS: tuple[Model, ...] = ("paper", "traced", "full")
 Phase = Literal["pair", "start", "acceptance", "measure", "predict", "transformers"]
 Progress = Callable[[Phase, int, int], None]
 """progress(phase, done, total): called as work in each phase completes."""
-
-SIMULATED_PER_PROMPT = 4
-"""Simulated repeats per prompt's trace of the full model (the between-prompt spread, not
-the simulation's, dominates the interval); `paper` and `traced`, diagnostics, replay each
-trace once."""
-BOOTSTRAP = 4000
-"""Draws of the predictive bootstrap behind the held-out intervals."""
-SPEEDUPS = (("si", "dsi"), ("nonsi", "dsi"), ("nonsi", "si"))
-"""(baseline, candidate) of every speedup reported, as `candidate_over_baseline`."""
 
 
 @dataclass(frozen=True)
@@ -152,126 +138,6 @@ def check_vocabularies(folder: Path) -> None:
 
 
 @dataclass(frozen=True)
-class Protocol:
-    """The prompts of a validation: the calibration set (latency calibration and the traces
-    the prediction replays) and the evaluation set (run for real), disjoint."""
-
-    calibration: tuple[Prompt, ...]
-    evaluation: tuple[Prompt, ...]
-
-    @classmethod
-    def draw(cls, info: PairInfo, request: ValidateRequest) -> Protocol:
-        """One draw without replacement of both sets: the first `prompts` evaluate."""
-        drawn = heldout_draw(
-            info,
-            request.prompts + request.calibration_prompts,
-            request.prompt_bytes,
-            request.draw_seed,
-        )
-        return cls(tuple(drawn[request.prompts :]), tuple(drawn[: request.prompts]))
-
-
-def predictive_draws(
-    latencies: dict[str, np.ndarray], evaluation: int, runs: int, seed: int
-) -> dict[str, np.ndarray]:
-    """Simulated means of an evaluation set, one per bootstrap draw, for each algorithm.
-
-    `latencies[name]` holds simulated latencies by calibration prompt (rows) and simulated
-    repeat (columns). A draw resamples the calibration prompts with replacement (the
-    calibration sample's own uncertainty), draws `evaluation` prompts from that resample
-    (the evaluation set's), and `runs` simulated repeats of each (the run-to-run noise), and
-    takes the mean. The same picks serve every algorithm, so speedups are paired."""
-    first = next(iter(latencies.values()))
-    prompts, repeats = first.shape
-    rng = np.random.default_rng(seed)
-    resample = rng.integers(0, prompts, size=(BOOTSTRAP, prompts))
-    picked = np.take_along_axis(
-        resample, rng.integers(0, prompts, size=(BOOTSTRAP, evaluation)), axis=1
-    )
-    chosen = rng.integers(0, repeats, size=(BOOTSTRAP, evaluation, runs))
-    rows = np.broadcast_to(picked[:, :, None], chosen.shape)
-    return {name: lat[rows, chosen].mean(axis=(1, 2)) for name, lat in latencies.items()}
-
-
-def ci95(draws: np.ndarray) -> tuple[float, float]:
-    """The central 95% of bootstrap draws."""
-    low, high = np.quantile(draws, [0.025, 0.975])
-    return float(low), float(high)
-
-
-@dataclass(frozen=True)
-class AlgorithmValidation:
-    """One algorithm: the held-out prediction (with its interval), the in-sample one, and
-    the real runs."""
-
-    name: str
-    predicted_s: float
-    predicted_ci95_s: tuple[float, float]
-    in_sample_s: float
-    predicted_by_model: dict[str, float]
-    actual: Summary
-    lossless: bool
-    runs: tuple[RealRunResult, ...]
-
-    @property
-    def error_pct(self) -> float:
-        """100 x (predicted - actual) / actual, held out."""
-        return 100 * (self.predicted_s - self.actual.mean) / self.actual.mean
-
-    @property
-    def in_sample_error_pct(self) -> float:
-        """The in-sample prediction's error."""
-        return 100 * (self.in_sample_s - self.actual.mean) / self.actual.mean
-
-    @property
-    def inside(self) -> bool:
-        """Whether the real mean fell inside the held-out 95% interval."""
-        return self.predicted_ci95_s[0] <= self.actual.mean <= self.predicted_ci95_s[1]
-
-    def error_pct_of(self, model: Model) -> float:
-        """The error of one model's prediction."""
-        return 100 * (self.predicted_by_model[model] - self.actual.mean) / self.actual.mean
-
-    def breakdown(self, role: Literal["target", "drafter"]) -> Breakdown:
-        """Where `role`'s time went, summed over the real runs and divided by their count."""
-        totals = [run.breakdown(role) for run in self.runs]
-        n = len(totals)
-        return Breakdown(
-            forwards=round(sum(b.forwards for b in totals) / n),
-            cancelled=round(sum(b.cancelled for b in totals) / n),
-            processed=round(sum(b.processed for b in totals) / n),
-            prompt=round(sum(b.prompt for b in totals) / n),
-            catchup=round(sum(b.catchup for b in totals) / n),
-            compute_s=sum(b.compute_s for b in totals) / n,
-            queued_s=sum(b.queued_s for b in totals) / n,
-            delivery_s=sum(b.delivery_s for b in totals) / n,
-            tail_s=sum(b.tail_s for b in totals) / n,
-        )
-
-
-@dataclass(frozen=True)
-class SpeedupValidation:
-    """One speedup: held out with its interval, in sample, and real (paired over runs)."""
-
-    predicted: float
-    predicted_ci95: tuple[float, float]
-    in_sample: float
-    actual: Speedup
-
-    @property
-    def error_pct(self) -> float:
-        return 100 * (self.predicted - self.actual.value) / self.actual.value
-
-    @property
-    def in_sample_error_pct(self) -> float:
-        return 100 * (self.in_sample - self.actual.value) / self.actual.value
-
-    @property
-    def inside(self) -> bool:
-        return self.predicted_ci95[0] <= self.actual.value <= self.predicted_ci95[1]
-
-
-@dataclass(frozen=True)
 class ValidationResult:
     """Everything `validate` measured, predicted and ran."""
 
@@ -328,52 +194,6 @@ class ValidationResult:
         )
 
 
-def _scenarios(
-    request: ValidateRequest,
-    calibrations: dict[str, Calibration],
-    calibration: AcceptanceTrace,
-    evaluation: AcceptanceTrace,
-) -> dict[str, Scenario]:
-    """The held-out scenarios by model (each calibration trace replayed SIMULATED_PER_PROMPT
-    times by the full model, once by the others), and the in-sample one (each evaluation
-    trace SIMULATED_PER_PROMPT times)."""
-    target, drafter = calibrations["target"].latency(), calibrations["drafter"].latency()
-    full = Scenario(
-        target=target,
-        drafter=drafter,
-        acceptance=calibration.rate,
-        lookahead=request.lookahead,
-        servers=request.servers,
-        tokens=request.tokens,
-        repeats=len(calibration.traces) * SIMULATED_PER_PROMPT,
-        seed=request.draw_seed,
-        trace=calibration,
-        prompt_tokens=request.prompt_bytes,
-    )
-    paper_latency = {
-        "target": ModelLatency(target.ttft, target.tpot),
-        "drafter": ModelLatency(drafter.ttft, drafter.tpot),
-    }
-    traced = replace(
-        full,
-        target=paper_latency["target"],
-        drafter=paper_latency["drafter"],
-        repeats=len(calibration.traces),
-    )
-    in_sample = replace(
-        full,
-        acceptance=evaluation.rate,
-        trace=evaluation,
-        repeats=len(evaluation.traces) * SIMULATED_PER_PROMPT,
-    )
-    return {
-        "paper": replace(traced, trace=None),
-        "traced": traced,
-        "full": full,
-        "in_sample": in_sample,
-    }
-
-
 def _pair(request: ValidateRequest, progress: Progress | None) -> Path:
     if request.pair is not None:
         return request.pair
@@ -383,12 +203,6 @@ def _pair(request: ValidateRequest, progress: Progress | None) -> Path:
     if progress is not None:
         progress("pair", 1, 1)
     return path
-
-
-def by_prompt(result: ScenarioResult, name: str, prompts: int) -> np.ndarray:
-    """Simulated latencies of `name` by prompt (rows) and repeat (columns): repeat r
-    replays trace r mod `prompts`."""
-    return np.asarray(result.algorithms[name].latency_s).reshape(-1, prompts).T
 
 
 def validate(request: ValidateRequest, progress: Progress | None = None) -> ValidationResult:
@@ -424,76 +238,15 @@ def validate_on(
     protocol = Protocol.draw(info, request)
     calibration = [list(p.tokens) for p in protocol.calibration]
     evaluation = [list(p.tokens) for p in protocol.evaluation]
-    step("acceptance", 0, 2)
-    traces = acceptance_trace(
-        backend,
-        calibration,
-        request.tokens,
-        f"dsi-online validate: greedy matches of the drafter on {len(calibration)} held-out "
-        f"calibration prompts of {request.prompt_bytes} bytes, {request.tokens} tokens each",
-    )
-    step("acceptance", 1, 2)
-    evaluation_traces = acceptance_trace(
-        backend,
-        evaluation,
-        request.tokens,
-        f"dsi-online validate: greedy matches of the drafter on {len(evaluation)} held-out "
-        f"evaluation prompts of {request.prompt_bytes} bytes, {request.tokens} tokens each",
-    )
-    step("acceptance", 2, 2)
+    traces, evaluation_traces = _traces(backend, request, calibration, evaluation, step)
     calibrations, runs = _measure_and_run(backend, request, calibration, evaluation, step)
     references = [backend.reference(prompt, request.tokens) for prompt in evaluation]
     estimate = estimate_acceptance(
         [[c == "1" for c in t] for t in traces.traces], request.lookahead, seed=request.draw_seed
     )
-    scenarios = _scenarios(request, calibrations, traces, evaluation_traces)
-    predictions: dict[str, ScenarioResult] = {}
-    for done, model in enumerate(scenarios):
-        step("predict", done, len(scenarios))
-        predictions[model] = run_scenario(scenarios[model], clock="virtual")
-    step("predict", len(scenarios), len(scenarios))
-    step("transformers", 0, 1)
-    peer = time_peer(
-        folder / "target",
-        folder / "drafter",
-        evaluation,
-        request.tokens,
-        request.lookahead,
-        dtype=request.dtype,
-        device=backend.reference_device,
-    )
-    step("transformers", 1, 1)
-    draws = predictive_draws(
-        {name: by_prompt(predictions["full"], name, len(calibration)) for name in ALGORITHMS},
-        len(evaluation),
-        request.repeats,
-        request.draw_seed,
-    )
-    algorithms = {
-        name: AlgorithmValidation(
-            name=name,
-            predicted_s=predictions["full"].algorithms[name].mean_s,
-            predicted_ci95_s=ci95(draws[name]),
-            in_sample_s=predictions["in_sample"].algorithms[name].mean_s,
-            predicted_by_model={m: predictions[m].algorithms[name].mean_s for m in MODELS},
-            actual=Summary.of([r.run.latency_s for r in runs[name]]),
-            lossless=all(r.lossless for r in runs[name]),
-            runs=tuple(runs[name]),
-        )
-        for name in ALGORITHMS
-    }
-    speedups = {
-        f"{candidate}_over_{baseline}": SpeedupValidation(
-            predicted=algorithms[baseline].predicted_s / algorithms[candidate].predicted_s,
-            predicted_ci95=ci95(draws[baseline] / draws[candidate]),
-            in_sample=algorithms[baseline].in_sample_s / algorithms[candidate].in_sample_s,
-            actual=Speedup.paired(
-                [r.run.latency_s for r in runs[baseline]],
-                [r.run.latency_s for r in runs[candidate]],
-            ),
-        )
-        for baseline, candidate in SPEEDUPS
-    }
+    predictions = _predict(scenarios(request, calibrations, traces, evaluation_traces), step)
+    peer = _peer(backend, folder, request, evaluation, step)
+    algorithms, speedups = compare(predictions, runs, protocol, request)
     return ValidationResult(
         request=request,
         pair=info,
@@ -514,6 +267,64 @@ def validate_on(
     )
 
 
+def _traces(
+    backend: RealBackend,
+    request: ValidateRequest,
+    calibration: Sequence[Sequence[int]],
+    evaluation: Sequence[Sequence[int]],
+    step: Progress,
+) -> tuple[AcceptanceTrace, AcceptanceTrace]:
+    """The drafter's accept/reject traces on the calibration and the evaluation prompts."""
+    found = []
+    step("acceptance", 0, 2)
+    for done, (prompts, kind) in enumerate(
+        ((calibration, "calibration"), (evaluation, "evaluation")), start=1
+    ):
+        found.append(
+            acceptance_trace(
+                backend,
+                prompts,
+                request.tokens,
+                f"dsi-online validate: greedy matches of the drafter on {len(prompts)} held-out "
+                f"{kind} prompts of {request.prompt_bytes} bytes, {request.tokens} tokens each",
+            )
+        )
+        step("acceptance", done, 2)
+    return found[0], found[1]
+
+
+def _predict(scenarios: dict[str, Scenario], step: Progress) -> dict[str, ScenarioResult]:
+    """Every scenario simulated on the virtual clock, by model."""
+    predictions: dict[str, ScenarioResult] = {}
+    for done, model in enumerate(scenarios):
+        step("predict", done, len(scenarios))
+        predictions[model] = run_scenario(scenarios[model], clock="virtual")
+    step("predict", len(scenarios), len(scenarios))
+    return predictions
+
+
+def _peer(
+    backend: RealBackend,
+    folder: Path,
+    request: ValidateRequest,
+    evaluation: Sequence[Sequence[int]],
+    step: Progress,
+) -> PeerResult:
+    """transformers' own greedy and assisted generation, timed on the evaluation prompts."""
+    step("transformers", 0, 1)
+    peer = time_peer(
+        folder / "target",
+        folder / "drafter",
+        evaluation,
+        request.tokens,
+        request.lookahead,
+        dtype=request.dtype,
+        device=backend.reference_device,
+    )
+    step("transformers", 1, 1)
+    return peer
+
+
 def validate_seeds(
     request: ValidateRequest, seeds: Sequence[int], progress: Progress | None = None
 ) -> list[ValidationResult]:
@@ -526,53 +337,6 @@ def validate_seeds(
             validate_on(backend, folder, replace(request, prompt_seed=seed), progress)
             for seed in seeds
         ]
-
-
-@dataclass(frozen=True)
-class SignedErrors:
-    """One quantity's errors over several validations: each run's held-out and in-sample
-    error (%), whether the real value fell inside the held-out interval, and the means of
-    the signed errors with their 95% intervals (t over runs; None with one run)."""
-
-    held_out: tuple[float, ...]
-    in_sample: tuple[float, ...]
-    inside: tuple[bool, ...]
-
-    @staticmethod
-    def _mean_ci(values: Sequence[float]) -> tuple[float, tuple[float, float] | None]:
-        summary = Summary.of(values)
-        if len(values) < 2:
-            return summary.mean, None
-        half = float(stdtrit(len(values) - 1, (1 + CONFIDENCE) / 2)) * summary.sem
-        return summary.mean, (summary.mean - half, summary.mean + half)
-
-    @property
-    def held_out_mean(self) -> tuple[float, tuple[float, float] | None]:
-        return self._mean_ci(self.held_out)
-
-    @property
-    def in_sample_mean(self) -> tuple[float, tuple[float, float] | None]:
-        return self._mean_ci(self.in_sample)
-
-
-def signed_errors(results: Sequence[ValidationResult]) -> dict[str, SignedErrors]:
-    """Per algorithm and per speedup (`candidate_over_baseline`), the errors of `results`."""
-    table: dict[str, SignedErrors] = {}
-    for name in ALGORITHMS:
-        runs = [r.algorithms[name] for r in results]
-        table[name] = SignedErrors(
-            tuple(a.error_pct for a in runs),
-            tuple(a.in_sample_error_pct for a in runs),
-            tuple(a.inside for a in runs),
-        )
-    for key in results[0].speedups:
-        speedups = [r.speedups[key] for r in results]
-        table[key] = SignedErrors(
-            tuple(s.error_pct for s in speedups),
-            tuple(s.in_sample_error_pct for s in speedups),
-            tuple(s.inside for s in speedups),
-        )
-    return table
 
 
 def _measure_and_run(

@@ -11,13 +11,15 @@ from rich.table import Table
 from rich.text import Text
 
 from dsi_online.pair import Prompt
-from dsi_online.real.validate import (
+from dsi_online.real.calibrate import Calibration
+from dsi_online.real.compare import (
     MODELS,
     SPEEDUPS,
     SignedErrors,
-    ValidationResult,
+    SpeedupValidation,
     signed_errors,
 )
+from dsi_online.real.validate import ValidationResult
 from dsi_online.reports.run import COMPACT, number_column
 from dsi_online.schedulers.registry import ALGORITHMS, LABELS
 from dsi_online.sim.stats import mean_ci95
@@ -51,6 +53,13 @@ def disagreements(result: ValidationResult) -> list[str]:
 
 def render_validation(result: ValidationResult) -> Group:
     """The tables and the closing lines."""
+    tables = (_accuracy_table, _speedups_table, _models_table, _peer_table, _time_table)
+    lines = _closing_lines(result)
+    return Group(*(table(result) for table in tables), *(Text(line) for line in lines))
+
+
+def _accuracy_table(result: ValidationResult) -> Table:
+    """Each algorithm's latency: held out with its PI, real with its CI, the errors."""
     request = result.request
     accuracy = Table(
         title=f"latency a generation, predicted and real (k = {request.lookahead}, "
@@ -61,9 +70,6 @@ def render_validation(result: ValidationResult) -> Group:
     accuracy.add_column("algo")
     for header in ("predicted s", "95% PI", "actual s", "95% CI", "error", "in PI"):
         number_column(accuracy, header)
-    for header in ("in-sample", "paper", "traced"):
-        number_column(accuracy, header)
-    accuracy.add_column("lossless")
     for name in ALGORITHMS:
         a = result.algorithms[name]
         interval = _ci95(result, name)
@@ -75,14 +81,44 @@ def render_validation(result: ValidationResult) -> Group:
             "-" if interval is None else f"{interval[0]:.4f}-{interval[1]:.4f}",
             f"{a.error_pct:+.1f}%",
             "yes" if a.inside else "NO",
+        )
+    return accuracy
+
+
+def _models_table(result: ValidationResult) -> Table:
+    """The error of each model beside the held-out one (in-sample isolates the cost model),
+    and whether every real output was lossless; a table of its own, so each fits 80 columns."""
+    models = Table(title="error by model", **COMPACT)
+    models.add_column("")
+    for header in ("in-sample", "paper", "traced"):
+        number_column(models, header)
+    models.add_column("lossless")
+    for name in ALGORITHMS:
+        a = result.algorithms[name]
+        models.add_row(
+            LABELS[name],
             f"{a.in_sample_error_pct:+.1f}%",
             f"{a.error_pct_of('paper'):+.1f}%",
             f"{a.error_pct_of('traced'):+.1f}%",
             "yes" if a.lossless else "NO",
         )
+    for baseline, candidate in SPEEDUPS:
+        s = result.speedups[f"{candidate}_over_{baseline}"]
+        models.add_row(
+            f"{LABELS[candidate]}/{LABELS[baseline]}",
+            f"{s.in_sample_error_pct:+.1f}%",
+            "-",
+            "-",
+            "-",
+        )
+    return models
+
+
+def _speedups_table(result: ValidationResult) -> Table:
+    """Each speedup: held out with its PI, real with its paired CI, the errors."""
     speedups = Table(title="speedups, predicted and real (paired CI)", **COMPACT)
     speedups.add_column("speedup")
-    for header in ("predicted", "95% PI", "actual", "95% CI", "error", "in PI", "in-sample"):
+    for header in ("predicted", "95% PI", "actual", "95% CI", "error", "in PI"):
         number_column(speedups, header)
     for baseline, candidate in SPEEDUPS:
         s = result.speedups[f"{candidate}_over_{baseline}"]
@@ -100,8 +136,12 @@ def render_validation(result: ValidationResult) -> Group:
             ci,
             f"{s.error_pct:+.1f}%",
             "yes" if s.inside else "NO",
-            f"{s.in_sample_error_pct:+.1f}%",
         )
+    return speedups
+
+
+def _peer_table(result: ValidationResult) -> Table:
+    """Our real latencies beside transformers' greedy and assisted generation."""
     peer = Table(title="beside transformers (s a generation)", **COMPACT)
     peer.add_column("")
     for header in ("greedy", "SI", "DSI"):
@@ -115,6 +155,12 @@ def render_validation(result: ValidationResult) -> Group:
     peer.add_row(
         "transformers", f"{result.peer.greedy_s:.4f}", f"{result.peer.assisted_s:.4f}", "-"
     )
+    return peer
+
+
+def _time_table(result: ValidationResult) -> Table:
+    """Where a real run's time went, per algorithm and model (beside the simulated
+    forwards of the in-sample prediction)."""
     time = Table(title="where the real time went (a run)", **COMPACT)
     time.add_column("algo")
     time.add_column("model")
@@ -139,6 +185,13 @@ def render_validation(result: ValidationResult) -> Group:
                 f"{b.queued_s + b.delivery_s:.4f}",
                 f"{b.tail_s:.4f}",
             )
+    return time
+
+
+def _closing_lines(result: ValidationResult) -> list[str]:
+    """The pair, the acceptance and the measurements, what the columns mean, and the
+    checks of reality against itself."""
+    request = result.request
     acceptance = result.acceptance
     acceptance_ci = (
         f", 95% CI [{acceptance.ci95[0]:.3f}, {acceptance.ci95[1]:.3f}]"
@@ -146,7 +199,7 @@ def render_validation(result: ValidationResult) -> Group:
         else ""
     )
     target, drafter = (result.calibrations[r].cost() for r in ("target", "drafter"))
-    lines = [
+    return [
         f"pair: {result.pair_path} ({result.pair.size}, seed {result.pair.seed}); acceptance "
         f"(greedy matches) on the calibration prompts {acceptance.rate:.3f}{acceptance_ci}, "
         f"on the evaluation prompts {result.evaluation_trace.rate:.3f}",
@@ -173,65 +226,10 @@ def render_validation(result: ValidationResult) -> Group:
         f" with its greedy decoding, and both "
         f"{'equal' if result.peer_matches_ours else 'DIFFER FROM'} ours, token for token",
     ]
-    return Group(accuracy, speedups, peer, time, *(Text(line) for line in lines))
 
 
 def to_json(result: ValidationResult) -> dict[str, Any]:
     """The JSON document of a validation."""
-    request = result.request
-    acceptance = result.acceptance
-    low, high = acceptance.ci95 if acceptance.ci95 is not None else (None, None)
-    algorithms: dict[str, Any] = {}
-    for name in ALGORITHMS:
-        a = result.algorithms[name]
-        interval = _ci95(result, name)
-        algorithms[name] = {
-            "predicted_s": a.predicted_s,
-            "predicted_ci95_s": list(a.predicted_ci95_s),
-            "inside_ci95": a.inside,
-            "in_sample": {"predicted_s": a.in_sample_s, "error_pct": a.in_sample_error_pct},
-            "actual_s": a.actual.mean,
-            "actual_sem_s": a.actual.sem,
-            "actual_ci95_s": None if interval is None else list(interval),
-            "error_pct": a.error_pct,
-            "lossless": a.lossless,
-            "predicted_by_model_s": a.predicted_by_model,
-            "error_pct_by_model": {m: a.error_pct_of(m) for m in MODELS},
-            "latencies_s": [r.run.latency_s for r in a.runs],
-            "where_time_went": {
-                role: dataclasses.asdict(a.breakdown(role)) for role in ("target", "drafter")
-            },
-        }
-    speedups: dict[str, Any] = {}
-    for key, sv in result.speedups.items():
-        speedups[key] = {
-            "predicted": sv.predicted,
-            "predicted_ci95": list(sv.predicted_ci95),
-            "error_pct": sv.error_pct,
-            "inside_ci95": sv.inside,
-            "in_sample": {"predicted": sv.in_sample, "error_pct": sv.in_sample_error_pct},
-            "actual": sv.actual.value,
-            "actual_ci95": [sv.actual.ci_low, sv.actual.ci_high],
-        }
-    calibration = {}
-    for role, measured in result.calibrations.items():
-        cost = measured.cost()
-        calibration[role] = {
-            "tokens": list(cost.tokens),
-            "mean_ms": [1e3 * m for m in cost.mean_s],
-            "reference_context": cost.reference_context,
-            "attention_ns": 1e9 * cost.attention_s,
-            "prefill_ms": [1e3 * s for s in measured.prefill_s],
-            "prefill_tokens": cost.prefill_tokens,
-            "transit_ms": [1e3 * t for t in cost.transit_s],
-            "dispatch_ms": 1e3 * cost.dispatch_s,
-            "idle_ms": [1e3 * s for s in cost.idle_s],
-            "idle_factor": list(cost.idle_factor),
-            "contended": cost.contended,
-            "crowded": list(cost.crowded),
-            "layers": cost.layers,
-            "warnings": list(measured.warnings),
-        }
     return {
         "lossless": not disagreements(result),
         "pair": {"path": str(result.pair_path), **_plain(dataclasses.asdict(result.pair))},
@@ -240,39 +238,111 @@ def to_json(result: ValidationResult) -> dict[str, Any]:
             "calibration_prompts": [_prompt(p) for p in result.protocol.calibration],
             "evaluation_prompts": [_prompt(p) for p in result.protocol.evaluation],
         },
-        "scenario": {
-            "lookahead": request.lookahead,
-            "servers": request.servers,
-            "prompts": request.prompts,
-            "calibration_prompts": request.calibration_prompts,
-            "prompt_bytes": request.prompt_bytes,
-            "tokens": request.tokens,
-            "repeats": request.repeats,
-            "seed": request.seed,
-            "prompt_seed": request.draw_seed,
-            "workers": request.workers,
-            "device": request.device,
-            "dtype": request.dtype,
-            "reference_device": result.reference_device,
-            "calibration_samples": request.calibration_samples,
-        },
-        "acceptance": {
-            "rate": acceptance.rate,
-            "ci95_low": low,
-            "ci95_high": high,
-            "by_position": list(acceptance.by_position),
-            "traces": list(result.trace.traces),
-            "evaluation_rate": result.evaluation_trace.rate,
-            "evaluation_traces": list(result.evaluation_trace.traces),
-        },
-        "algorithms": algorithms,
-        "speedups": speedups,
+        "scenario": _scenario_json(result),
+        "acceptance": _acceptance_json(result),
+        "algorithms": {name: _algorithm_json(result, name) for name in ALGORITHMS},
+        "speedups": {key: _speedup_json(sv) for key, sv in result.speedups.items()},
         "transformers": {
             "greedy_s": result.peer.greedy_s,
             "assisted_s": result.peer.assisted_s,
             "tokens_match": result.peer.tokens_match and result.peer_matches_ours,
         },
-        "calibration": calibration,
+        "calibration": {
+            role: _calibration_json(measured) for role, measured in result.calibrations.items()
+        },
+    }
+
+
+def _scenario_json(result: ValidationResult) -> dict[str, Any]:
+    """What was asked for, and where the reference decoding ran."""
+    request = result.request
+    return {
+        "lookahead": request.lookahead,
+        "servers": request.servers,
+        "prompts": request.prompts,
+        "calibration_prompts": request.calibration_prompts,
+        "prompt_bytes": request.prompt_bytes,
+        "tokens": request.tokens,
+        "repeats": request.repeats,
+        "seed": request.seed,
+        "prompt_seed": request.draw_seed,
+        "workers": request.workers,
+        "device": request.device,
+        "dtype": request.dtype,
+        "reference_device": result.reference_device,
+        "calibration_samples": request.calibration_samples,
+    }
+
+
+def _acceptance_json(result: ValidationResult) -> dict[str, Any]:
+    """The acceptance estimate of the calibration traces, and both sets' traces."""
+    acceptance = result.acceptance
+    low, high = acceptance.ci95 if acceptance.ci95 is not None else (None, None)
+    return {
+        "rate": acceptance.rate,
+        "ci95_low": low,
+        "ci95_high": high,
+        "by_position": list(acceptance.by_position),
+        "traces": list(result.trace.traces),
+        "evaluation_rate": result.evaluation_trace.rate,
+        "evaluation_traces": list(result.evaluation_trace.traces),
+    }
+
+
+def _algorithm_json(result: ValidationResult, name: str) -> dict[str, Any]:
+    """One algorithm's predictions, real runs, errors and where its time went."""
+    a = result.algorithms[name]
+    interval = _ci95(result, name)
+    return {
+        "predicted_s": a.predicted_s,
+        "predicted_ci95_s": list(a.predicted_ci95_s),
+        "inside_ci95": a.inside,
+        "in_sample": {"predicted_s": a.in_sample_s, "error_pct": a.in_sample_error_pct},
+        "actual_s": a.actual.mean,
+        "actual_sem_s": a.actual.sem,
+        "actual_ci95_s": None if interval is None else list(interval),
+        "error_pct": a.error_pct,
+        "lossless": a.lossless,
+        "predicted_by_model_s": a.predicted_by_model,
+        "error_pct_by_model": {m: a.error_pct_of(m) for m in MODELS},
+        "latencies_s": [r.run.latency_s for r in a.runs],
+        "where_time_went": {
+            role: dataclasses.asdict(a.breakdown(role)) for role in ("target", "drafter")
+        },
+    }
+
+
+def _speedup_json(sv: SpeedupValidation) -> dict[str, Any]:
+    """One speedup: held out with its PI, in sample, and real with its paired CI."""
+    return {
+        "predicted": sv.predicted,
+        "predicted_ci95": list(sv.predicted_ci95),
+        "error_pct": sv.error_pct,
+        "inside_ci95": sv.inside,
+        "in_sample": {"predicted": sv.in_sample, "error_pct": sv.in_sample_error_pct},
+        "actual": sv.actual.value,
+        "actual_ci95": [sv.actual.ci_low, sv.actual.ci_high],
+    }
+
+
+def _calibration_json(measured: Calibration) -> dict[str, Any]:
+    """One model's calibration: the fitted token-cost model and its warnings."""
+    cost = measured.cost()
+    return {
+        "tokens": list(cost.tokens),
+        "mean_ms": [1e3 * m for m in cost.mean_s],
+        "reference_context": cost.reference_context,
+        "attention_ns": 1e9 * cost.attention_s,
+        "prefill_ms": [1e3 * s for s in measured.prefill_s],
+        "prefill_tokens": cost.prefill_tokens,
+        "transit_ms": [1e3 * t for t in cost.transit_s],
+        "dispatch_ms": 1e3 * cost.dispatch_s,
+        "idle_ms": [1e3 * s for s in cost.idle_s],
+        "idle_factor": list(cost.idle_factor),
+        "contended": cost.contended,
+        "crowded": list(cost.crowded),
+        "layers": cost.layers,
+        "warnings": list(measured.warnings),
     }
 
 

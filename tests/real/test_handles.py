@@ -135,7 +135,9 @@ def test_a_process_worker_then_its_death(test_pair: Path) -> None:
 )
 def test_a_model_that_does_not_load_is_an_error_on_the_loop(kind: Workers, tmp_path: Path) -> None:
     async def body(handle: WorkerHandle) -> None:
-        with pytest.raises(RealBackendError, match=r"target-0: its model \(.*no-model\) did not load"):
+        with pytest.raises(
+            RealBackendError, match=r"target-0: its model \(.*no-model\) did not load"
+        ):
             await handle.ready()
 
     with_worker(kind, WorkerSpec(str(tmp_path / "no-model")), body)

@@ -16,13 +16,8 @@ from dsi_online.cli.validate import parse_seeds
 from dsi_online.errors import InvalidParameterError
 from dsi_online.pair import PairInfo, heldout_prompts
 from dsi_online.real.calibrate import Calibration
-from dsi_online.real.validate import (
-    BOOTSTRAP,
-    Protocol,
-    ValidateRequest,
-    ci95,
-    predictive_draws,
-)
+from dsi_online.real.heldout import BOOTSTRAP, Protocol, ci95, predictive_draws
+from dsi_online.real.validate import ValidateRequest
 from dsi_online.sim.cost import monotone
 from dsi_online.sim.profile import load_profile
 from dsi_online.sim.trace import load_trace

@@ -1,0 +1,126 @@
+"""The held-out protocol of `dsi-online validate`: disjoint calibration and evaluation prompts,
+the scenarios that replay the calibration traces, and the predictive bootstrap's intervals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from dsi_online.pair import PairInfo, Prompt, heldout_draw
+from dsi_online.real.calibrate import Calibration
+from dsi_online.sim.latency import ModelLatency
+from dsi_online.sim.runner import ScenarioResult
+from dsi_online.sim.scenario import Scenario
+from dsi_online.sim.trace import AcceptanceTrace
+
+if TYPE_CHECKING:
+    from dsi_online.real.validate import ValidateRequest
+
+SIMULATED_PER_PROMPT = 4
+"""Simulated repeats per prompt's trace of the full model (the between-prompt spread, not
+the simulation's, dominates the interval); `paper` and `traced`, diagnostics, replay each
+trace once."""
+BOOTSTRAP = 4000
+"""Draws of the predictive bootstrap behind the held-out intervals."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The prompts of a validation: the calibration set (latency calibration and the traces
+    the prediction replays) and the evaluation set (run for real), disjoint."""
+
+    calibration: tuple[Prompt, ...]
+    evaluation: tuple[Prompt, ...]
+
+    @classmethod
+    def draw(cls, info: PairInfo, request: ValidateRequest) -> Protocol:
+        """One draw without replacement of both sets: the first `prompts` evaluate."""
+        drawn = heldout_draw(
+            info,
+            request.prompts + request.calibration_prompts,
+            request.prompt_bytes,
+            request.draw_seed,
+        )
+        return cls(tuple(drawn[request.prompts :]), tuple(drawn[: request.prompts]))
+
+
+def scenarios(
+    request: ValidateRequest,
+    calibrations: dict[str, Calibration],
+    calibration: AcceptanceTrace,
+    evaluation: AcceptanceTrace,
+) -> dict[str, Scenario]:
+    """The held-out scenarios by model (each calibration trace replayed SIMULATED_PER_PROMPT
+    times by the full model, once by the others), and the in-sample one (each evaluation
+    trace SIMULATED_PER_PROMPT times)."""
+    target, drafter = calibrations["target"].latency(), calibrations["drafter"].latency()
+    full = Scenario(
+        target=target,
+        drafter=drafter,
+        acceptance=calibration.rate,
+        lookahead=request.lookahead,
+        servers=request.servers,
+        tokens=request.tokens,
+        repeats=len(calibration.traces) * SIMULATED_PER_PROMPT,
+        seed=request.draw_seed,
+        trace=calibration,
+        prompt_tokens=request.prompt_bytes,
+    )
+    paper_latency = {
+        "target": ModelLatency(target.ttft, target.tpot),
+        "drafter": ModelLatency(drafter.ttft, drafter.tpot),
+    }
+    traced = replace(
+        full,
+        target=paper_latency["target"],
+        drafter=paper_latency["drafter"],
+        repeats=len(calibration.traces),
+    )
+    in_sample = replace(
+        full,
+        acceptance=evaluation.rate,
+        trace=evaluation,
+        repeats=len(evaluation.traces) * SIMULATED_PER_PROMPT,
+    )
+    return {
+        "paper": replace(traced, trace=None),
+        "traced": traced,
+        "full": full,
+        "in_sample": in_sample,
+    }
+
+
+def by_prompt(result: ScenarioResult, name: str, prompts: int) -> np.ndarray:
+    """Simulated latencies of `name` by prompt (rows) and repeat (columns): repeat r
+    replays trace r mod `prompts`."""
+    return np.asarray(result.algorithms[name].latency_s).reshape(-1, prompts).T
+
+
+def predictive_draws(
+    latencies: dict[str, np.ndarray], evaluation: int, runs: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Simulated means of an evaluation set, one per bootstrap draw, for each algorithm.
+
+    `latencies[name]` holds simulated latencies by calibration prompt (rows) and simulated
+    repeat (columns). A draw resamples the calibration prompts with replacement (the
+    calibration sample's own uncertainty), draws `evaluation` prompts from that resample
+    (the evaluation set's), and `runs` simulated repeats of each (the run-to-run noise), and
+    takes the mean. The same picks serve every algorithm, so speedups are paired."""
+    first = next(iter(latencies.values()))
+    prompts, repeats = first.shape
+    rng = np.random.default_rng(seed)
+    resample = rng.integers(0, prompts, size=(BOOTSTRAP, prompts))
+    picked = np.take_along_axis(
+        resample, rng.integers(0, prompts, size=(BOOTSTRAP, evaluation)), axis=1
+    )
+    chosen = rng.integers(0, repeats, size=(BOOTSTRAP, evaluation, runs))
+    rows = np.broadcast_to(picked[:, :, None], chosen.shape)
+    return {name: lat[rows, chosen].mean(axis=(1, 2)) for name, lat in latencies.items()}
+
+
+def ci95(draws: np.ndarray) -> tuple[float, float]:
+    """The central 95% of bootstrap draws."""
+    low, high = np.quantile(draws, [0.025, 0.975])
+    return float(low), float(high)
