@@ -460,7 +460,7 @@ class RealBackend:
             prompt=prompt,
             output=tuple(gen.committed),
             reference=reference,
-            servers=tuple(ServerRecords(s.name, s.role, tuple(s.records)) for s in pool.servers()),
+            servers=tuple(ServerRecords(s.name, s.role, tuple(s.records)) for s in pool.made()),
         )
 
 

@@ -206,14 +206,14 @@ class RealPool:
     def link(self, index: int = 0) -> InstantChannel:
         return self._link
 
-    def servers(self) -> tuple[RealServer, ...]:
+    def made(self) -> tuple[RealServer, ...]:
         """Every server made so far: the drafter, then the targets by index."""
         return (self._drafter, *(self._targets[i] for i in sorted(self._targets)))
 
     def stats(self) -> tuple[ServerStats, ...]:
-        return tuple(server.stats() for server in self.servers())
+        return tuple(server.stats() for server in self.made())
 
     async def drain(self, timeout_s: float | None = None) -> None:
         """Wait until every worker has answered every forward of this generation (or
         failed); `timeout_s` at most if given."""
-        await asyncio.gather(*(server.drain(timeout_s) for server in self.servers()))
+        await asyncio.gather(*(server.drain(timeout_s) for server in self.made()))
