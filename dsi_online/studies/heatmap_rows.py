@@ -214,6 +214,12 @@ def read_rows(path: Path) -> list[CellRow]:
         raise InvalidParameterError(
             f"{path} is not a heatmap rows CSV: it is not UTF-8 text ({exc.__class__.__name__})"
         ) from None
+    return parse_rows(path, text)
+
+
+def parse_rows(path: Path, text: str) -> list[CellRow]:
+    """The rows of `text`, read from `path` (named in errors); a last line cut short by an
+    interrupt is ignored."""
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines.pop()
@@ -228,14 +234,10 @@ def read_rows(path: Path) -> list[CellRow]:
         raise InvalidParameterError(f"{path} holds a malformed row: {exc}") from exc
 
 
-def _journal_rows(path: Path, text: str) -> list[CellRow]:
-    return read_rows(path)
-
-
 ROWS_JOURNAL = JournalFormat[CellRow, tuple[int, int, int]](
     header=_csv_line(ROW_COLUMNS),
     encode=lambda row: _csv_line(_row_values(row)),
-    decode=_journal_rows,
+    decode=parse_rows,
     key=lambda row: row.key,
 )
 """The heatmap's journal: heatmap.csv's header and rows, appended as they arrive."""
