@@ -203,20 +203,21 @@ class Fleet:
             if load.batch > 1
             else []
         )
-        self._queue: deque[asyncio.Future[Grant]] = deque()
+        self._queue: deque[tuple[int, asyncio.Future[Grant]]] = deque()
         self.census = Census(asyncio.get_running_loop())
 
-    async def admit(self) -> Grant:
-        """Join the queue and wait for an allotment (the request has arrived now)."""
+    async def admit(self, index: int) -> Grant:
+        """Join the queue and wait for an allotment (request `index` has arrived now)."""
         self.census.change(1, 1)
         future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
-        self._queue.append(future)
+        entry = (index, future)
+        self._queue.append(entry)
         self._grant()
         try:
             return await future
         except asyncio.CancelledError:
-            if future in self._queue:  # cancelled while waiting: leave the queue
-                self._queue.remove(future)
+            if entry in self._queue:  # cancelled while waiting: leave the queue
+                self._queue.remove(entry)
                 self.census.change(-1, -1)
                 self._grant()
             elif future.done() and not future.cancelled():
@@ -258,7 +259,8 @@ class Fleet:
 
     def _grant(self) -> None:
         while self._queue:
-            choice = self._policy.choose(self.free, len(self._queue) - 1)
+            index, future = self._queue[0]
+            choice = self._policy.choose(self.free, len(self._queue) - 1, index)
             if choice is None:
                 return
             if self._gpus:
@@ -269,7 +271,8 @@ class Fleet:
                 self.free -= choice.gpus
                 grant = Grant(choice)
             self.census.change(0, -1)
-            self._queue.popleft().set_result(grant)
+            self._queue.popleft()
+            future.set_result(grant)
 
 
 class _Scenarios:
@@ -312,7 +315,7 @@ async def _serve(
     """One request: arrive, wait for an allotment, run its scheduler, free the GPUs."""
     loop = asyncio.get_running_loop()
     await wake_at(loop, origin + arrival_s, RANK_DEFAULT)
-    grant = await fleet.admit()
+    grant = await fleet.admit(request.index)
     admitted = loop.time() - origin
     scenario = scenarios.get(request, grant.allotment.servers)
     try:
@@ -398,12 +401,17 @@ def run_load(
 ) -> LoadResult:
     """Play `policies` on `load` at `rate` on `clock`; `progress(1)` after each request. On
     the wall clock the same requests are replayed on the virtual clock (`ideal`), so the
-    wall clock's overhead is measured, as `run --clock wall` does."""
+    wall clock's overhead is measured, as `run --clock wall` does; an adaptive policy's
+    replay is pinned to the allotments it chose on the wall clock (`Policy.pin`)."""
     check_clock(clock)
     check_rate(rate)
     require(len(policies) > 0, "policy (--policy) needs at least one policy")
     result = run_on_clock(lambda: play_load(load, rate, policies, progress), clock)
     if clock == "virtual":
         return result
-    ideal = run_on_clock(lambda: play_load(load, rate, policies), "virtual")
+    replayed = [
+        p.pin([r.allotment for r in result.runs[p.name].records]) if p.adaptive else p
+        for p in policies
+    ]
+    ideal = run_on_clock(lambda: play_load(load, rate, replayed), "virtual")
     return replace(result, ideal=ideal)

@@ -54,6 +54,9 @@ class Policy:
     name: str
     choices: tuple[Choice, ...]
     adaptive: bool = False
+    pinned: tuple[Allotment, ...] = ()
+    """Each request's allotment, by index, decided by an earlier run of this policy (see
+    `pin`); empty: the policy decides."""
 
     @property
     def label(self) -> str:
@@ -64,9 +67,17 @@ class Policy:
         """The fewest GPUs a request of this policy can be served with."""
         return min(c.allotment.gpus for c in self.choices)
 
-    def choose(self, free: int, waiting: int) -> Allotment | None:
-        """The allotment of the request at the head of the queue, with `free` GPUs free and
-        `waiting` requests queued behind it; None: it waits for more GPUs."""
+    def pin(self, allotments: Sequence[Allotment]) -> Policy:
+        """This policy with request i's allotment fixed to `allotments[i]`: a replay of a run's
+        decisions, so that two clocks compare the same work, not a threshold rule's reaction
+        to microseconds (an adaptive choice flips when a release and an arrival swap order)."""
+        return replace(self, pinned=tuple(allotments))
+
+    def choose(self, free: int, waiting: int, index: int = 0) -> Allotment | None:
+        """The allotment of request `index`, at the head of the queue, with `free` GPUs free
+        and `waiting` requests queued behind it; None: it waits for more GPUs."""
+        if self.pinned:
+            return self.pinned[index] if self.pinned[index].gpus <= free else None
         if not self.adaptive:
             only = self.choices[0].allotment
             return only if only.gpus <= free else None

@@ -270,3 +270,67 @@ def test_dsi_rejected_draft_cancels_what_depends_on_it() -> None:
         "target-1": (3, 2, 0, 1),
         "drafter": (4, 2, 1, 1),
     }
+
+
+class InstantServer(Account):
+    """A `Server` whose forward returns without ever suspending (a cached answer, or a model
+    run in the caller's thread): the schedulers must not rely on a forward yielding."""
+
+    def __init__(self, name: str, role: Role, truth: Sequence[int], wrong: set[int]) -> None:
+        super().__init__(name, role)
+        self._truth = truth
+        self._wrong = wrong
+
+    async def forward(self, prefix: Sequence[int], drafts: Sequence[int]) -> list[int]:
+        self.forwards += 1
+        start = len(prefix)
+        if self.role == "drafter":
+            position = start + len(drafts)
+            return [self._truth[position] + (1000 if position in self._wrong else 0)]
+        verified = []
+        for position, draft in enumerate(drafts, start):
+            verified.append(self._truth[position])
+            if draft != self._truth[position]:
+                return verified
+        return [*verified, self._truth[start + len(drafts)]]
+
+
+class InstantPool:
+    def __init__(self, truth: Sequence[int], wrong: set[int]) -> None:
+        self._targets: dict[int, InstantServer] = {}
+        self._drafter = InstantServer("drafter", "drafter", truth, wrong)
+        self._truth = truth
+
+    def target(self, index: int = 0) -> Server:
+        if index not in self._targets:
+            self._targets[index] = InstantServer(f"target-{index}", "target", self._truth, set())
+        return self._targets[index]
+
+    @property
+    def drafter(self) -> Server:
+        return self._drafter
+
+    def link(self, index: int = 0) -> Channel:
+        return InstantChannel()
+
+    def stats(self) -> tuple[ServerStats, ...]:
+        return tuple(s.stats() for s in [*self._targets.values(), self._drafter])
+
+
+def test_forwards_that_never_suspend() -> None:
+    """Every scheduler is lossless and accounts every forward when no forward suspends."""
+    truth = [(7 * i) % 11 for i in range(40)]
+    patterns = [set(), {3}, {1, 5, 9, 10}, set(range(0, 40, 2)), set(range(40))]
+    schedulers: list[Scheduler] = [NonSI(), SI(3), DSI(3, 1), DSI(3, 2), DSI(1, 3), DSI(5, 4)]
+
+    async def main() -> None:
+        for wrong in patterns:
+            for scheduler in schedulers:
+                gen = Generation(tokens=len(truth), servers=InstantPool(truth, wrong))
+                result = await asyncio.wait_for(scheduler.generate(gen), 10)
+                assert gen.committed == truth, (scheduler.name, wrong)
+                assert result.output_sha256 == digest(truth)
+                for server in result.servers:
+                    assert server.useful + server.rejected + server.cancelled == server.forwards
+
+    asyncio.run(main())

@@ -210,6 +210,21 @@ def test_adaptive_choice_rule() -> None:
     assert static.choose(1, 0) is None and static.choose(2, 5) == Allotment("si")
 
 
+def test_a_pinned_policy_replays_the_given_allotments() -> None:
+    """Pinned to its own choices, adaptive's virtual run is itself, record for record; pinned
+    to non-SI for every request, it is the non-SI policy's run (the wall clock's replay)."""
+    base = scenario(cv=0.3)
+    load = load_of(base, 40, gpus=6)
+    nonsi, adaptive = parse_policies(["nonsi", "adaptive"], base, 6)
+    result = run_load(load, 3.0, [nonsi, adaptive])
+    chosen = [r.allotment for r in result.runs["adaptive"].records]
+    assert len(set(chosen)) > 1  # the rule did choose, so the pin has something to keep
+    again = run_load(load, 3.0, [adaptive.pin(chosen)])
+    assert again.runs["adaptive"].records == result.runs["adaptive"].records
+    as_nonsi = run_load(load, 3.0, [adaptive.pin([Allotment("nonsi")] * 40)])
+    assert as_nonsi.runs["adaptive"].records == result.runs["nonsi"].records
+
+
 def test_bad_policies() -> None:
     base = scenario()
     with pytest.raises(InvalidParameterError, match="--gpus"):
