@@ -39,7 +39,10 @@ IDLE_S = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032)
 CHAIN = 10
 """Forwards in a chain that measures contention (alone, then beside the other model)."""
 HOST_TOKENS = {"target": 4, "drafter": 1}
+PROBES = 3
+"""One-token forwards per role that `probe` times before each evaluation prompt's runs."""
 """Tokens of the forwards that measure the host's effects: a verification, a draft."""
+ROLES: tuple[Role, ...] = ("target", "drafter")
 Fresh = Callable[[int], list[int]]
 """fresh(n): n random token ids, from a calibration's own generator."""
 
@@ -61,6 +64,7 @@ class Calibration:
     transit_s: tuple[tuple[float, float], ...] = ()  # per forward: (queued, delivery)
     overhead_s: tuple[float, ...] = ()  # per forward: its seconds on the loop beyond transit
     gaps_s: tuple[float, ...] = ()  # real schedulers' loop time before a forward (dispatch_gaps)
+    probes_s: tuple[float, ...] = ()  # one-token forwards at the first context, between runs
     interruptible: bool = True  # the real server's settings
     prefill: Prefill = "finish"
 
@@ -94,6 +98,7 @@ class Calibration:
             transit_s=tuple(x for p in parts for x in p.transit_s),
             overhead_s=tuple(x for p in parts for x in p.overhead_s),
             gaps_s=tuple(x for p in parts for x in p.gaps_s),
+            probes_s=tuple(x for p in parts for x in p.probes_s),
             interruptible=first.interruptible,
             prefill=first.prefill,
         )
@@ -107,6 +112,19 @@ class Calibration:
         shapes = [(f"forwards of {n} tokens", samples) for n, samples in counts]
         step = self.samples[0][self.counts.index(1)]
         return unstable_timings(self.role, shapes, counts, step, blocks=self.rounds)
+
+    @property
+    def host_speed(self) -> float:
+        """How much slower the host ran while the runs ran than while the calibration's
+        forwards did: the mean one-token round trip probed between the runs (`probe`) over
+        the calibration's own, at the same context; 1 without probes. A shared machine's
+        speed moves in bursts; the calibration's forwards take seconds, the runs minutes, so
+        its own sample of the machine's state is short and, the bursts being slow ones,
+        usually a fast one (docs/validate.md)."""
+        if not self.probes_s:
+            return 1.0
+        own = self.samples[0][self.counts.index(1)]
+        return statistics.fmean(self.probes_s) / statistics.fmean(own)
 
     @property
     def idle_factor(self) -> tuple[float, ...]:
@@ -129,7 +147,8 @@ class Calibration:
         prefill's mean, the mean transit out and back, the real
         server's settings, and the dispatch time: the mean loop time the real schedulers
         spent before a forward less what a calibration forward spent on the loop (both
-        measured, so that the loop's share is counted once)."""
+        measured, so that the loop's share is counted once). Every time but the dispatch is
+        scaled by `host_speed`, the host's speed while the runs ran."""
         low, high = self.samples
         span = self.contexts[1] - self.contexts[0]
         gaps = [statistics.fmean(b) - statistics.fmean(a) for a, b in zip(low, high, strict=True)]
@@ -150,11 +169,12 @@ class Calibration:
             for row, mean, w in zip(context, means, weights, strict=True)
             for x in row
         ]
+        speed = self.host_speed
         return TokenCost(
             tokens=self.counts,
-            mean_s=tuple(means),
+            mean_s=tuple(speed * m for m in means),
             reference_context=self.contexts[0],
-            attention_s=attention,
+            attention_s=speed * attention,
             ratios=tuple(round(r, 6) for r in ratios),
             layers=self.layers,
             idle_s=IDLE_S,
@@ -162,11 +182,11 @@ class Calibration:
             contended=self.contended,
             crowded=(statistics.median(self.crowded_ratios),) if self.crowded_ratios else (),
             prefill_tokens=self.contexts[0] if self.prefill_s else 0,
-            prefill_s=statistics.fmean(self.prefill_s) if self.prefill_s else 0.0,
+            prefill_s=speed * statistics.fmean(self.prefill_s) if self.prefill_s else 0.0,
             transit_s=(
                 (
-                    statistics.fmean(q for q, _ in self.transit_s),
-                    statistics.fmean(d for _, d in self.transit_s),
+                    speed * statistics.fmean(q for q, _ in self.transit_s),
+                    speed * statistics.fmean(d for _, d in self.transit_s),
                 )
                 if self.transit_s
                 else (0.0, 0.0)
@@ -182,7 +202,12 @@ class Calibration:
         """TTFT (the cold prefills) and TPOT (one-token forwards) as measured samples, and
         the token-cost model."""
         decodes = self.samples[0][self.counts.index(1)] + self.samples[1][self.counts.index(1)]
-        return ModelLatency(Empirical(self.prefill_s), Empirical(decodes), self.cost())
+        speed = self.host_speed
+        return ModelLatency(
+            Empirical(tuple(speed * x for x in self.prefill_s)),
+            Empirical(tuple(speed * x for x in decodes)),
+            self.cost(),
+        )
 
 
 def _server(pool: RealPool, role: Role) -> RealServer:
@@ -267,6 +292,28 @@ def calibrate(
         interruptible=backend.settings.interruptible,
         prefill=backend.settings.prefill,
     )
+
+
+def probe(
+    backend: RealBackend, prompt: Sequence[int], count: int = PROBES, seed: int = 0
+) -> dict[Role, tuple[float, ...]]:
+    """The host's speed now: per role, `count` one-token forwards after `prompt`, timed as
+    the calibration times its one-token forwards at its first context, on a fresh pool."""
+    rng = np.random.default_rng(seed)
+
+    async def work(pool: RealPool) -> dict[Role, tuple[float, ...]]:
+        found: dict[Role, tuple[float, ...]] = {}
+        for role in ROLES:
+            server = _server(pool, role)
+            await server.forward((), ())  # the prefill: the cache holds the prompt
+            times = []
+            for _ in range(count):
+                await server.forward((), ())  # crops the cache to the prompt
+                times.append(await _timed(server, [int(rng.integers(0, 256))], 1))
+            found[role] = tuple(times)
+        return found
+
+    return backend.with_pool(prompt, work)
 
 
 async def _forwards_by_count(

@@ -138,6 +138,63 @@ def assisted_generate(
     return _generate(models, prompt, tokens, lookahead)
 
 
+class Peer:
+    """transformers' greedy and assisted generation of a pair loaded once in this process,
+    timed one generation at a time, so that a caller can interleave them with its own runs
+    (both then see the same machine load)."""
+
+    def __init__(
+        self,
+        target_dir: str | Path,
+        drafter_dir: str | Path,
+        lookahead: int,
+        *,
+        threads: int = 1,
+        dtype: str = "float32",
+        attention: str = "sdpa",
+        device: str = "cpu",
+    ) -> None:
+        require(
+            isinstance(lookahead, int) and lookahead >= 1,
+            f"lookahead (--lookahead/-k) must be an integer >= 1; got {lookahead}",
+        )
+        self.lookahead = lookahead
+        self.threads = threads
+        self.device = device
+        self.dtype = dtype
+        with torch_threads(threads):
+            self.models = load_models(target_dir, drafter_dir, dtype, attention, device)
+
+    def warm_up(self, prompt: Sequence[int], tokens: int, rounds: int = 1) -> None:
+        """Untimed generations of each method on `prompt` (the first calls are slower)."""
+        with torch_threads(self.threads):
+            for _ in range(rounds):
+                greedy_generate(self.models, prompt, tokens)
+                assisted_generate(self.models, prompt, tokens, self.lookahead)
+
+    def time(self, method: Method, index: int, prompt: Sequence[int], tokens: int) -> PeerRun:
+        """One timed generation of `tokens` tokens after prompt number `index` (the device is
+        synchronised before each clock reading)."""
+        k = self.lookahead if method == "assisted" else 0
+        with torch_threads(self.threads):
+            synchronize(self.device)
+            start = time.perf_counter()
+            output = _generate(self.models, prompt, tokens, k)
+            synchronize(self.device)
+            return PeerRun(method, index, tuple(output), time.perf_counter() - start)
+
+    def result(self, runs: Sequence[PeerRun], tokens: int) -> PeerResult:
+        """`runs` (this peer's) as a result."""
+        return PeerResult(
+            lookahead=self.lookahead,
+            tokens=tokens,
+            threads=self.threads,
+            greedy=tuple(r for r in runs if r.method == "greedy"),
+            assisted=tuple(r for r in runs if r.method == "assisted"),
+            environment=Environment.detect(self.device, self.dtype),
+        )
+
+
 def time_peer(
     target_dir: str | Path,
     drafter_dir: str | Path,
@@ -154,36 +211,26 @@ def time_peer(
 ) -> PeerResult:
     """Time transformers' greedy and assisted generation on every prompt, `repeats` times,
     alternating the two per prompt (so both see the same machine load), after `warmup`
-    untimed generations of each on the first prompt; both models on `device` (the device
-    is synchronised before each clock reading)."""
+    untimed generations of each on the first prompt; both models on `device`."""
     require(len(prompts) >= 1, "prompts: at least one is needed")
     require(isinstance(tokens, int) and tokens >= 1, f"tokens must be >= 1; got {tokens}")
     require(isinstance(repeats, int) and repeats >= 1, f"repeats must be >= 1; got {repeats}")
     require(isinstance(warmup, int) and warmup >= 0, f"warmup must be >= 0; got {warmup}")
-    with torch_threads(threads):
-        models = load_models(target_dir, drafter_dir, dtype, attention, device)
-        for _ in range(warmup):
-            greedy_generate(models, prompts[0], tokens)
-            assisted_generate(models, prompts[0], tokens, lookahead)
-        greedy: list[PeerRun] = []
-        assisted: list[PeerRun] = []
-        methods: tuple[Method, ...] = ("greedy", "assisted")
-        for _ in range(repeats):
-            for index, prompt in enumerate(prompts):
-                for method in methods:
-                    k = lookahead if method == "assisted" else 0
-                    synchronize(device)
-                    start = time.perf_counter()
-                    output = _generate(models, prompt, tokens, k)
-                    synchronize(device)
-                    run = PeerRun(method, index, tuple(output), time.perf_counter() - start)
-                    (assisted if method == "assisted" else greedy).append(run)
-        environment = Environment.detect(device, dtype)
-    return PeerResult(
-        lookahead=lookahead,
-        tokens=tokens,
+    peer = Peer(
+        target_dir,
+        drafter_dir,
+        lookahead,
         threads=threads,
-        greedy=tuple(greedy),
-        assisted=tuple(assisted),
-        environment=environment,
+        dtype=dtype,
+        attention=attention,
+        device=device,
     )
+    peer.warm_up(prompts[0], tokens, warmup)
+    methods: tuple[Method, ...] = ("greedy", "assisted")
+    runs = [
+        peer.time(method, index, prompt, tokens)
+        for _ in range(repeats)
+        for index, prompt in enumerate(prompts)
+        for method in methods
+    ]
+    return peer.result(runs, tokens)

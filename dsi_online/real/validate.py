@@ -34,11 +34,17 @@ from dsi_online.measure.torch_runtime import Environment, passive_openmp
 from dsi_online.pair import PairInfo, train_pair
 from dsi_online.real import RealBackend, RealRunResult
 from dsi_online.real.backend import check_checkpoint, server_devices
-from dsi_online.real.calibrate import Calibration, acceptance_trace, calibrate, dispatch_gaps
+from dsi_online.real.calibrate import (
+    Calibration,
+    acceptance_trace,
+    calibrate,
+    dispatch_gaps,
+    probe,
+)
 from dsi_online.real.compare import AlgorithmValidation, SpeedupValidation, compare
 from dsi_online.real.handles import WORKERS, Workers
 from dsi_online.real.heldout import Protocol, scenarios
-from dsi_online.real.peer import PeerResult, time_peer
+from dsi_online.real.peer import Method, Peer, PeerResult, PeerRun
 from dsi_online.real.worker import DTYPES
 from dsi_online.schedulers.registry import ALGORITHMS, schedulers
 from dsi_online.schedulers.seam import Role
@@ -239,13 +245,15 @@ def validate_on(
     calibration = [list(p.tokens) for p in protocol.calibration]
     evaluation = [list(p.tokens) for p in protocol.evaluation]
     traces, evaluation_traces = _traces(backend, request, calibration, evaluation, step)
-    calibrations, runs = _measure_and_run(backend, request, calibration, evaluation, step)
+    peer = _peer(backend, folder, request, evaluation, step)
+    calibrations, runs, peer_runs = _measure_and_run(
+        backend, request, calibration, evaluation, peer, step
+    )
     references = [backend.reference(prompt, request.tokens) for prompt in evaluation]
     estimate = estimate_acceptance(
         [[c == "1" for c in t] for t in traces.traces], request.lookahead, seed=request.draw_seed
     )
     predictions = _predict(scenarios(request, calibrations, traces, evaluation_traces), step)
-    peer = _peer(backend, folder, request, evaluation, step)
     algorithms, speedups = compare(predictions, runs, protocol, request)
     return ValidationResult(
         request=request,
@@ -259,10 +267,8 @@ def validate_on(
         predictions=predictions,
         algorithms=algorithms,
         speedups=speedups,
-        peer=peer,
-        peer_matches_ours=all(
-            run.output == references[run.prompt] for run in (*peer.greedy, *peer.assisted)
-        ),
+        peer=peer.result(peer_runs, request.tokens),
+        peer_matches_ours=all(run.output == references[run.prompt] for run in peer_runs),
         reference_device=backend.reference_device,
     )
 
@@ -309,18 +315,18 @@ def _peer(
     request: ValidateRequest,
     evaluation: Sequence[Sequence[int]],
     step: Progress,
-) -> PeerResult:
-    """transformers' own greedy and assisted generation, timed on the evaluation prompts."""
+) -> Peer:
+    """transformers' own greedy and assisted generation, loaded and warmed up, to be timed on
+    the evaluation prompts between our runs."""
     step("transformers", 0, 1)
-    peer = time_peer(
+    peer = Peer(
         folder / "target",
         folder / "drafter",
-        evaluation,
-        request.tokens,
         request.lookahead,
         dtype=request.dtype,
         device=backend.reference_device,
     )
+    peer.warm_up(evaluation[0], request.tokens)
     step("transformers", 1, 1)
     return peer
 
@@ -344,20 +350,25 @@ def _measure_and_run(
     request: ValidateRequest,
     calibration: Sequence[Sequence[int]],
     prompts: Sequence[Sequence[int]],
+    peer: Peer,
     step: Progress,
-) -> tuple[dict[str, Calibration], dict[str, list[RealRunResult]]]:
+) -> tuple[dict[str, Calibration], dict[str, list[RealRunResult]], list[PeerRun]]:
     """`repeats` rounds, each a slice of the calibration (with one real run of every
     algorithm on a calibration prompt, for the loop's time a forward) then every algorithm on
-    every evaluation prompt once, so that the measurements the prediction uses and the runs
-    it predicts sample the same stretch of the machine's time (a shared machine drifts by
-    several percent over minutes). The prediction never sees the runs. Within a round the
-    order of the algorithms rotates from one prompt to the next; runs are listed round by
-    round, prompt by prompt, the same for every algorithm (paired)."""
+    every evaluation prompt once, each prompt's runs followed by transformers' greedy and
+    assisted generation of it, so that the measurements the prediction uses, the runs it
+    predicts and the peer's all sample the same stretch of the machine's time (a shared
+    machine drifts by several percent over minutes). The prediction never sees the runs.
+    Within a round the order of the algorithms rotates from one prompt to the next, and the
+    peer's two alternate; runs are listed round by round, prompt by prompt, the same for
+    every algorithm (paired)."""
     by_name = schedulers(request.lookahead, request.servers)
     roles: tuple[Role, ...] = ("target", "drafter")
     parts: dict[str, list[Calibration]] = {role: [] for role in roles}
     runs: dict[str, list[RealRunResult]] = {name: [] for name in ALGORITHMS}
-    total = request.repeats * (len(roles) + len(prompts) * len(ALGORITHMS))
+    peer_runs: list[PeerRun] = []
+    methods: tuple[Method, ...] = ("greedy", "assisted")
+    total = request.repeats * (len(roles) + len(prompts) * (len(ALGORITHMS) + len(methods)))
     done = 0
     for round_ in range(request.repeats):
         sample = calibration[round_ % len(calibration)]
@@ -378,12 +389,21 @@ def _measure_and_run(
             run = backend.play(by_name[name], sample, request.tokens)
             for role, found in dispatch_gaps(run).items():
                 gaps[role] += found
-        for role in roles:
-            parts[role].append(replace(measured[role], gaps_s=tuple(gaps[role])))
+        probes: dict[Role, list[float]] = {role: [] for role in roles}
         for index, prompt in enumerate(prompts):
+            # the host's speed now (Calibration.host_speed), on the calibration prompt
+            for role, times in probe(backend, sample, seed=request.draw_seed + index).items():
+                probes[role] += times
             order = ALGORITHMS[index % 3 :] + ALGORITHMS[: index % 3]
             for name in order:
                 runs[name].append(backend.play(by_name[name], prompt, request.tokens))
                 done += 1
                 step("measure", done, total)
-    return {role: Calibration.merge(parts[role]) for role in roles}, runs
+            for method in methods if index % 2 == 0 else methods[::-1]:
+                peer_runs.append(peer.time(method, index, prompt, request.tokens))
+                done += 1
+                step("measure", done, total)
+        for role in roles:
+            part = replace(measured[role], gaps_s=tuple(gaps[role]), probes_s=tuple(probes[role]))
+            parts[role].append(part)
+    return {role: Calibration.merge(parts[role]) for role in roles}, runs, peer_runs

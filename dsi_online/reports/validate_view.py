@@ -207,7 +207,9 @@ def _closing_lines(result: ValidationResult) -> list[str]:
         f"{1e3 * drafter.mean_s[0]:.3f} ms (c = {drafter.mean_s[0] / target.mean_s[0]:.3f}); "
         f"{request.lookahead + 1} tokens {1e3 * target.mean(request.lookahead + 1, 0):.3f} ms; "
         f"after 32 ms idle x{target.idle_factor[-1]:.2f} / x{drafter.idle_factor[-1]:.2f}; "
-        f"beside the other model x{target.contended:.3f} / x{drafter.contended:.3f}",
+        f"beside the other model x{target.contended:.3f} / x{drafter.contended:.3f}; "
+        f"host between the runs x{result.calibrations['target'].host_speed:.3f} / "
+        f"x{result.calibrations['drafter'].host_speed:.3f}",
         "error = 100 x (predicted - actual) / actual. predicted: the full model (traces, "
         "cost by tokens, KV cache, host effects) on the calibration prompts' traces, with "
         "its 95% prediction interval (PI) for the evaluation set's mean; in-sample: the same "
@@ -337,6 +339,7 @@ def _calibration_json(measured: Calibration) -> dict[str, Any]:
         "prefill_tokens": cost.prefill_tokens,
         "transit_ms": [1e3 * t for t in cost.transit_s],
         "dispatch_ms": 1e3 * cost.dispatch_s,
+        "host_speed": measured.host_speed,
         "idle_ms": [1e3 * s for s in cost.idle_s],
         "idle_factor": list(cost.idle_factor),
         "contended": cost.contended,

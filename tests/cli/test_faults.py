@@ -351,14 +351,14 @@ def test_validate_fails_when_an_output_differs(
         monkeypatch.setattr(RealBackend, "play", wrong_play)
         needle = "output differs from the target's greedy decoding in 2 of 2 runs"
     else:
-        time_peer = real_validate.time_peer
+        time = real_validate.Peer.time
 
-        def wrong_peer(*args: Any, **kwargs: Any) -> Any:
-            peer = time_peer(*args, **kwargs)
-            wrong = tuple(dataclasses.replace(r, output=corrupt(r.output)) for r in peer.assisted)
-            return dataclasses.replace(peer, assisted=wrong)
+        def wrong_time(self: Any, method: str, *args: Any) -> Any:
+            run = time(self, method, *args)
+            wrong = method == "assisted"
+            return dataclasses.replace(run, output=corrupt(run.output)) if wrong else run
 
-        monkeypatch.setattr(real_validate, "time_peer", wrong_peer)
+        monkeypatch.setattr(real_validate.Peer, "time", wrong_time)
         needle = "transformers' assisted generation differs from its greedy one"
     document = tmp_path / "v.json"
     args = ["validate", "--pair", str(test_pair), *TINY_VALIDATE, "--prompts", "2"]

@@ -52,6 +52,40 @@ def test_calibrations_merge_their_samples() -> None:
     assert cost.attention_s == pytest.approx(0.0)
 
 
+def test_host_speed_scales_every_time_but_the_dispatch() -> None:
+    """Probes between the runs 1.5x the calibration's one-token forwards (means 1 and 2 s at
+    counts 1 and 2): every time the model prices is 1.5x, the dispatch is not (loop time,
+    measured from the runs' own records); merged rounds pool their probes."""
+
+    def part(probes: tuple[float, ...]) -> Calibration:
+        return Calibration(
+            role="target",
+            counts=(1, 2),
+            contexts=(10, 20),
+            samples=(((1.0, 1.0), (2.0, 2.0)), ((1.0, 1.0), (2.0, 2.0))),
+            prefill_s=(4.0,),
+            layers=2,
+            idle_ratios=((1.0,),) * 6,
+            contended_ratios=(1.0,),
+            transit_s=((0.1, 0.2),),
+            overhead_s=(0.1,),
+            gaps_s=(0.3,),
+            probes_s=probes,
+        )
+
+    assert part(()).host_speed == 1.0
+    merged = Calibration.merge([part((1.0, 1.5)), part((2.0,))])
+    assert merged.probes_s == (1.0, 1.5, 2.0)
+    assert merged.host_speed == pytest.approx(1.5)
+    cost = merged.cost()
+    assert cost.mean_s == pytest.approx((1.5, 3.0))
+    assert cost.prefill_s == pytest.approx(6.0)
+    assert cost.transit_s == pytest.approx((0.15, 0.3))
+    assert cost.dispatch_s == pytest.approx(0.2)
+    latency = merged.latency()
+    assert latency.ttft.mean == pytest.approx(6.0) and latency.tpot.mean == pytest.approx(1.5)
+
+
 @pytest.mark.parametrize(
     ("changes", "option"),
     [
@@ -91,6 +125,7 @@ def test_validate_end_to_end_on_the_test_pair(
     assert not calibration & evaluation
     assert set(data["transformers"]) == {"greedy_s", "assisted_s", "tokens_match"}
     assert data["transformers"]["tokens_match"] is True
+    assert all(data["calibration"][role]["host_speed"] > 0 for role in ("target", "drafter"))
     for name in ("nonsi", "si", "dsi"):
         entry = data["algorithms"][name]
         assert entry["lossless"] is True
