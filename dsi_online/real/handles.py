@@ -442,15 +442,16 @@ class ProcessHandle(WorkerHandle):
 
     async def close(self) -> None:
         """Stop the worker: one that has loaded is asked (its forward stops at the next
-        layer) and gets `stop_s` to exit; one still loading, or late, is killed."""
+        layer) and gets `stop_s` in all to answer and exit; one still loading, or late, is
+        killed."""
         if self.loaded and self._process.poll() is None and self._reading:
+            deadline = time.monotonic() + self.deadlines.stop_s
             self._flag.raise_to(self._last_id)
             try:
                 self._sock.sendall(self._delta.encode(Request(kind="stop", id=self.new_id())))
                 await asyncio.wait_for(asyncio.shield(self._stopped), self.deadlines.stop_s)
             except (OSError, TimeoutError):
                 pass
-            deadline = time.monotonic() + self.deadlines.stop_s
             while self._process.poll() is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.005)  # other workers stop meanwhile
         self.kill()

@@ -90,6 +90,21 @@ def test_a_worker_process_that_never_answers_is_killed_at_its_deadline(
             play_real(backend, NonSI(), [1, 2, 3], 4)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_closing_a_hung_worker_process_takes_its_stop_deadline_once(
+    test_pair: Path, clean: None
+) -> None:
+    """A worker that never answers its stop request is killed `stop_s` after it was asked,
+    not `stop_s` to answer and `stop_s` more to exit (it took twice the deadline)."""
+    deadlines = Deadlines(start_s=120.0, call_s=1.0, stop_s=3.0)
+    backend = RealBackend(test_pair / "target", test_pair / "drafter", deadlines=deadlines)
+    with backend:
+        os.kill(backend._targets[0].pid, signal.SIGSTOP)  # type: ignore[attr-defined]
+        started = time.monotonic()
+    assert time.monotonic() - started < deadlines.stop_s * 1.5
+
+
 def test_a_worker_thread_that_never_answers_fails_at_its_deadline(
     test_pair: Path, clean: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
