@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 from scipy.special import stdtrit
 
 from dsi_online.real.backend import Breakdown, RealRunResult
@@ -101,9 +102,11 @@ def compare(
     runs: dict[str, list[RealRunResult]],
     protocol: Protocol,
     request: ValidateRequest,
+    host: np.ndarray | None = None,
 ) -> tuple[dict[str, AlgorithmValidation], dict[str, SpeedupValidation]]:
     """Every algorithm's and every speedup's predictions (held out, with the predictive
-    bootstrap's 95% intervals; in sample; by model) beside the real runs."""
+    bootstrap's 95% intervals, the host's speed drawn from `host`; in sample; by model)
+    beside the real runs."""
     draws = predictive_draws(
         {
             name: by_prompt(predictions["full"], name, len(protocol.calibration))
@@ -112,6 +115,7 @@ def compare(
         len(protocol.evaluation),
         request.repeats,
         request.draw_seed,
+        host,
     )
     algorithms = {
         name: AlgorithmValidation(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dsi_online.pair import PairInfo, Prompt, heldout_draw
-from dsi_online.real.calibrate import Calibration
+from dsi_online.real.calibrate import PROBES, ROLES, Calibration
 from dsi_online.sim.latency import ModelLatency
 from dsi_online.sim.runner import ScenarioResult
 from dsi_online.sim.scenario import Scenario
@@ -98,16 +98,44 @@ def by_prompt(result: ScenarioResult, name: str, prompts: int) -> np.ndarray:
     return np.asarray(result.algorithms[name].latency_s).reshape(-1, prompts).T
 
 
+def host_factors(calibrations: dict[str, Calibration]) -> np.ndarray:
+    """The host's speed before each evaluation prompt's runs (each probe of `PROBES`
+    one-token forwards per model, `Calibration.probes_s`), relative to its mean: one factor
+    per probe, the two models' ratios averaged. A probe's mean also carries its forwards' own
+    noise, which a whole run averages away (and the simulation models apart): the factors'
+    spread is shrunk to the host's alone, their variance less the within-probe variance over
+    the forwards a factor averages (method of moments). [1.0] without probes."""
+    rows = [np.asarray(calibrations[r].probes_s, dtype=float).reshape(-1, PROBES) for r in ROLES]
+    if rows[0].size == 0:
+        return np.ones(1)
+    ratios = [row / row.mean() for row in rows]
+    factors = np.asarray(np.mean([r.mean(axis=1) for r in ratios], axis=0), dtype=float)
+    if len(factors) < 2:
+        return np.ones(1)
+    noise = float(np.mean([r.var(axis=1, ddof=1).mean() for r in ratios])) / (PROBES * len(ROLES))
+    spread = float(factors.var(ddof=1))
+    shrink = np.sqrt(max(0.0, spread - noise) / spread) if spread > 0 else 0.0
+    return np.asarray(1 + (factors - factors.mean()) * shrink, dtype=float)
+
+
 def predictive_draws(
-    latencies: dict[str, np.ndarray], evaluation: int, runs: int, seed: int
+    latencies: dict[str, np.ndarray],
+    evaluation: int,
+    runs: int,
+    seed: int,
+    host: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Simulated means of an evaluation set, one per bootstrap draw, for each algorithm.
 
     `latencies[name]` holds simulated latencies by calibration prompt (rows) and simulated
     repeat (columns). A draw resamples the calibration prompts with replacement (the
     calibration sample's own uncertainty), draws `evaluation` prompts from that resample
-    (the evaluation set's), and `runs` simulated repeats of each (the run-to-run noise), and
-    takes the mean. The same picks serve every algorithm, so speedups are paired."""
+    (the evaluation set's), and `runs` simulated repeats of each (the run-to-run noise),
+    each slowed by a factor drawn from `host` (the host's speed when a real run runs;
+    `host_factors`), and takes the mean, divided by the mean of a resample of `host` (the
+    speed the calibration was scaled to is a sample too). The same picks and factors serve
+    every algorithm, so speedups are paired (a prompt's runs of the three run back to
+    back)."""
     first = next(iter(latencies.values()))
     prompts, repeats = first.shape
     rng = np.random.default_rng(seed)
@@ -117,7 +145,15 @@ def predictive_draws(
     )
     chosen = rng.integers(0, repeats, size=(BOOTSTRAP, evaluation, runs))
     rows = np.broadcast_to(picked[:, :, None], chosen.shape)
-    return {name: lat[rows, chosen].mean(axis=(1, 2)) for name, lat in latencies.items()}
+    host = np.ones(1) if host is None else host
+    slowed = host[rng.integers(0, len(host), size=chosen.shape)]
+    # the calibration was scaled by the probes' mean, itself a sample of the host's speed:
+    # its uncertainty is that of a resample's mean (1 in the mean)
+    level = host[rng.integers(0, len(host), size=(BOOTSTRAP, len(host)))].mean(axis=1)
+    return {
+        name: (lat[rows, chosen] * slowed).mean(axis=(1, 2)) / level
+        for name, lat in latencies.items()
+    }
 
 
 def ci95(draws: np.ndarray) -> tuple[float, float]:

@@ -43,7 +43,7 @@ from dsi_online.real.calibrate import (
 )
 from dsi_online.real.compare import AlgorithmValidation, SpeedupValidation, compare
 from dsi_online.real.handles import WORKERS, Workers
-from dsi_online.real.heldout import Protocol, scenarios
+from dsi_online.real.heldout import Protocol, host_factors, scenarios
 from dsi_online.real.peer import Method, Peer, PeerResult, PeerRun
 from dsi_online.real.worker import DTYPES
 from dsi_online.schedulers.registry import ALGORITHMS, schedulers
@@ -254,7 +254,7 @@ def validate_on(
         [[c == "1" for c in t] for t in traces.traces], request.lookahead, seed=request.draw_seed
     )
     predictions = _predict(scenarios(request, calibrations, traces, evaluation_traces), step)
-    algorithms, speedups = compare(predictions, runs, protocol, request)
+    algorithms, speedups = compare(predictions, runs, protocol, request, host_factors(calibrations))
     return ValidationResult(
         request=request,
         pair=info,
