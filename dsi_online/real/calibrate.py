@@ -39,8 +39,12 @@ IDLE_S = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032)
 CHAIN = 10
 """Forwards in a chain that measures contention (alone, then beside the other model)."""
 HOST_TOKENS = {"target": 4, "drafter": 1}
-PROBES = 3
-"""One-token forwards per role that `probe` times before each evaluation prompt's runs."""
+PROBES, PROBE_WARMUP = 3, 4
+"""One-token forwards per role that `probe` times before each evaluation prompt's runs,
+after PROBE_WARMUP untimed ones: a worker idle for a second (while transformers generate)
+computes its first forwards slower (x1.2 after 32 ms idle for the small pair's target), as
+the calibration's back-to-back forwards do not; cold probes priced the host 8-20% slower
+than it was (`-n 2` and `-n 3` on 2026-12-06)."""
 """Tokens of the forwards that measure the host's effects: a verification, a draft."""
 ROLES: tuple[Role, ...] = ("target", "drafter")
 Fresh = Callable[[int], list[int]]
@@ -297,8 +301,9 @@ def calibrate(
 def probe(
     backend: RealBackend, prompt: Sequence[int], count: int = PROBES, seed: int = 0
 ) -> dict[Role, tuple[float, ...]]:
-    """The host's speed now: per role, `count` one-token forwards after `prompt`, timed as
-    the calibration times its one-token forwards at its first context, on a fresh pool."""
+    """The host's speed now: per role, `count` one-token forwards after `prompt` (after
+    PROBE_WARMUP untimed ones), timed as the calibration times its one-token forwards at its
+    first context, back to back, on a fresh pool."""
     rng = np.random.default_rng(seed)
 
     async def work(pool: RealPool) -> dict[Role, tuple[float, ...]]:
@@ -307,10 +312,10 @@ def probe(
             server = _server(pool, role)
             await server.forward((), ())  # the prefill: the cache holds the prompt
             times = []
-            for _ in range(count):
+            for _ in range(PROBE_WARMUP + count):
                 await server.forward((), ())  # crops the cache to the prompt
                 times.append(await _timed(server, [int(rng.integers(0, 256))], 1))
-            found[role] = tuple(times)
+            found[role] = tuple(times[PROBE_WARMUP:])
         return found
 
     return backend.with_pool(prompt, work)

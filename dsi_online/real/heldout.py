@@ -54,7 +54,8 @@ def scenarios(
 ) -> dict[str, Scenario]:
     """The held-out scenarios by model (each calibration trace replayed SIMULATED_PER_PROMPT
     times by the full model, once by the others), and the in-sample one (each evaluation
-    trace SIMULATED_PER_PROMPT times)."""
+    trace SIMULATED_PER_PROMPT times), also without the host's speed probes (the
+    calibration's own level: what the probes change, measured in the same run)."""
     target, drafter = calibrations["target"].latency(), calibrations["drafter"].latency()
     full = Scenario(
         target=target,
@@ -84,11 +85,15 @@ def scenarios(
         trace=evaluation,
         repeats=len(evaluation.traces) * SIMULATED_PER_PROMPT,
     )
+    unprobed = {role: replace(c, probes_s=()).latency() for role, c in calibrations.items()}
     return {
         "paper": replace(traced, trace=None),
         "traced": traced,
         "full": full,
         "in_sample": in_sample,
+        "in_sample_unprobed": replace(
+            in_sample, target=unprobed["target"], drafter=unprobed["drafter"]
+        ),
     }
 
 
