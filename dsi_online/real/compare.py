@@ -34,7 +34,6 @@ class AlgorithmValidation:
     predicted_s: float
     predicted_ci95_s: tuple[float, float]
     in_sample_s: float
-    in_sample_unprobed_s: float  # in sample, the calibration not scaled by the host probes
     predicted_by_model: dict[str, float]
     actual: Summary
     lossless: bool
@@ -49,11 +48,6 @@ class AlgorithmValidation:
     def in_sample_error_pct(self) -> float:
         """The in-sample prediction's error."""
         return 100 * (self.in_sample_s - self.actual.mean) / self.actual.mean
-
-    @property
-    def in_sample_unprobed_error_pct(self) -> float:
-        """The in-sample prediction's error without the host's speed probes."""
-        return 100 * (self.in_sample_unprobed_s - self.actual.mean) / self.actual.mean
 
     @property
     def inside(self) -> bool:
@@ -88,7 +82,6 @@ class SpeedupValidation:
     predicted: float
     predicted_ci95: tuple[float, float]
     in_sample: float
-    in_sample_unprobed: float
     actual: Speedup
 
     @property
@@ -98,10 +91,6 @@ class SpeedupValidation:
     @property
     def in_sample_error_pct(self) -> float:
         return 100 * (self.in_sample - self.actual.value) / self.actual.value
-
-    @property
-    def in_sample_unprobed_error_pct(self) -> float:
-        return 100 * (self.in_sample_unprobed - self.actual.value) / self.actual.value
 
     @property
     def inside(self) -> bool:
@@ -134,7 +123,6 @@ def compare(
             predicted_s=predictions["full"].algorithms[name].mean_s,
             predicted_ci95_s=ci95(draws[name]),
             in_sample_s=predictions["in_sample"].algorithms[name].mean_s,
-            in_sample_unprobed_s=predictions["in_sample_unprobed"].algorithms[name].mean_s,
             predicted_by_model={m: predictions[m].algorithms[name].mean_s for m in MODELS},
             actual=Summary.of([r.run.latency_s for r in runs[name]]),
             lossless=all(r.lossless for r in runs[name]),
@@ -147,8 +135,6 @@ def compare(
             predicted=algorithms[baseline].predicted_s / algorithms[candidate].predicted_s,
             predicted_ci95=ci95(draws[baseline] / draws[candidate]),
             in_sample=algorithms[baseline].in_sample_s / algorithms[candidate].in_sample_s,
-            in_sample_unprobed=algorithms[baseline].in_sample_unprobed_s
-            / algorithms[candidate].in_sample_unprobed_s,
             actual=Speedup.paired(
                 [r.run.latency_s for r in runs[baseline]],
                 [r.run.latency_s for r in runs[candidate]],

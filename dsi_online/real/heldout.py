@@ -54,8 +54,7 @@ def scenarios(
 ) -> dict[str, Scenario]:
     """The held-out scenarios by model (each calibration trace replayed SIMULATED_PER_PROMPT
     times by the full model, once by the others), and the in-sample one (each evaluation
-    trace SIMULATED_PER_PROMPT times), also without the host's speed probes (the
-    calibration's own level: what the probes change, measured in the same run)."""
+    trace SIMULATED_PER_PROMPT times)."""
     target, drafter = calibrations["target"].latency(), calibrations["drafter"].latency()
     full = Scenario(
         target=target,
@@ -85,15 +84,11 @@ def scenarios(
         trace=evaluation,
         repeats=len(evaluation.traces) * SIMULATED_PER_PROMPT,
     )
-    unprobed = {role: replace(c, probes_s=()).latency() for role, c in calibrations.items()}
     return {
         "paper": replace(traced, trace=None),
         "traced": traced,
         "full": full,
         "in_sample": in_sample,
-        "in_sample_unprobed": replace(
-            in_sample, target=unprobed["target"], drafter=unprobed["drafter"]
-        ),
     }
 
 
@@ -137,10 +132,10 @@ def predictive_draws(
     calibration sample's own uncertainty), draws `evaluation` prompts from that resample
     (the evaluation set's), and `runs` simulated repeats of each (the run-to-run noise),
     each slowed by a factor drawn from `host` (the host's speed when a real run runs;
-    `host_factors`), and takes the mean, divided by the mean of a resample of `host` (the
-    speed the calibration was scaled to is a sample too). The same picks and factors serve
-    every algorithm, so speedups are paired (a prompt's runs of the three run back to
-    back)."""
+    `host_factors`), and takes the mean, divided by the mean of `runs` more factors (the
+    calibration, taken in a slice before each round, priced the host at those moments). The
+    same picks and factors serve every algorithm, so speedups are paired (a prompt's runs
+    of the three run back to back)."""
     first = next(iter(latencies.values()))
     prompts, repeats = first.shape
     rng = np.random.default_rng(seed)
@@ -152,9 +147,8 @@ def predictive_draws(
     rows = np.broadcast_to(picked[:, :, None], chosen.shape)
     host = np.ones(1) if host is None else host
     slowed = host[rng.integers(0, len(host), size=chosen.shape)]
-    # the calibration was scaled by the probes' mean, itself a sample of the host's speed:
-    # its uncertainty is that of a resample's mean (1 in the mean)
-    level = host[rng.integers(0, len(host), size=(BOOTSTRAP, len(host)))].mean(axis=1)
+    # the calibration's level is the host's speed in its `runs` slices, one moment each
+    level = host[rng.integers(0, len(host), size=(BOOTSTRAP, runs))].mean(axis=1)
     return {
         name: (lat[rows, chosen] * slowed).mean(axis=(1, 2)) / level
         for name, lat in latencies.items()

@@ -90,7 +90,7 @@ def _models_table(result: ValidationResult) -> Table:
     and whether every real output was lossless; a table of its own, so each fits 80 columns."""
     models = Table(title="error by model", **COMPACT)
     models.add_column("")
-    for header in ("in-sample", "no probes", "paper", "traced"):
+    for header in ("in-sample", "paper", "traced"):
         number_column(models, header)
     models.add_column("lossless")
     for name in ALGORITHMS:
@@ -98,7 +98,6 @@ def _models_table(result: ValidationResult) -> Table:
         models.add_row(
             LABELS[name],
             f"{a.in_sample_error_pct:+.1f}%",
-            f"{a.in_sample_unprobed_error_pct:+.1f}%",
             f"{a.error_pct_of('paper'):+.1f}%",
             f"{a.error_pct_of('traced'):+.1f}%",
             "yes" if a.lossless else "NO",
@@ -108,7 +107,6 @@ def _models_table(result: ValidationResult) -> Table:
         models.add_row(
             f"{LABELS[candidate]}/{LABELS[baseline]}",
             f"{s.in_sample_error_pct:+.1f}%",
-            f"{s.in_sample_unprobed_error_pct:+.1f}%",
             "-",
             "-",
             "-",
@@ -211,12 +209,11 @@ def _closing_lines(result: ValidationResult) -> list[str]:
         f"after 32 ms idle x{target.idle_factor[-1]:.2f} / x{drafter.idle_factor[-1]:.2f}; "
         f"beside the other model x{target.contended:.3f} / x{drafter.contended:.3f}; "
         f"host between the runs x{result.calibrations['target'].host_speed:.3f} / "
-        f"x{result.calibrations['drafter'].host_speed:.3f}",
+        f"x{result.calibrations['drafter'].host_speed:.3f} (not applied)",
         "error = 100 x (predicted - actual) / actual. predicted: the full model (traces, "
         "cost by tokens, KV cache, host effects) on the calibration prompts' traces, with "
         "its 95% prediction interval (PI) for the evaluation set's mean; in-sample: the same "
-        "model on the evaluation prompts' own traces (no probes: without the host's speed "
-        "probed between the runs); paper: TTFT/TPOT and an i.i.d. coin; "
+        "model on the evaluation prompts' own traces; paper: TTFT/TPOT and an i.i.d. coin; "
         "traced: paper latencies with the calibration traces.",
         "95% CI of the actual mean: a t interval on the log scale over the real runs (prompts "
         "x rounds; standard error of log(mean) = sem / mean), positive by construction and "
@@ -305,8 +302,6 @@ def _algorithm_json(result: ValidationResult, name: str) -> dict[str, Any]:
         "in_sample": {
             "predicted_s": a.in_sample_s,
             "error_pct": a.in_sample_error_pct,
-            "unprobed_s": a.in_sample_unprobed_s,
-            "unprobed_error_pct": a.in_sample_unprobed_error_pct,
         },
         "actual_s": a.actual.mean,
         "actual_sem_s": a.actual.sem,
@@ -332,8 +327,6 @@ def _speedup_json(sv: SpeedupValidation) -> dict[str, Any]:
         "in_sample": {
             "predicted": sv.in_sample,
             "error_pct": sv.in_sample_error_pct,
-            "unprobed": sv.in_sample_unprobed,
-            "unprobed_error_pct": sv.in_sample_unprobed_error_pct,
         },
         "actual": sv.actual.value,
         "actual_ci95": [sv.actual.ci_low, sv.actual.ci_high],

@@ -52,10 +52,10 @@ def test_calibrations_merge_their_samples() -> None:
     assert cost.attention_s == pytest.approx(0.0)
 
 
-def test_host_speed_scales_every_time_but_the_dispatch() -> None:
-    """Probes between the runs 1.5x the calibration's one-token forwards (means 1 and 2 s at
-    counts 1 and 2): every time the model prices is 1.5x, the dispatch is not (loop time,
-    measured from the runs' own records); merged rounds pool their probes."""
+def test_host_speed_is_the_probes_over_the_calibrations_own_forwards() -> None:
+    """Probes between the runs 1.5x the calibration's one-token forwards: host_speed 1.5 (a
+    diagnostic; the prediction's prices stay the calibration's); merged rounds pool their
+    probes."""
 
     def part(probes: tuple[float, ...]) -> Calibration:
         return Calibration(
@@ -67,9 +67,6 @@ def test_host_speed_scales_every_time_but_the_dispatch() -> None:
             layers=2,
             idle_ratios=((1.0,),) * 6,
             contended_ratios=(1.0,),
-            transit_s=((0.1, 0.2),),
-            overhead_s=(0.1,),
-            gaps_s=(0.3,),
             probes_s=probes,
         )
 
@@ -77,13 +74,7 @@ def test_host_speed_scales_every_time_but_the_dispatch() -> None:
     merged = Calibration.merge([part((1.0, 1.5)), part((2.0,))])
     assert merged.probes_s == (1.0, 1.5, 2.0)
     assert merged.host_speed == pytest.approx(1.5)
-    cost = merged.cost()
-    assert cost.mean_s == pytest.approx((1.5, 3.0))
-    assert cost.prefill_s == pytest.approx(6.0)
-    assert cost.transit_s == pytest.approx((0.15, 0.3))
-    assert cost.dispatch_s == pytest.approx(0.2)
-    latency = merged.latency()
-    assert latency.ttft.mean == pytest.approx(6.0) and latency.tpot.mean == pytest.approx(1.5)
+    assert merged.cost().mean_s == pytest.approx((1.0, 2.0))
 
 
 @pytest.mark.parametrize(
@@ -225,13 +216,14 @@ def test_host_factors_keep_the_hosts_spread_and_drop_the_forwards_noise() -> Non
 
 
 def test_held_out_intervals_cover_an_evaluation_mean_on_a_drifting_host() -> None:
-    """Real runs each slowed by the host's speed at their moment (a factor drawn from the
-    same distribution the probes sample): with the probes' factors in the bootstrap the 95%
-    interval covers the evaluation set's real mean about 95% of the time, as the test above
-    checks without a host."""
+    """Real runs each slowed by the host's speed at their moment, and the calibration by its
+    speed at the moment of each round's slice (factors from the distribution the probes
+    sample): with the probes' factors in the bootstrap the 95% interval covers the
+    evaluation set's real mean about 95% of the time, as the test above checks without a
+    host."""
     rng = np.random.default_rng(4)
     population = rng.lognormal(0.0, 0.1, size=5000)
-    trials, covered, prompts, evaluation, runs = 300, 0, 60, 30, 2  # (without: 58%)
+    trials, covered, prompts, evaluation, runs = 300, 0, 60, 30, 2
 
     def host(size: int) -> np.ndarray:
         return rng.choice([1.0, 1.0, 1.0, 1.8], size=size)  # slow bursts a quarter of the time
@@ -243,11 +235,12 @@ def test_held_out_intervals_cover_an_evaluation_mean_on_a_drifting_host() -> Non
         real = means[:evaluation, None] * host(evaluation * runs).reshape(evaluation, runs)
         probes = np.repeat(host(evaluation * runs)[:, None], PROBES, axis=1)
         factors = host_factors(_probed({"target": probes, "drafter": probes}))
-        level = simulated * probes.mean()  # the calibration scaled by the probes' mean
-        draws = predictive_draws({"a": level}, evaluation, runs, trial, factors)["a"]
+        calibrated = simulated * host(runs).mean()  # a calibration slice before each round
+        draws = predictive_draws({"a": calibrated}, evaluation, runs, trial, factors)["a"]
         low, high = ci95(draws)
         covered += low <= real.mean() <= high
-    # binomial standard error of the coverage at 95%: sqrt(0.95 x 0.05 / trials) = 1.3%
+    # binomial standard error of the coverage at 95%: sqrt(0.95 x 0.05 / trials) = 1.3%;
+    # measured 92.7% (the level's two slices make it a little short), without `factors` 0%
     assert abs(covered / trials - 0.95) <= 3 * math.sqrt(0.95 * 0.05 / trials)
 
 
