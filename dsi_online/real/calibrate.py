@@ -39,13 +39,13 @@ IDLE_S = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032)
 CHAIN = 10
 """Forwards in a chain that measures contention (alone, then beside the other model)."""
 HOST_TOKENS = {"target": 4, "drafter": 1}
+"""Tokens of the forwards that measure the host's effects: a verification, a draft."""
 PROBES, PROBE_WARMUP = 3, 4
 """One-token forwards per role that `probe` times before each evaluation prompt's runs,
 after PROBE_WARMUP untimed ones: a worker idle for a second (while transformers generate)
 computes its first forwards slower (x1.2 after 32 ms idle for the small pair's target), as
 the calibration's back-to-back forwards do not; cold probes priced the host 8-20% slower
 than it was (`-n 2` and `-n 3` on 2026-12-06)."""
-"""Tokens of the forwards that measure the host's effects: a verification, a draft."""
 ROLES: tuple[Role, ...] = ("target", "drafter")
 Fresh = Callable[[int], list[int]]
 """fresh(n): n random token ids, from a calibration's own generator."""

@@ -35,6 +35,7 @@ from dsi_online.pair import PairInfo, train_pair
 from dsi_online.real import RealBackend, RealRunResult
 from dsi_online.real.backend import check_checkpoint, server_devices
 from dsi_online.real.calibrate import (
+    ROLES,
     Calibration,
     acceptance_trace,
     calibrate,
@@ -363,17 +364,16 @@ def _measure_and_run(
     peer's two alternate; runs are listed round by round, prompt by prompt, the same for
     every algorithm (paired)."""
     by_name = schedulers(request.lookahead, request.servers)
-    roles: tuple[Role, ...] = ("target", "drafter")
-    parts: dict[str, list[Calibration]] = {role: [] for role in roles}
+    parts: dict[str, list[Calibration]] = {role: [] for role in ROLES}
     runs: dict[str, list[RealRunResult]] = {name: [] for name in ALGORITHMS}
     peer_runs: list[PeerRun] = []
     methods: tuple[Method, ...] = ("greedy", "assisted")
-    total = request.repeats * (len(roles) + len(prompts) * (len(ALGORITHMS) + len(methods)))
+    total = request.repeats * (len(ROLES) + len(prompts) * (len(ALGORITHMS) + len(methods)))
     done = 0
     for round_ in range(request.repeats):
         sample = calibration[round_ % len(calibration)]
         measured = {}
-        for role in roles:
+        for role in ROLES:
             measured[role] = calibrate(
                 backend,
                 role,
@@ -384,12 +384,12 @@ def _measure_and_run(
             )
             done += 1
             step("measure", done, total)
-        gaps: dict[Role, list[float]] = {role: [] for role in roles}
+        gaps: dict[Role, list[float]] = {role: [] for role in ROLES}
         for name in ALGORITHMS:  # the schedulers' own loop time, on a calibration prompt
             run = backend.play(by_name[name], sample, request.tokens)
             for role, found in dispatch_gaps(run).items():
                 gaps[role] += found
-        probes: dict[Role, list[float]] = {role: [] for role in roles}
+        probes: dict[Role, list[float]] = {role: [] for role in ROLES}
         for index, prompt in enumerate(prompts):
             # the host's speed now (Calibration.host_speed), on the calibration prompt
             for role, times in probe(backend, sample, seed=request.draw_seed + index).items():
@@ -403,7 +403,7 @@ def _measure_and_run(
                 peer_runs.append(peer.time(method, index, prompt, request.tokens))
                 done += 1
                 step("measure", done, total)
-        for role in roles:
+        for role in ROLES:
             part = replace(measured[role], gaps_s=tuple(gaps[role]), probes_s=tuple(probes[role]))
             parts[role].append(part)
-    return {role: Calibration.merge(parts[role]) for role in roles}, runs, peer_runs
+    return {role: Calibration.merge(parts[role]) for role in ROLES}, runs, peer_runs

@@ -299,10 +299,7 @@ def _algorithm_json(result: ValidationResult, name: str) -> dict[str, Any]:
         "predicted_s": a.predicted_s,
         "predicted_ci95_s": list(a.predicted_ci95_s),
         "inside_ci95": a.inside,
-        "in_sample": {
-            "predicted_s": a.in_sample_s,
-            "error_pct": a.in_sample_error_pct,
-        },
+        "in_sample": {"predicted_s": a.in_sample_s, "error_pct": a.in_sample_error_pct},
         "actual_s": a.actual.mean,
         "actual_sem_s": a.actual.sem,
         "actual_ci95_s": None if interval is None else list(interval),
@@ -324,10 +321,7 @@ def _speedup_json(sv: SpeedupValidation) -> dict[str, Any]:
         "predicted_ci95": list(sv.predicted_ci95),
         "error_pct": sv.error_pct,
         "inside_ci95": sv.inside,
-        "in_sample": {
-            "predicted": sv.in_sample,
-            "error_pct": sv.in_sample_error_pct,
-        },
+        "in_sample": {"predicted": sv.in_sample, "error_pct": sv.in_sample_error_pct},
         "actual": sv.actual.value,
         "actual_ci95": [sv.actual.ci_low, sv.actual.ci_high],
     }
