@@ -121,13 +121,15 @@ def validate_command(
         ),
     ] = None,
     workers: Annotated[
-        Literal["process", "thread", "inline"],
+        Literal["auto", "process", "thread", "inline"],
         typer.Option(
-            help="A model worker per server: process, thread, or inline (in the loop's "
-            "thread: no transit, nothing runs concurrently).",
+            help="Where the models run: auto (DSI on processes, its servers compute at once; "
+            "non-SI and SI inline, in the loop's thread, as transformers runs them), or every "
+            "algorithm on one kind: process, thread, or inline (no transit, nothing runs "
+            "concurrently).",
             rich_help_panel=EXECUTION,
         ),
-    ] = "process",
+    ] = "auto",
     calibration_samples: Annotated[
         int,
         typer.Option(help="Calibration samples per point and round.", rich_help_panel=EXECUTION),
@@ -219,7 +221,7 @@ def validate_command(
         _fail_on_disagreement(results)
         return
     console.print(render_validation(result))
-    for calibration in result.calibrations.values():
+    for calibration in (*result.calibrations.values(), *result.inline_calibrations.values()):
         for warning in calibration.warnings:
             typer.echo(f"warning: {warning}", err=True)
     if trace_out is not None:

@@ -137,8 +137,10 @@ class Calibration:
 
     @property
     def contended(self) -> float:
-        """Slowdown while the other model computes: the median of the per-round ratios."""
-        return statistics.median(self.contended_ratios)
+        """Slowdown while the other model computes: the median of the per-round ratios; 1
+        where none were measured (an inline backend runs one forward at a time: two never
+        overlap)."""
+        return statistics.median(self.contended_ratios) if self.contended_ratios else 1.0
 
     def cost(self) -> TokenCost:
         """The token-cost model, fitted to every sample: attention's cost per processed
@@ -249,7 +251,8 @@ def calibrate(
 ) -> Calibration:
     """Measure `role`'s model: `samples` forwards of every token count at two contexts (the
     prompt alone, and the prompt plus `output_tokens`), `samples` cold prefills, and the
-    host's effects (`samples` rounds), each on a fresh pool."""
+    host's effects (`samples` rounds), each on a fresh pool. An inline backend's forwards
+    never overlap, so contention is not measured there."""
     rng = np.random.default_rng(seed)
     contexts = (0, output_tokens)
     transit: list[tuple[float, float]] = []
@@ -268,11 +271,10 @@ def calibrate(
         backend.with_pool(prompt, lambda pool: _timed(_server(pool, role), (), len(prompt)))
         for _ in range(samples)
     )
+    settings = backend.settings
+    busy = 0 if settings.workers == "inline" else 2 if settings.servers > 1 else 1
     idle, contended = backend.with_pool(
-        prompt,
-        lambda pool: _host(
-            pool, role, samples, output_tokens // 2, tokens, backend.settings.servers > 1
-        ),
+        prompt, lambda pool: _host(pool, role, samples, output_tokens // 2, tokens, busy)
     )
     return Calibration(
         role=role,
@@ -282,7 +284,7 @@ def calibrate(
         prefill_s=prefills,
         layers=backend.layers(role),
         idle_ratios=tuple(tuple(r) for r in idle),
-        contended_ratios=tuple(contended[0]),
+        contended_ratios=tuple(contended[0]) if contended else (),
         crowded_ratios=tuple(contended[1]) if len(contended) > 1 else (),
         transit_s=tuple(transit),
         overhead_s=tuple(overhead),
@@ -342,15 +344,15 @@ async def _forwards_by_count(
 
 
 async def _host(
-    pool: RealPool, role: Role, samples: int, context: int, tokens: Fresh, crowded: bool
+    pool: RealPool, role: Role, samples: int, context: int, tokens: Fresh, busy: int
 ) -> tuple[list[list[float]], list[list[float]]]:
     """The host's effects on `role`'s forwards after `context` tokens, each measured against
     back-to-back forwards taken in the same round, so that the machine drifting between
-    rounds cancels out of the ratios: after each idle gap, and beside 1 and (`crowded`,
-    with a second target server) 2 busy servers; `samples` rounds."""
+    rounds cancels out of the ratios: after each idle gap, and beside 1 up to `busy` (0 to
+    2: the other model, then a second target server) busy servers; `samples` rounds."""
     server, n = _server(pool, role), HOST_TOKENS[role]
-    neighbours = [_server(pool, "drafter" if role == "target" else "target")]
-    if crowded:
+    neighbours = [_server(pool, "drafter" if role == "target" else "target")] if busy else []
+    if busy > 1:
         neighbours.append(pool.target(1))
     await server.forward((), ())
     for neighbour in neighbours:
@@ -395,12 +397,12 @@ async def _host(
             alone = statistics.median([await one(0.0) for _ in range(3)])
             for i, gap in enumerate(IDLE_S):
                 idle_ratios[i].append(await one(gap) / alone)
-            alone = await chain(CHAIN)
+            alone = await chain(CHAIN) if neighbours else 0.0
             for busy_count in range(1, len(neighbours) + 1):
                 on[busy_count - 1].set()
                 await chain(2)  # the neighbour's first forwards after idle: not counted
-                busy = await chain(CHAIN)
-                contended_ratios[busy_count - 1].append(busy / alone)
+                beside = await chain(CHAIN)
+                contended_ratios[busy_count - 1].append(beside / alone)
             for i in range(len(neighbours)):
                 on[i].clear()
             for event in stopped:

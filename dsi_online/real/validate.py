@@ -23,8 +23,9 @@ buys:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -54,6 +55,12 @@ from dsi_online.sim.runner import ScenarioResult, run_scenario
 from dsi_online.sim.scenario import Scenario
 from dsi_online.sim.trace import AcceptanceTrace
 
+Placement = Literal["auto", "process", "thread", "inline"]
+PLACEMENTS: tuple[Placement, ...] = ("auto", *WORKERS)
+"""Where validate runs the models: `auto` runs DSI on process workers (its servers compute
+at once) and non-SI and SI inline, in the loop's own thread, as transformers runs them (one
+forward at a time: a process boundary would only add its transit); any other, every
+algorithm on workers of that kind (`dsi_online.real.handles.WORKERS`)."""
 Phase = Literal["pair", "start", "acceptance", "measure", "predict", "transformers"]
 Progress = Callable[[Phase, int, int], None]
 """progress(phase, done, total): called as work in each phase completes."""
@@ -73,7 +80,7 @@ class ValidateRequest:
     repeats: int = 2
     seed: int = 0
     prompt_seed: int | None = None  # None: `seed`
-    workers: Workers = "process"
+    workers: Placement = "auto"
     device: str = "cpu"  # one device, or one per target server then the drafter's
     dtype: str = "float32"
     calibration_samples: int = 8
@@ -108,14 +115,25 @@ class ValidateRequest:
                 check_checkpoint(Path(self.pair) / role, role)
             check_vocabularies(Path(self.pair))
         require(
-            self.workers in WORKERS,
-            f"workers (--workers) must be one of {', '.join(WORKERS)}; got {self.workers!r}",
+            self.workers in PLACEMENTS,
+            f"workers (--workers) must be one of {', '.join(PLACEMENTS)}; got {self.workers!r}",
         )
         require(
             self.dtype in DTYPES,
             f"dtype (--dtype) must be one of {', '.join(DTYPES)}; got {self.dtype!r}",
         )
         server_devices(self.device, self.servers)
+
+    def workers_of(self, name: str) -> Workers:
+        """The kind of worker that runs algorithm `name` for real (PLACEMENTS)."""
+        if self.workers == "auto":
+            return "process" if name == "dsi" else "inline"
+        return self.workers
+
+    @property
+    def kinds(self) -> tuple[Workers, ...]:
+        """Every kind of worker the real runs use, DSI's first."""
+        return tuple(dict.fromkeys(self.workers_of(name) for name in ("dsi", *ALGORITHMS)))
 
     @property
     def draw_seed(self) -> int:
@@ -155,13 +173,15 @@ class ValidationResult:
     acceptance: AcceptanceEstimate  # of the calibration traces
     trace: AcceptanceTrace  # the calibration set's: what the prediction replays
     evaluation_trace: AcceptanceTrace  # the evaluation set's: the in-sample prediction's
-    calibrations: dict[str, Calibration]
+    calibrations: dict[str, Calibration]  # by role, of DSI's backend
     predictions: dict[str, ScenarioResult]  # by model, and "in_sample"
     algorithms: dict[str, AlgorithmValidation]
     speedups: dict[str, SpeedupValidation]  # "candidate_over_baseline"
     peer: PeerResult
     peer_matches_ours: bool
     reference_device: str = "cpu"  # where the target's greedy decoding ran (in `dtype`)
+    inline_calibrations: dict[str, Calibration] = field(default_factory=dict)
+    """By role, of the inline backend that ran non-SI and SI (`--workers auto`), else empty."""
 
     @property
     def scenario(self) -> Scenario:
@@ -184,8 +204,8 @@ class ValidationResult:
             drafter=ModelProfile("drafter", self.calibrations["drafter"].latency()),
             provenance=Provenance(
                 source="measured by dsi-online validate through the real backend "
-                f"({self.request.workers} workers): one forward at a time, as a scheduler "
-                "sees it, in rounds between the real runs",
+                f"({self.request.workers_of('dsi')} workers, DSI's): one forward at a time, as "
+                "a scheduler sees it, in rounds between the real runs",
                 hardware=environment.hardware,
                 date=environment.date,
                 command=command,
@@ -216,26 +236,40 @@ def validate(request: ValidateRequest, progress: Progress | None = None) -> Vali
     """Measure, predict, run for real, compare (module docstring)."""
     passive_openmp()  # before the workers start: they calibrate (real/calibrate.py)
     folder = _pair(request, progress)
-    with _backend(folder, request) as backend:
-        return validate_on(backend, folder, request, progress)
+    with backends_of(folder, request) as backends:
+        return validate_on(backends, folder, request, progress)
 
 
-def _backend(folder: Path, request: ValidateRequest) -> RealBackend:
-    """The real backend of the pair in `folder`, as `request` asks for it."""
-    return RealBackend(
-        folder / "target",
-        folder / "drafter",
-        servers=request.servers,
-        workers=request.workers,
-        device=request.device,
-        dtype=request.dtype,
-    )
+Backends = dict[Workers, RealBackend]
+"""The running backends of a validation, by kind of worker (`ValidateRequest.kinds`)."""
+
+
+@contextmanager
+def backends_of(folder: Path, request: ValidateRequest) -> Iterator[Backends]:
+    """The real backends of the pair in `folder` that `request` asks for, started in
+    `request.kinds` order and stopped on exit; DSI's has `request.servers` target servers,
+    an inline one beside it one (non-SI and SI use one)."""
+    dsi = request.workers_of("dsi")
+    with ExitStack() as stack:
+        yield {
+            kind: stack.enter_context(
+                RealBackend(
+                    folder / "target",
+                    folder / "drafter",
+                    servers=request.servers if kind == dsi else 1,
+                    workers=kind,
+                    device=request.device,
+                    dtype=request.dtype,
+                )
+            )
+            for kind in request.kinds
+        }
 
 
 def validate_on(
-    backend: RealBackend, folder: Path, request: ValidateRequest, progress: Progress | None
+    backends: Backends, folder: Path, request: ValidateRequest, progress: Progress | None
 ) -> ValidationResult:
-    """`validate` on a running backend of the pair in `folder`."""
+    """`validate` on running backends of the pair in `folder` (`backends_of`)."""
 
     def step(phase: Phase, done: int, total: int) -> None:
         if progress is not None:
@@ -245,17 +279,32 @@ def validate_on(
     protocol = Protocol.draw(info, request)
     calibration = [list(p.tokens) for p in protocol.calibration]
     evaluation = [list(p.tokens) for p in protocol.evaluation]
+    backend = backends[request.workers_of("dsi")]
     traces, evaluation_traces = _traces(backend, request, calibration, evaluation, step)
     peer = _peer(backend, folder, request, evaluation, step)
     calibrations, runs, peer_runs = _measure_and_run(
-        backend, request, calibration, evaluation, peer, step
+        backends, request, calibration, evaluation, peer, step
     )
     references = [backend.reference(prompt, request.tokens) for prompt in evaluation]
     estimate = estimate_acceptance(
         [[c == "1" for c in t] for t in traces.traces], request.lookahead, seed=request.draw_seed
     )
-    predictions = _predict(scenarios(request, calibrations, traces, evaluation_traces), step)
-    algorithms, speedups = compare(predictions, runs, protocol, request, host_factors(calibrations))
+    predicted = {
+        kind: _predict(scenarios(request, calibrations[kind], traces, evaluation_traces), step)
+        for kind in request.kinds
+    }
+    predictions = {
+        model: replace(
+            result,
+            algorithms={
+                name: predicted[request.workers_of(name)][model].algorithms[name]
+                for name in ALGORITHMS
+            },
+        )
+        for model, result in predicted[backend.settings.workers].items()
+    }
+    main = calibrations[backend.settings.workers]
+    algorithms, speedups = compare(predictions, runs, protocol, request, host_factors(main))
     return ValidationResult(
         request=request,
         pair=info,
@@ -264,13 +313,14 @@ def validate_on(
         acceptance=estimate,
         trace=traces,
         evaluation_trace=evaluation_traces,
-        calibrations=calibrations,
+        calibrations=main,
         predictions=predictions,
         algorithms=algorithms,
         speedups=speedups,
         peer=peer.result(peer_runs, request.tokens),
         peer_matches_ours=all(run.output == references[run.prompt] for run in peer_runs),
         reference_device=backend.reference_device,
+        inline_calibrations=calibrations["inline"] if len(request.kinds) > 1 else {},
     )
 
 
@@ -339,63 +389,74 @@ def validate_seeds(
     `request.seed`; each seed draws its own calibration and evaluation prompts)."""
     passive_openmp()
     folder = _pair(request, progress)
-    with _backend(folder, request) as backend:
+    with backends_of(folder, request) as backends:
         return [
-            validate_on(backend, folder, replace(request, prompt_seed=seed), progress)
+            validate_on(backends, folder, replace(request, prompt_seed=seed), progress)
             for seed in seeds
         ]
 
 
 def _measure_and_run(
-    backend: RealBackend,
+    backends: Backends,
     request: ValidateRequest,
     calibration: Sequence[Sequence[int]],
     prompts: Sequence[Sequence[int]],
     peer: Peer,
     step: Progress,
-) -> tuple[dict[str, Calibration], dict[str, list[RealRunResult]], list[PeerRun]]:
-    """`repeats` rounds, each a slice of the calibration (with one real run of every
-    algorithm on a calibration prompt, for the loop's time a forward) then every algorithm on
-    every evaluation prompt once, each prompt's runs followed by transformers' greedy and
-    assisted generation of it, so that the measurements the prediction uses, the runs it
-    predicts and the peer's all sample the same stretch of the machine's time (a shared
-    machine drifts by several percent over minutes). The prediction never sees the runs.
-    Within a round the order of the algorithms rotates from one prompt to the next, and the
-    peer's two alternate; runs are listed round by round, prompt by prompt, the same for
-    every algorithm (paired)."""
+) -> tuple[dict[Workers, dict[str, Calibration]], dict[str, list[RealRunResult]], list[PeerRun]]:
+    """`repeats` rounds, each a slice of the calibration of every backend (with one real run
+    of each of its algorithms on a calibration prompt, for the loop's time a forward) then
+    every algorithm on every evaluation prompt once, each prompt's runs followed by
+    transformers' greedy and assisted generation of it, so that the measurements the
+    prediction uses, the runs it predicts and the peer's all sample the same stretch of the
+    machine's time (a shared machine drifts by several percent over minutes). The
+    prediction never sees the runs. Within a round the order of the algorithms rotates from
+    one prompt to the next, and the peer's two alternate; runs are listed round by round,
+    prompt by prompt, the same for every algorithm (paired). The host's speed is probed on
+    DSI's backend before each prompt's runs (`Calibration.probes_s`)."""
     by_name = schedulers(request.lookahead, request.servers)
-    parts: dict[str, list[Calibration]] = {role: [] for role in ROLES}
+    main = request.workers_of("dsi")
+    parts: dict[Workers, dict[Role, list[Calibration]]] = {
+        kind: {role: [] for role in ROLES} for kind in request.kinds
+    }
     runs: dict[str, list[RealRunResult]] = {name: [] for name in ALGORITHMS}
     peer_runs: list[PeerRun] = []
     methods: tuple[Method, ...] = ("greedy", "assisted")
-    total = request.repeats * (len(ROLES) + len(prompts) * (len(ALGORITHMS) + len(methods)))
+    slices = len(request.kinds) * len(ROLES)
+    total = request.repeats * (slices + len(prompts) * (len(ALGORITHMS) + len(methods)))
     done = 0
     for round_ in range(request.repeats):
         sample = calibration[round_ % len(calibration)]
-        measured = {}
-        for role in ROLES:
-            measured[role] = calibrate(
-                backend,
-                role,
-                sample,
-                request.tokens,
-                request.calibration_samples,
-                request.draw_seed + round_,
-            )
-            done += 1
-            step("measure", done, total)
-        gaps: dict[Role, list[float]] = {role: [] for role in ROLES}
-        for name in ALGORITHMS:  # the schedulers' own loop time, on a calibration prompt
-            run = backend.play(by_name[name], sample, request.tokens)
-            for role, found in dispatch_gaps(run).items():
-                gaps[role] += found
+        measured: dict[Workers, dict[Role, Calibration]] = {kind: {} for kind in request.kinds}
+        gaps: dict[Workers, dict[Role, list[float]]] = {}
+        for kind, backend in backends.items():
+            for role in ROLES:
+                measured[kind][role] = calibrate(
+                    backend,
+                    role,
+                    sample,
+                    request.tokens,
+                    request.calibration_samples,
+                    request.draw_seed + round_,
+                )
+                done += 1
+                step("measure", done, total)
+            gaps[kind] = {role: [] for role in ROLES}
+            for name in ALGORITHMS:  # the schedulers' own loop time, on a calibration prompt
+                if request.workers_of(name) == kind:
+                    run = backend.play(by_name[name], sample, request.tokens)
+                    for role, found in dispatch_gaps(run).items():
+                        gaps[kind][role] += found
         probes: dict[Role, list[float]] = {role: [] for role in ROLES}
         for index, prompt in enumerate(prompts):
             # the host's speed now (Calibration.host_speed), on the calibration prompt
-            for role, times in probe(backend, sample, seed=request.draw_seed + index).items():
+            for role, times in probe(
+                backends[main], sample, seed=request.draw_seed + index
+            ).items():
                 probes[role] += times
             order = ALGORITHMS[index % 3 :] + ALGORITHMS[: index % 3]
             for name in order:
+                backend = backends[request.workers_of(name)]
                 runs[name].append(backend.play(by_name[name], prompt, request.tokens))
                 done += 1
                 step("measure", done, total)
@@ -403,7 +464,16 @@ def _measure_and_run(
                 peer_runs.append(peer.time(method, index, prompt, request.tokens))
                 done += 1
                 step("measure", done, total)
-        for role in ROLES:
-            part = replace(measured[role], gaps_s=tuple(gaps[role]), probes_s=tuple(probes[role]))
-            parts[role].append(part)
-    return {role: Calibration.merge(parts[role]) for role in ROLES}, runs, peer_runs
+        for kind in request.kinds:
+            for role in ROLES:
+                part = replace(
+                    measured[kind][role],
+                    gaps_s=tuple(gaps[kind][role]),
+                    probes_s=tuple(probes[role]) if kind == main else (),
+                )
+                parts[kind][role].append(part)
+    calibrations: dict[Workers, dict[str, Calibration]] = {
+        kind: {role: Calibration.merge(parts[kind][role]) for role in ROLES}
+        for kind in request.kinds
+    }
+    return calibrations, runs, peer_runs

@@ -210,6 +210,7 @@ def _closing_lines(result: ValidationResult) -> list[str]:
         f"beside the other model x{target.contended:.3f} / x{drafter.contended:.3f}; "
         f"host between the runs x{result.calibrations['target'].host_speed:.3f} / "
         f"x{result.calibrations['drafter'].host_speed:.3f} (not applied)",
+        *_inline_line(result),
         "error = 100 x (predicted - actual) / actual. predicted: the full model (traces, "
         "cost by tokens, KV cache, host effects) on the calibration prompts' traces, with "
         "its 95% prediction interval (PI) for the evaluation set's mean; in-sample: the same "
@@ -227,6 +228,21 @@ def _closing_lines(result: ValidationResult) -> list[str]:
         f"transformers' assisted generation {'agrees' if result.peer.tokens_match else 'DISAGREES'}"
         f" with its greedy decoding, and both "
         f"{'equal' if result.peer_matches_ours else 'DIFFER FROM'} ours, token for token",
+    ]
+
+
+def _inline_line(result: ValidationResult) -> list[str]:
+    """How the inline backend that ran non-SI and SI measured (`--workers auto`)."""
+    if not result.inline_calibrations:
+        return []
+    target, drafter = (result.inline_calibrations[r].cost() for r in ("target", "drafter"))
+    return [
+        f"non-SI and SI ran inline (in the loop's thread), DSI on processes; measured inline: "
+        f"one-token forward target {1e3 * target.mean_s[0]:.3f} ms, drafter "
+        f"{1e3 * drafter.mean_s[0]:.3f} ms; transit {1e3 * sum(target.transit_s):.3f} / "
+        f"{1e3 * sum(drafter.transit_s):.3f} ms (processes: "
+        f"{1e3 * sum(result.calibrations['target'].cost().transit_s):.3f} / "
+        f"{1e3 * sum(result.calibrations['drafter'].cost().transit_s):.3f} ms)"
     ]
 
 
@@ -251,6 +267,10 @@ def to_json(result: ValidationResult) -> dict[str, Any]:
         },
         "calibration": {
             role: _calibration_json(measured) for role, measured in result.calibrations.items()
+        },
+        "calibration_inline": {
+            role: _calibration_json(measured)
+            for role, measured in result.inline_calibrations.items()
         },
     }
 
@@ -311,6 +331,7 @@ def _algorithm_json(result: ValidationResult, name: str) -> dict[str, Any]:
         "where_time_went": {
             role: dataclasses.asdict(a.breakdown(role)) for role in ("target", "drafter")
         },
+        "workers": result.request.workers_of(name),
     }
 
 

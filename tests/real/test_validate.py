@@ -273,14 +273,24 @@ def test_seeds_parse_ranges_and_lists() -> None:
 def test_validate_over_seeds_reports_every_run_and_the_means(
     test_pair: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Also the default placement (`--workers auto`): DSI on processes, calibrated with
+    contention; non-SI and SI inline, calibrated apart, where two forwards never overlap."""
     document = tmp_path / "s.json"
     args = ["validate", "--pair", str(test_pair), "-k", "3", "--prompts", "2"]
     args += ["--calibration-prompts", "3", "--prompt-bytes", "16", "-S", "12", "-r", "1"]
-    args += ["--calibration-samples", "3", "--workers", "thread", "--seeds", "1-2"]
+    args += ["--calibration-samples", "3", "--seeds", "1-2"]
     assert main([*args, "--json", str(document)]) == 0
     data = json.loads(document.read_text())
     assert data["seeds"] == [1, 2]
     assert [run["scenario"]["prompt_seed"] for run in data["runs"]] == [1, 2]
+    for run in data["runs"]:
+        assert run["scenario"]["workers"] == "auto"
+        placed = {name: entry["workers"] for name, entry in run["algorithms"].items()}
+        assert placed == {"nonsi": "inline", "si": "inline", "dsi": "process"}
+        assert all(entry["lossless"] for entry in run["algorithms"].values())
+        for role in ("target", "drafter"):
+            assert run["calibration_inline"][role]["contended"] == 1.0
+            assert run["calibration"][role]["contended"] != 1.0
     for key in ("nonsi", "si", "dsi", "dsi_over_si", "dsi_over_nonsi", "si_over_nonsi"):
         summary = data["summary"][key]
         assert len(summary["error_pct"]) == len(summary["in_sample_error_pct"]) == 2
