@@ -248,8 +248,10 @@ Backends = dict[Workers, RealBackend]
 def backends_of(folder: Path, request: ValidateRequest) -> Iterator[Backends]:
     """The real backends of the pair in `folder` that `request` asks for, started in
     `request.kinds` order and stopped on exit; DSI's has `request.servers` target servers,
-    an inline one beside it one (non-SI and SI use one)."""
+    an inline one beside it one (non-SI and SI use one), on target server 0's device, its
+    drafter on the drafter's."""
     dsi = request.workers_of("dsi")
+    devices = server_devices(request.device, request.servers)
     with ExitStack() as stack:
         yield {
             kind: stack.enter_context(
@@ -258,7 +260,7 @@ def backends_of(folder: Path, request: ValidateRequest) -> Iterator[Backends]:
                     folder / "drafter",
                     servers=request.servers if kind == dsi else 1,
                     workers=kind,
-                    device=request.device,
+                    device=request.device if kind == dsi else f"{devices[0]},{devices[-1]}",
                     dtype=request.dtype,
                 )
             )

@@ -273,12 +273,13 @@ def test_seeds_parse_ranges_and_lists() -> None:
 def test_validate_over_seeds_reports_every_run_and_the_means(
     test_pair: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Also the default placement (`--workers auto`): DSI on processes, calibrated with
-    contention; non-SI and SI inline, calibrated apart, where two forwards never overlap."""
+    """Also the default placement (`--workers auto`, here with two target servers and a
+    device for each): DSI on processes, calibrated with contention; non-SI and SI inline on
+    one target server, calibrated apart, where two forwards never overlap."""
     document = tmp_path / "s.json"
     args = ["validate", "--pair", str(test_pair), "-k", "3", "--prompts", "2"]
     args += ["--calibration-prompts", "3", "--prompt-bytes", "16", "-S", "12", "-r", "1"]
-    args += ["--calibration-samples", "3", "--seeds", "1-2"]
+    args += ["--calibration-samples", "3", "--seeds", "1-2", "-n", "2", "--device", "cpu,cpu,cpu"]
     assert main([*args, "--json", str(document)]) == 0
     data = json.loads(document.read_text())
     assert data["seeds"] == [1, 2]
@@ -290,7 +291,9 @@ def test_validate_over_seeds_reports_every_run_and_the_means(
         assert all(entry["lossless"] for entry in run["algorithms"].values())
         for role in ("target", "drafter"):
             assert run["calibration_inline"][role]["contended"] == 1.0
+            assert run["calibration_inline"][role]["crowded"] == []
             assert run["calibration"][role]["contended"] != 1.0
+            assert len(run["calibration"][role]["crowded"]) == 1
     for key in ("nonsi", "si", "dsi", "dsi_over_si", "dsi_over_nonsi", "si_over_nonsi"):
         summary = data["summary"][key]
         assert len(summary["error_pct"]) == len(summary["in_sample_error_pct"]) == 2
