@@ -221,7 +221,7 @@ def validate_command(
         _fail_on_disagreement(results)
         return
     console.print(render_validation(result))
-    for calibration in (*result.calibrations.values(), *result.inline_calibrations.values()):
+    for calibration in result.calibrations.values():
         for warning in calibration.warnings:
             typer.echo(f"warning: {warning}", err=True)
     if trace_out is not None:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -49,6 +49,22 @@ than it was (`-n 2` and `-n 3` on 2026-12-06)."""
 ROLES: tuple[Role, ...] = ("target", "drafter")
 Fresh = Callable[[int], list[int]]
 """fresh(n): n random token ids, from a calibration's own generator."""
+
+
+@dataclass(frozen=True)
+class RoundTrips:
+    """What forwards cost beyond the model: per forward its (queued, delivery) transit and its
+    seconds on the loop outside the round trip."""
+
+    transit_s: tuple[tuple[float, float], ...]
+    overhead_s: tuple[float, ...]
+
+    @property
+    def mean_s(self) -> float:
+        """Mean seconds a forward spends beyond the model."""
+        return statistics.fmean(q + d for q, d in self.transit_s) + statistics.fmean(
+            self.overhead_s
+        )
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,28 @@ class Calibration:
             prefill=first.prefill,
         )
 
+    def moved(self, transit: RoundTrips) -> Calibration:
+        """This calibration as it would have measured on another backend of the same model
+        whose round trips beyond the model (`transit`: the loop's time around a forward, and
+        the request's and reply's transit) it measured at the same time: every forward
+        shifted by the difference of the means, that backend's transit and loop time kept,
+        and no contention (an inline backend's forwards never overlap) or host probes. The
+        model's compute is measured once, so a drifting host moves both backends alike."""
+        shift = transit.mean_s - RoundTrips(self.transit_s, self.overhead_s).mean_s
+        return replace(
+            self,
+            samples=tuple(
+                tuple(tuple(x + shift for x in row) for row in context) for context in self.samples
+            ),
+            prefill_s=tuple(x + shift for x in self.prefill_s),
+            contended_ratios=(),
+            crowded_ratios=(),
+            transit_s=transit.transit_s,
+            overhead_s=transit.overhead_s,
+            gaps_s=(),
+            probes_s=(),
+        )
+
     @property
     def warnings(self) -> tuple[str, ...]:
         """Timings that repeated samples cannot explain, at the first context: a count's
@@ -138,7 +176,7 @@ class Calibration:
     @property
     def contended(self) -> float:
         """Slowdown while the other model computes: the median of the per-round ratios; 1
-        where none were measured (an inline backend runs one forward at a time: two never
+        where none were measured (`moved` to an inline backend, whose forwards never
         overlap)."""
         return statistics.median(self.contended_ratios) if self.contended_ratios else 1.0
 
@@ -251,8 +289,7 @@ def calibrate(
 ) -> Calibration:
     """Measure `role`'s model: `samples` forwards of every token count at two contexts (the
     prompt alone, and the prompt plus `output_tokens`), `samples` cold prefills, and the
-    host's effects (`samples` rounds), each on a fresh pool. An inline backend's forwards
-    never overlap, so contention is not measured there."""
+    host's effects (`samples` rounds), each on a fresh pool."""
     rng = np.random.default_rng(seed)
     contexts = (0, output_tokens)
     transit: list[tuple[float, float]] = []
@@ -271,10 +308,11 @@ def calibrate(
         backend.with_pool(prompt, lambda pool: _timed(_server(pool, role), (), len(prompt)))
         for _ in range(samples)
     )
-    settings = backend.settings
-    busy = 0 if settings.workers == "inline" else 2 if settings.servers > 1 else 1
     idle, contended = backend.with_pool(
-        prompt, lambda pool: _host(pool, role, samples, output_tokens // 2, tokens, busy)
+        prompt,
+        lambda pool: _host(
+            pool, role, samples, output_tokens // 2, tokens, backend.settings.servers > 1
+        ),
     )
     return Calibration(
         role=role,
@@ -284,13 +322,35 @@ def calibrate(
         prefill_s=prefills,
         layers=backend.layers(role),
         idle_ratios=tuple(tuple(r) for r in idle),
-        contended_ratios=tuple(contended[0]) if contended else (),
+        contended_ratios=tuple(contended[0]),
         crowded_ratios=tuple(contended[1]) if len(contended) > 1 else (),
         transit_s=tuple(transit),
         overhead_s=tuple(overhead),
         interruptible=backend.settings.interruptible,
         prefill=backend.settings.prefill,
     )
+
+
+def round_trips(
+    backend: RealBackend, role: Role, prompt: Sequence[int], samples: int, seed: int = 0
+) -> RoundTrips:
+    """What `role`'s forwards cost beyond the model on `backend`: `samples` x SMALL_WEIGHT
+    forwards of one token and as many of HOST_TOKENS[role], after the prompt, as
+    `calibrate` times them (for `Calibration.moved`)."""
+    rng = np.random.default_rng(seed)
+    transit: list[tuple[float, float]] = []
+    overhead: list[float] = []
+
+    async def work(pool: RealPool) -> None:
+        server = _server(pool, role)
+        await server.forward((), ())  # the prefill: the cache holds the prompt
+        for n in (1, HOST_TOKENS[role]) * (samples * SMALL_WEIGHT):
+            await server.forward((), ())  # crops the cache to the prompt
+            fresh = [int(t) for t in rng.integers(0, 256, size=n)]
+            await _timed(server, fresh, n, transit, overhead)
+
+    backend.with_pool(prompt, work)
+    return RoundTrips(tuple(transit), tuple(overhead))
 
 
 def probe(
@@ -344,15 +404,15 @@ async def _forwards_by_count(
 
 
 async def _host(
-    pool: RealPool, role: Role, samples: int, context: int, tokens: Fresh, busy: int
+    pool: RealPool, role: Role, samples: int, context: int, tokens: Fresh, crowded: bool
 ) -> tuple[list[list[float]], list[list[float]]]:
     """The host's effects on `role`'s forwards after `context` tokens, each measured against
     back-to-back forwards taken in the same round, so that the machine drifting between
-    rounds cancels out of the ratios: after each idle gap, and beside 1 up to `busy` (0 to
-    2: the other model, then a second target server) busy servers; `samples` rounds."""
+    rounds cancels out of the ratios: after each idle gap, and beside 1 and (`crowded`,
+    with a second target server) 2 busy servers; `samples` rounds."""
     server, n = _server(pool, role), HOST_TOKENS[role]
-    neighbours = [_server(pool, "drafter" if role == "target" else "target")] if busy else []
-    if busy > 1:
+    neighbours = [_server(pool, "drafter" if role == "target" else "target")]
+    if crowded:
         neighbours.append(pool.target(1))
     await server.forward((), ())
     for neighbour in neighbours:
@@ -397,12 +457,12 @@ async def _host(
             alone = statistics.median([await one(0.0) for _ in range(3)])
             for i, gap in enumerate(IDLE_S):
                 idle_ratios[i].append(await one(gap) / alone)
-            alone = await chain(CHAIN) if neighbours else 0.0
+            alone = await chain(CHAIN)
             for busy_count in range(1, len(neighbours) + 1):
                 on[busy_count - 1].set()
                 await chain(2)  # the neighbour's first forwards after idle: not counted
-                beside = await chain(CHAIN)
-                contended_ratios[busy_count - 1].append(beside / alone)
+                busy = await chain(CHAIN)
+                contended_ratios[busy_count - 1].append(busy / alone)
             for i in range(len(neighbours)):
                 on[i].clear()
             for event in stopped:

@@ -42,6 +42,7 @@ from dsi_online.real.calibrate import (
     calibrate,
     dispatch_gaps,
     probe,
+    round_trips,
 )
 from dsi_online.real.compare import AlgorithmValidation, SpeedupValidation, compare
 from dsi_online.real.handles import WORKERS, Workers
@@ -406,8 +407,10 @@ def _measure_and_run(
     peer: Peer,
     step: Progress,
 ) -> tuple[dict[Workers, dict[str, Calibration]], dict[str, list[RealRunResult]], list[PeerRun]]:
-    """`repeats` rounds, each a slice of the calibration of every backend (with one real run
-    of each of its algorithms on a calibration prompt, for the loop's time a forward) then
+    """`repeats` rounds, each a slice of the calibration (on DSI's backend; another backend's
+    is that slice moved by its own round trips beyond the model, `Calibration.moved`, so
+    that the model's compute is measured once for every algorithm), one real run of each
+    algorithm on a calibration prompt (for the loop's time a forward), then
     every algorithm on every evaluation prompt once, each prompt's runs followed by
     transformers' greedy and assisted generation of it, so that the measurements the
     prediction uses, the runs it predicts and the peer's all sample the same stretch of the
@@ -431,15 +434,16 @@ def _measure_and_run(
         sample = calibration[round_ % len(calibration)]
         measured: dict[Workers, dict[Role, Calibration]] = {kind: {} for kind in request.kinds}
         gaps: dict[Workers, dict[Role, list[float]]] = {}
-        for kind, backend in backends.items():
+        for kind, backend in backends.items():  # DSI's first
             for role in ROLES:
-                measured[kind][role] = calibrate(
-                    backend,
-                    role,
-                    sample,
-                    request.tokens,
-                    request.calibration_samples,
-                    request.draw_seed + round_,
+                seed = request.draw_seed + round_
+                samples = request.calibration_samples
+                measured[kind][role] = (
+                    calibrate(backend, role, sample, request.tokens, samples, seed)
+                    if kind == main
+                    else measured[main][role].moved(
+                        round_trips(backend, role, sample, samples, seed)
+                    )
                 )
                 done += 1
                 step("measure", done, total)

@@ -15,7 +15,7 @@ from dsi_online.cli import main
 from dsi_online.cli.validate import parse_seeds
 from dsi_online.errors import InvalidParameterError
 from dsi_online.pair import PairInfo, heldout_prompts
-from dsi_online.real.calibrate import PROBES, Calibration
+from dsi_online.real.calibrate import PROBES, Calibration, RoundTrips
 from dsi_online.real.heldout import BOOTSTRAP, Protocol, ci95, host_factors, predictive_draws
 from dsi_online.real.validate import ValidateRequest
 from dsi_online.sim.cost import monotone
@@ -50,6 +50,36 @@ def test_calibrations_merge_their_samples() -> None:
     cost = merged.cost()
     assert cost.mean_s == pytest.approx((3.0, 3.0))  # mean of 1, 2, 3, 6 at both counts
     assert cost.attention_s == pytest.approx(0.0)
+
+
+def test_a_calibration_moved_to_another_backend_keeps_its_compute() -> None:
+    """Moved to a backend whose forwards cost 0.3 less beyond the model (transit 0.1 and
+    loop 0.1 against 0.3 and 0.2), every forward and prefill is 0.3 cheaper; that
+    backend's transit is the cost model's, contention 1 and no probes."""
+    process = Calibration(
+        role="target",
+        counts=(1, 2),
+        contexts=(10, 20),
+        samples=(((1.0, 1.2), (2.0, 2.2)), ((1.5, 1.5), (2.5, 2.5))),
+        prefill_s=(4.0,),
+        layers=2,
+        idle_ratios=((1.0,),) * 6,
+        contended_ratios=(1.3,),
+        crowded_ratios=(1.6,),
+        transit_s=((0.1, 0.2), (0.1, 0.2)),
+        overhead_s=(0.2, 0.2),
+        probes_s=(1.0, 1.1, 1.2),
+    )
+    inline = process.moved(RoundTrips(((0.04, 0.06), (0.04, 0.06)), (0.1, 0.1)))
+    assert inline.samples[0][0] == pytest.approx((0.7, 0.9))
+    assert inline.samples[1][1] == pytest.approx((2.2, 2.2))
+    assert inline.prefill_s == pytest.approx((3.7,))
+    assert inline.idle_ratios == process.idle_ratios
+    cost = inline.cost()
+    assert cost.mean_s == pytest.approx([m - 0.3 for m in process.cost().mean_s])
+    assert cost.transit_s == pytest.approx((0.04, 0.06))
+    assert (cost.contended, cost.crowded) == (1.0, ())
+    assert inline.probes_s == () and inline.host_speed == 1.0
 
 
 def test_host_speed_is_the_probes_over_the_calibrations_own_forwards() -> None:
