@@ -16,6 +16,7 @@ import contextlib
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -53,18 +54,19 @@ Fresh = Callable[[int], list[int]]
 
 @dataclass(frozen=True)
 class RoundTrips:
-    """What forwards cost beyond the model: per forward its (queued, delivery) transit and its
-    seconds on the loop outside the round trip."""
+    """The same forwards timed on two backends of one model, in alternating blocks
+    (`round_trips`): seconds each, as a scheduler sees them, on the calibrated backend and on
+    the other, and the other's (queued, delivery) transit and loop time per forward."""
 
+    elapsed_s: tuple[float, ...]
+    other_elapsed_s: tuple[float, ...]
     transit_s: tuple[tuple[float, float], ...]
     overhead_s: tuple[float, ...]
 
     @property
-    def mean_s(self) -> float:
-        """Mean seconds a forward spends beyond the model."""
-        return statistics.fmean(q + d for q, d in self.transit_s) + statistics.fmean(
-            self.overhead_s
-        )
+    def shift_s(self) -> float:
+        """How much longer a forward takes on the other backend (negative: shorter)."""
+        return statistics.fmean(self.other_elapsed_s) - statistics.fmean(self.elapsed_s)
 
 
 @dataclass(frozen=True)
@@ -123,14 +125,14 @@ class Calibration:
             prefill=first.prefill,
         )
 
-    def moved(self, transit: RoundTrips) -> Calibration:
-        """This calibration as it would have measured on another backend of the same model
-        whose round trips beyond the model (`transit`: the loop's time around a forward, and
-        the request's and reply's transit) it measured at the same time: every forward
-        shifted by the difference of the means, that backend's transit and loop time kept,
-        and no contention (an inline backend's forwards never overlap) or host probes. The
-        model's compute is measured once, so a drifting host moves both backends alike."""
-        shift = transit.mean_s - RoundTrips(self.transit_s, self.overhead_s).mean_s
+    def moved(self, trips: RoundTrips) -> Calibration:
+        """This calibration as it would have measured on another backend of the same model,
+        from forwards timed on both in alternating blocks (`round_trips`): every forward
+        shifted by how much longer they took there, that backend's transit and loop time
+        kept, and no contention (an inline backend's forwards never overlap) or host probes.
+        The model's cost by tokens and context is measured once, and the two backends'
+        difference in pairs, so that a drifting host moves both alike."""
+        shift = trips.shift_s
         return replace(
             self,
             samples=tuple(
@@ -139,8 +141,8 @@ class Calibration:
             prefill_s=tuple(x + shift for x in self.prefill_s),
             contended_ratios=(),
             crowded_ratios=(),
-            transit_s=transit.transit_s,
-            overhead_s=transit.overhead_s,
+            transit_s=trips.transit_s,
+            overhead_s=trips.overhead_s,
             gaps_s=(),
             probes_s=(),
         )
@@ -332,25 +334,40 @@ def calibrate(
 
 
 def round_trips(
-    backend: RealBackend, role: Role, prompt: Sequence[int], samples: int, seed: int = 0
+    calibrated: RealBackend,
+    other: RealBackend,
+    role: Role,
+    prompt: Sequence[int],
+    samples: int,
+    seed: int = 0,
 ) -> RoundTrips:
-    """What `role`'s forwards cost beyond the model on `backend`: `samples` x SMALL_WEIGHT
-    forwards of one token and as many of HOST_TOKENS[role], after the prompt, as
-    `calibrate` times them (for `Calibration.moved`)."""
+    """`role`'s forwards on two backends of one model, for `Calibration.moved`: `samples`
+    blocks, each SMALL_WEIGHT forwards of one token and as many of HOST_TOKENS[role] after
+    the prompt on one backend, then the same forwards on the other (which goes first
+    alternates), each timed as `calibrate` times them, so that both see the same moments of
+    the host."""
     rng = np.random.default_rng(seed)
+    elapsed: dict[bool, list[float]] = {False: [], True: []}
     transit: list[tuple[float, float]] = []
     overhead: list[float] = []
 
-    async def work(pool: RealPool) -> None:
-        server = _server(pool, role)
-        await server.forward((), ())  # the prefill: the cache holds the prompt
-        for n in (1, HOST_TOKENS[role]) * (samples * SMALL_WEIGHT):
-            await server.forward((), ())  # crops the cache to the prompt
-            fresh = [int(t) for t in rng.integers(0, 256, size=n)]
-            await _timed(server, fresh, n, transit, overhead)
+    def block(suffixes: list[list[int]], on_other: bool) -> Callable[[RealPool], Any]:
+        async def work(pool: RealPool) -> None:
+            server = _server(pool, role)
+            await server.forward((), ())  # the prefill: the cache holds the prompt
+            for suffix in suffixes:
+                await server.forward((), ())  # crops the cache to the prompt
+                found = (transit, overhead) if on_other else (None, None)
+                elapsed[on_other].append(await _timed(server, suffix, len(suffix), *found))
 
-    backend.with_pool(prompt, work)
-    return RoundTrips(tuple(transit), tuple(overhead))
+        return work
+
+    for index in range(samples):
+        counts = (1, HOST_TOKENS[role]) * SMALL_WEIGHT
+        suffixes = [[int(t) for t in rng.integers(0, 256, size=n)] for n in counts]
+        for on_other in (False, True) if index % 2 == 0 else (True, False):
+            (other if on_other else calibrated).with_pool(prompt, block(suffixes, on_other))
+    return RoundTrips(tuple(elapsed[False]), tuple(elapsed[True]), tuple(transit), tuple(overhead))
 
 
 def probe(

@@ -408,8 +408,9 @@ def _measure_and_run(
     step: Progress,
 ) -> tuple[dict[Workers, dict[str, Calibration]], dict[str, list[RealRunResult]], list[PeerRun]]:
     """`repeats` rounds, each a slice of the calibration (on DSI's backend; another backend's
-    is that slice moved by its own round trips beyond the model, `Calibration.moved`, so
-    that the model's compute is measured once for every algorithm), one real run of each
+    is that slice moved by forwards timed on both in alternating blocks, `Calibration.moved`,
+    so that the host's drift between calibrations cannot split the algorithms), one real
+    run of each
     algorithm on a calibration prompt (for the loop's time a forward), then
     every algorithm on every evaluation prompt once, each prompt's runs followed by
     transformers' greedy and assisted generation of it, so that the measurements the
@@ -442,7 +443,7 @@ def _measure_and_run(
                     calibrate(backend, role, sample, request.tokens, samples, seed)
                     if kind == main
                     else measured[main][role].moved(
-                        round_trips(backend, role, sample, samples, seed)
+                        round_trips(backends[main], backend, role, sample, samples, seed)
                     )
                 )
                 done += 1

@@ -53,9 +53,9 @@ def test_calibrations_merge_their_samples() -> None:
 
 
 def test_a_calibration_moved_to_another_backend_keeps_its_compute() -> None:
-    """Moved to a backend whose forwards cost 0.3 less beyond the model (transit 0.1 and
-    loop 0.1 against 0.3 and 0.2), every forward and prefill is 0.3 cheaper; that
-    backend's transit is the cost model's, contention 1 and no probes."""
+    """Forwards timed 0.3 shorter on average on the other backend (paired blocks): every
+    forward and prefill is 0.3 cheaper there; that backend's transit is the cost model's,
+    contention 1 and no probes."""
     process = Calibration(
         role="target",
         counts=(1, 2),
@@ -70,7 +70,9 @@ def test_a_calibration_moved_to_another_backend_keeps_its_compute() -> None:
         overhead_s=(0.2, 0.2),
         probes_s=(1.0, 1.1, 1.2),
     )
-    inline = process.moved(RoundTrips(((0.04, 0.06), (0.04, 0.06)), (0.1, 0.1)))
+    trips = RoundTrips((1.0, 2.0), (0.6, 1.8), ((0.04, 0.06), (0.04, 0.06)), (0.1, 0.1))
+    assert trips.shift_s == pytest.approx(-0.3)
+    inline = process.moved(trips)
     assert inline.samples[0][0] == pytest.approx((0.7, 0.9))
     assert inline.samples[1][1] == pytest.approx((2.2, 2.2))
     assert inline.prefill_s == pytest.approx((3.7,))
