@@ -237,8 +237,8 @@ def _inline_line(result: ValidationResult) -> list[str]:
         return []
     target, drafter = (result.inline_calibrations[r].cost() for r in ("target", "drafter"))
     return [
-        f"non-SI and SI ran inline (in the loop's thread), DSI on processes; inline, the "
-        f"calibration moved by the inline round trips: one-token forward target "
+        f"non-SI and SI ran inline (in the loop's thread), DSI on processes; inline (the "
+        f"calibration moved by the same forwards timed on both): one-token forward target "
         f"{1e3 * target.mean_s[0]:.3f} ms, drafter {1e3 * drafter.mean_s[0]:.3f} ms; "
         f"transit {1e3 * sum(target.transit_s):.3f} / "
         f"{1e3 * sum(drafter.transit_s):.3f} ms (processes: "

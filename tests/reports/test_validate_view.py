@@ -20,7 +20,7 @@ from dsi_online.measure.torch_runtime import Environment
 from dsi_online.pair.corpus import Prompt
 from dsi_online.pair.info import PairInfo
 from dsi_online.real.backend import RealRunResult, ServerRecords
-from dsi_online.real.calibrate import Calibration
+from dsi_online.real.calibrate import Calibration, RoundTrips
 from dsi_online.real.compare import SPEEDUPS, AlgorithmValidation, SpeedupValidation
 from dsi_online.real.heldout import Protocol
 from dsi_online.real.peer import PeerResult, PeerRun
@@ -239,6 +239,31 @@ def test_closing_lines_state_the_measurements_and_the_checks() -> None:
     ) in words
     assert "transformers' assisted generation agrees with its greedy decoding" in words
     assert "both equal ours, token for token" in words
+
+
+def test_an_inline_backend_is_named_with_its_calibration_and_transit() -> None:
+    """`--workers auto`: the report says where each ran and what inline forwards cost; the
+    JSON says it per algorithm."""
+    inline = {
+        "target": calibration("target", 0.010, 0.012).moved(
+            RoundTrips((0.010,), (0.009,), ((0.0001, 0.0002),), (0.0,))
+        ),
+        "drafter": calibration("drafter", 0.002, 0.003).moved(
+            RoundTrips((0.002,), (0.0015,), ((0.0001, 0.0001),), (0.0,))
+        ),
+    }
+    result = dataclasses.replace(validation(), inline_calibrations=inline)
+    words = " ".join(render(render_validation(result), 80).split())
+    assert "non-SI and SI ran inline (in the loop's thread), DSI on processes" in words
+    assert "one-token forward target 9.000 ms, drafter 1.500 ms; transit 0.300 / 0.200 ms" in words
+    assert "ran inline" not in " ".join(render(render_validation(validation()), 80).split())
+    document = to_json(result)
+    assert {name: e["workers"] for name, e in document["algorithms"].items()} == {
+        "nonsi": "inline",
+        "si": "inline",
+        "dsi": "process",
+    }
+    assert document["calibration_inline"]["target"]["contended"] == 1.0
 
 
 def test_failures_are_spelt_out() -> None:
