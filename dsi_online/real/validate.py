@@ -205,8 +205,9 @@ class ValidationResult:
             drafter=ModelProfile("drafter", self.calibrations["drafter"].latency()),
             provenance=Provenance(
                 source="measured by dsi-online validate through the real backend "
-                f"({self.request.workers_of('dsi')} workers, DSI's): one forward at a time, as "
-                "a scheduler sees it, in rounds between the real runs",
+                f"({self.request.workers_of('dsi')} workers"
+                f"{', DSI' if self.request.workers == 'auto' else ''}): one forward at a time, "
+                "as a scheduler sees it, in rounds between the real runs",
                 hardware=environment.hardware,
                 date=environment.date,
                 command=command,

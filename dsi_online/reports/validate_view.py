@@ -203,7 +203,8 @@ def _closing_lines(result: ValidationResult) -> list[str]:
         f"pair: {result.pair_path} ({result.pair.size}, seed {result.pair.seed}); acceptance "
         f"(greedy matches) on the calibration prompts {acceptance.rate:.3f}{acceptance_ci}, "
         f"on the evaluation prompts {result.evaluation_trace.rate:.3f}",
-        f"measured: one-token forward target {1e3 * target.mean_s[0]:.3f} ms, drafter "
+        f"measured{' (DSI on processes)' if result.inline_calibrations else ''}: one-token "
+        f"forward target {1e3 * target.mean_s[0]:.3f} ms, drafter "
         f"{1e3 * drafter.mean_s[0]:.3f} ms (c = {drafter.mean_s[0] / target.mean_s[0]:.3f}); "
         f"{request.lookahead + 1} tokens {1e3 * target.mean(request.lookahead + 1, 0):.3f} ms; "
         f"after 32 ms idle x{target.idle_factor[-1]:.2f} / x{drafter.idle_factor[-1]:.2f}; "

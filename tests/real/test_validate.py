@@ -307,7 +307,8 @@ def test_validate_over_seeds_reports_every_run_and_the_means(
 ) -> None:
     """Also the default placement (`--workers auto`, here with two target servers and a
     device for each): DSI on processes, calibrated with contention; non-SI and SI inline on
-    one target server, calibrated apart, where two forwards never overlap."""
+    one target server, its calibration moved from DSI's by paired forwards, where two
+    forwards never overlap."""
     document = tmp_path / "s.json"
     args = ["validate", "--pair", str(test_pair), "-k", "3", "--prompts", "2"]
     args += ["--calibration-prompts", "3", "--prompt-bytes", "16", "-S", "12", "-r", "1"]
