@@ -123,13 +123,13 @@ def validate_command(
     workers: Annotated[
         Literal["auto", "process", "thread", "inline"],
         typer.Option(
-            help="Where the models run: auto (DSI on processes, its servers compute at once; "
-            "non-SI and SI inline, in the loop's thread, as transformers runs them), or every "
-            "algorithm on one kind: process, thread, or inline (no transit, nothing runs "
-            "concurrently).",
+            help="Where the models run: every algorithm on one kind (process, thread, or "
+            "inline: no transit, nothing runs concurrently), or auto (DSI on processes; non-SI "
+            "and SI inline, in the loop's thread, as transformers runs them; its SI prediction "
+            "is biased slow, docs/validate.md).",
             rich_help_panel=EXECUTION,
         ),
-    ] = "auto",
+    ] = "process",
     calibration_samples: Annotated[
         int,
         typer.Option(help="Calibration samples per point and round.", rich_help_panel=EXECUTION),

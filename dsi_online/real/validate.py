@@ -81,7 +81,7 @@ class ValidateRequest:
     repeats: int = 2
     seed: int = 0
     prompt_seed: int | None = None  # None: `seed`
-    workers: Placement = "auto"
+    workers: Placement = "process"
     device: str = "cpu"  # one device, or one per target server then the drafter's
     dtype: str = "float32"
     calibration_samples: int = 8

@@ -305,7 +305,7 @@ def test_seeds_parse_ranges_and_lists() -> None:
 def test_validate_over_seeds_reports_every_run_and_the_means(
     test_pair: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Also the default placement (`--workers auto`, here with two target servers and a
+    """Also the split placement (`--workers auto`, here with two target servers and a
     device for each): DSI on processes, calibrated with contention; non-SI and SI inline on
     one target server, its calibration moved from DSI's by paired forwards, where two
     forwards never overlap."""
@@ -313,6 +313,7 @@ def test_validate_over_seeds_reports_every_run_and_the_means(
     args = ["validate", "--pair", str(test_pair), "-k", "3", "--prompts", "2"]
     args += ["--calibration-prompts", "3", "--prompt-bytes", "16", "-S", "12", "-r", "1"]
     args += ["--calibration-samples", "3", "--seeds", "1-2", "-n", "2", "--device", "cpu,cpu,cpu"]
+    args += ["--workers", "auto"]
     assert main([*args, "--json", str(document)]) == 0
     data = json.loads(document.read_text())
     assert data["seeds"] == [1, 2]

@@ -252,7 +252,12 @@ def test_an_inline_backend_is_named_with_its_calibration_and_transit() -> None:
             RoundTrips((0.002,), (0.0015,), ((0.0001, 0.0001),), (0.0,))
         ),
     }
-    result = dataclasses.replace(validation(), inline_calibrations=inline)
+    plain = validation()
+    result = dataclasses.replace(
+        plain,
+        request=dataclasses.replace(plain.request, workers="auto"),
+        inline_calibrations=inline,
+    )
     words = " ".join(render(render_validation(result), 80).split())
     assert "non-SI and SI ran inline (in the loop's thread), DSI on processes" in words
     assert "one-token forward target 9.000 ms, drafter 1.500 ms; transit 0.300 / 0.200 ms" in words
