@@ -15,8 +15,7 @@ import asyncio
 import contextlib
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -50,23 +49,6 @@ than it was (`-n 2` and `-n 3` on 2026-12-06)."""
 ROLES: tuple[Role, ...] = ("target", "drafter")
 Fresh = Callable[[int], list[int]]
 """fresh(n): n random token ids, from a calibration's own generator."""
-
-
-@dataclass(frozen=True)
-class RoundTrips:
-    """The same forwards timed on two backends of one model, in alternating blocks
-    (`round_trips`): seconds each, as a scheduler sees them, on the calibrated backend and on
-    the other, and the other's (queued, delivery) transit and loop time per forward."""
-
-    elapsed_s: tuple[float, ...]
-    other_elapsed_s: tuple[float, ...]
-    transit_s: tuple[tuple[float, float], ...]
-    overhead_s: tuple[float, ...]
-
-    @property
-    def shift_s(self) -> float:
-        """How much longer a forward takes on the other backend (negative: shorter)."""
-        return statistics.fmean(self.other_elapsed_s) - statistics.fmean(self.elapsed_s)
 
 
 @dataclass(frozen=True)
@@ -125,28 +107,6 @@ class Calibration:
             prefill=first.prefill,
         )
 
-    def moved(self, trips: RoundTrips) -> Calibration:
-        """This calibration as it would have measured on another backend of the same model,
-        from forwards timed on both in alternating blocks (`round_trips`): every forward
-        shifted by how much longer they took there, that backend's transit and loop time
-        kept, and no contention (an inline backend's forwards never overlap) or host probes.
-        The model's cost by tokens and context is measured once, and the two backends'
-        difference in pairs, so that a drifting host moves both alike."""
-        shift = trips.shift_s
-        return replace(
-            self,
-            samples=tuple(
-                tuple(tuple(x + shift for x in row) for row in context) for context in self.samples
-            ),
-            prefill_s=tuple(x + shift for x in self.prefill_s),
-            contended_ratios=(),
-            crowded_ratios=(),
-            transit_s=trips.transit_s,
-            overhead_s=trips.overhead_s,
-            gaps_s=(),
-            probes_s=(),
-        )
-
     @property
     def warnings(self) -> tuple[str, ...]:
         """Timings that repeated samples cannot explain, at the first context: a count's
@@ -178,8 +138,8 @@ class Calibration:
     @property
     def contended(self) -> float:
         """Slowdown while the other model computes: the median of the per-round ratios; 1
-        where none were measured (`moved` to an inline backend, whose forwards never
-        overlap)."""
+        where none were measured (`dsi_online.real.inline.moved`: an inline backend's
+        forwards never overlap)."""
         return statistics.median(self.contended_ratios) if self.contended_ratios else 1.0
 
     def cost(self) -> TokenCost:
@@ -249,11 +209,11 @@ class Calibration:
         return ModelLatency(Empirical(self.prefill_s), Empirical(decodes), self.cost())
 
 
-def _server(pool: RealPool, role: Role) -> RealServer:
+def server_of(pool: RealPool, role: Role) -> RealServer:
     return pool.target(0) if role == "target" else pool.drafter
 
 
-async def _timed(
+async def timed(
     server: RealServer,
     prefix: Sequence[int],
     expect: int,
@@ -303,11 +263,11 @@ def calibrate(
     measured = backend.with_pool(
         prompt,
         lambda pool: _forwards_by_count(
-            _server(pool, role), contexts, counts, samples, tokens, transit, overhead
+            server_of(pool, role), contexts, counts, samples, tokens, transit, overhead
         ),
     )
     prefills = tuple(
-        backend.with_pool(prompt, lambda pool: _timed(_server(pool, role), (), len(prompt)))
+        backend.with_pool(prompt, lambda pool: timed(server_of(pool, role), (), len(prompt)))
         for _ in range(samples)
     )
     idle, contended = backend.with_pool(
@@ -333,43 +293,6 @@ def calibrate(
     )
 
 
-def round_trips(
-    calibrated: RealBackend,
-    other: RealBackend,
-    role: Role,
-    prompt: Sequence[int],
-    samples: int,
-    seed: int = 0,
-) -> RoundTrips:
-    """`role`'s forwards on two backends of one model, for `Calibration.moved`: `samples`
-    blocks, each SMALL_WEIGHT forwards of one token and as many of HOST_TOKENS[role] after
-    the prompt on one backend, then the same forwards on the other (which goes first
-    alternates), each timed as `calibrate` times them, so that both see the same moments of
-    the host."""
-    rng = np.random.default_rng(seed)
-    elapsed: dict[bool, list[float]] = {False: [], True: []}
-    transit: list[tuple[float, float]] = []
-    overhead: list[float] = []
-
-    def block(suffixes: list[list[int]], on_other: bool) -> Callable[[RealPool], Any]:
-        async def work(pool: RealPool) -> None:
-            server = _server(pool, role)
-            await server.forward((), ())  # the prefill: the cache holds the prompt
-            for suffix in suffixes:
-                await server.forward((), ())  # crops the cache to the prompt
-                found = (transit, overhead) if on_other else (None, None)
-                elapsed[on_other].append(await _timed(server, suffix, len(suffix), *found))
-
-        return work
-
-    for index in range(samples):
-        counts = (1, HOST_TOKENS[role]) * SMALL_WEIGHT
-        suffixes = [[int(t) for t in rng.integers(0, 256, size=n)] for n in counts]
-        for on_other in (False, True) if index % 2 == 0 else (True, False):
-            (other if on_other else calibrated).with_pool(prompt, block(suffixes, on_other))
-    return RoundTrips(tuple(elapsed[False]), tuple(elapsed[True]), tuple(transit), tuple(overhead))
-
-
 def probe(
     backend: RealBackend, prompt: Sequence[int], count: int = PROBES, seed: int = 0
 ) -> dict[Role, tuple[float, ...]]:
@@ -381,12 +304,12 @@ def probe(
     async def work(pool: RealPool) -> dict[Role, tuple[float, ...]]:
         found: dict[Role, tuple[float, ...]] = {}
         for role in ROLES:
-            server = _server(pool, role)
+            server = server_of(pool, role)
             await server.forward((), ())  # the prefill: the cache holds the prompt
             times = []
             for _ in range(PROBE_WARMUP + count):
                 await server.forward((), ())  # crops the cache to the prompt
-                times.append(await _timed(server, [int(rng.integers(0, 256))], 1))
+                times.append(await timed(server, [int(rng.integers(0, 256))], 1))
             found[role] = tuple(times[PROBE_WARMUP:])
         return found
 
@@ -414,7 +337,7 @@ async def _forwards_by_count(
             row = []
             for _ in range(samples * (SMALL_WEIGHT if n <= SMALL else 1)):
                 await server.forward(base, ())  # crops the cache to prompt + base
-                row.append(await _timed(server, base + tokens(n), n, transit, overhead))
+                row.append(await timed(server, base + tokens(n), n, transit, overhead))
             rows.append(tuple(row))
         table.append(tuple(rows))
     return tuple(table)
@@ -427,8 +350,8 @@ async def _host(
     back-to-back forwards taken in the same round, so that the machine drifting between
     rounds cancels out of the ratios: after each idle gap, and beside 1 and (`crowded`,
     with a second target server) 2 busy servers; `samples` rounds."""
-    server, n = _server(pool, role), HOST_TOKENS[role]
-    neighbours = [_server(pool, "drafter" if role == "target" else "target")]
+    server, n = server_of(pool, role), HOST_TOKENS[role]
+    neighbours = [server_of(pool, "drafter" if role == "target" else "target")]
     if crowded:
         neighbours.append(pool.target(1))
     await server.forward((), ())
@@ -440,7 +363,7 @@ async def _host(
         await server.forward(base, ())
         if idle > 0:
             await asyncio.sleep(idle)
-        return await _timed(server, base + tokens(n), n)
+        return await timed(server, base + tokens(n), n)
 
     on = [asyncio.Event() for _ in neighbours]
     stopped = [asyncio.Event() for _ in neighbours]
@@ -463,7 +386,7 @@ async def _host(
             while suffix[0] == last:
                 suffix = tokens(n)
             last = suffix[0]
-            times.append(await _timed(server, base + suffix, n))
+            times.append(await timed(server, base + suffix, n))
         return statistics.fmean(times)
 
     idle_ratios: list[list[float]] = [[] for _ in IDLE_S]

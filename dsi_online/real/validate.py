@@ -42,11 +42,11 @@ from dsi_online.real.calibrate import (
     calibrate,
     dispatch_gaps,
     probe,
-    round_trips,
 )
 from dsi_online.real.compare import AlgorithmValidation, SpeedupValidation, compare
 from dsi_online.real.handles import WORKERS, Workers
 from dsi_online.real.heldout import Protocol, host_factors, scenarios
+from dsi_online.real.inline import moved, round_trips
 from dsi_online.real.peer import Method, Peer, PeerResult, PeerRun
 from dsi_online.real.worker import DTYPES
 from dsi_online.schedulers.registry import ALGORITHMS, schedulers
@@ -409,7 +409,7 @@ def _measure_and_run(
     step: Progress,
 ) -> tuple[dict[Workers, dict[str, Calibration]], dict[str, list[RealRunResult]], list[PeerRun]]:
     """`repeats` rounds, each a slice of the calibration (on DSI's backend; another backend's
-    is that slice moved by forwards timed on both in alternating blocks, `Calibration.moved`,
+    is that slice moved by forwards timed on both in alternating blocks, `inline.moved`,
     so that the host's drift between calibrations cannot split the algorithms), one real
     run of each
     algorithm on a calibration prompt (for the loop's time a forward), then
@@ -443,8 +443,9 @@ def _measure_and_run(
                 measured[kind][role] = (
                     calibrate(backend, role, sample, request.tokens, samples, seed)
                     if kind == main
-                    else measured[main][role].moved(
-                        round_trips(backends[main], backend, role, sample, samples, seed)
+                    else moved(
+                        measured[main][role],
+                        round_trips(backends[main], backend, role, sample, samples, seed),
                     )
                 )
                 done += 1

@@ -15,8 +15,9 @@ from dsi_online.cli import main
 from dsi_online.cli.validate import parse_seeds
 from dsi_online.errors import InvalidParameterError
 from dsi_online.pair import PairInfo, heldout_prompts
-from dsi_online.real.calibrate import PROBES, Calibration, RoundTrips
+from dsi_online.real.calibrate import PROBES, Calibration
 from dsi_online.real.heldout import BOOTSTRAP, Protocol, ci95, host_factors, predictive_draws
+from dsi_online.real.inline import RoundTrips, moved
 from dsi_online.real.validate import ValidateRequest
 from dsi_online.sim.cost import monotone
 from dsi_online.sim.profile import load_profile
@@ -72,7 +73,7 @@ def test_a_calibration_moved_to_another_backend_keeps_its_compute() -> None:
     )
     trips = RoundTrips((1.0, 2.0), (0.6, 1.8), ((0.04, 0.06), (0.04, 0.06)), (0.1, 0.1))
     assert trips.shift_s == pytest.approx(-0.3)
-    inline = process.moved(trips)
+    inline = moved(process, trips)
     assert inline.samples[0][0] == pytest.approx((0.7, 0.9))
     assert inline.samples[1][1] == pytest.approx((2.2, 2.2))
     assert inline.prefill_s == pytest.approx((3.7,))

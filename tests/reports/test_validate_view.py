@@ -20,9 +20,10 @@ from dsi_online.measure.torch_runtime import Environment
 from dsi_online.pair.corpus import Prompt
 from dsi_online.pair.info import PairInfo
 from dsi_online.real.backend import RealRunResult, ServerRecords
-from dsi_online.real.calibrate import Calibration, RoundTrips
+from dsi_online.real.calibrate import Calibration
 from dsi_online.real.compare import SPEEDUPS, AlgorithmValidation, SpeedupValidation
 from dsi_online.real.heldout import Protocol
+from dsi_online.real.inline import RoundTrips, moved
 from dsi_online.real.peer import PeerResult, PeerRun
 from dsi_online.real.server import ForwardRecord
 from dsi_online.real.validate import ValidateRequest, ValidationResult
@@ -245,11 +246,13 @@ def test_an_inline_backend_is_named_with_its_calibration_and_transit() -> None:
     """`--workers auto`: the report says where each ran and what inline forwards cost; the
     JSON says it per algorithm."""
     inline = {
-        "target": calibration("target", 0.010, 0.012).moved(
-            RoundTrips((0.010,), (0.009,), ((0.0001, 0.0002),), (0.0,))
+        "target": moved(
+            calibration("target", 0.010, 0.012),
+            RoundTrips((0.010,), (0.009,), ((0.0001, 0.0002),), (0.0,)),
         ),
-        "drafter": calibration("drafter", 0.002, 0.003).moved(
-            RoundTrips((0.002,), (0.0015,), ((0.0001, 0.0001),), (0.0,))
+        "drafter": moved(
+            calibration("drafter", 0.002, 0.003),
+            RoundTrips((0.002,), (0.0015,), ((0.0001, 0.0001),), (0.0,)),
         ),
     }
     plain = validation()
