@@ -283,7 +283,8 @@ def validate_on(
     protocol = Protocol.draw(info, request)
     calibration = [list(p.tokens) for p in protocol.calibration]
     evaluation = [list(p.tokens) for p in protocol.evaluation]
-    backend = backends[request.workers_of("dsi")]
+    dsi, sequential = request.workers_of("dsi"), request.workers_of("nonsi")
+    backend = backends[dsi]
     traces, evaluation_traces = _traces(backend, request, calibration, evaluation, step)
     peer = _peer(backend, folder, request, evaluation, step)
     calibrations, runs, peer_runs = _measure_and_run(
@@ -305,10 +306,11 @@ def validate_on(
                 for name in ALGORITHMS
             },
         )
-        for model, result in predicted[backend.settings.workers].items()
+        for model, result in predicted[dsi].items()
     }
-    main = calibrations[backend.settings.workers]
-    algorithms, speedups = compare(predictions, runs, protocol, request, host_factors(main))
+    algorithms, speedups = compare(
+        predictions, runs, protocol, request, host_factors(calibrations[dsi])
+    )
     return ValidationResult(
         request=request,
         pair=info,
@@ -317,14 +319,14 @@ def validate_on(
         acceptance=estimate,
         trace=traces,
         evaluation_trace=evaluation_traces,
-        calibrations=main,
+        calibrations=calibrations[dsi],
         predictions=predictions,
         algorithms=algorithms,
         speedups=speedups,
         peer=peer.result(peer_runs, request.tokens),
         peer_matches_ours=all(run.output == references[run.prompt] for run in peer_runs),
         reference_device=backend.reference_device,
-        inline_calibrations=calibrations["inline"] if len(request.kinds) > 1 else {},
+        inline_calibrations=calibrations[sequential] if sequential != dsi else {},
     )
 
 
@@ -411,8 +413,7 @@ def _measure_and_run(
     """`repeats` rounds, each a slice of the calibration (on DSI's backend; another backend's
     is that slice moved by forwards timed on both in alternating blocks, `inline.moved`,
     so that the host's drift between calibrations cannot split the algorithms), one real
-    run of each
-    algorithm on a calibration prompt (for the loop's time a forward), then
+    run of each algorithm on a calibration prompt (for the loop's time a forward), then
     every algorithm on every evaluation prompt once, each prompt's runs followed by
     transformers' greedy and assisted generation of it, so that the measurements the
     prediction uses, the runs it predicts and the peer's all sample the same stretch of the
@@ -436,10 +437,9 @@ def _measure_and_run(
         sample = calibration[round_ % len(calibration)]
         measured: dict[Workers, dict[Role, Calibration]] = {kind: {} for kind in request.kinds}
         gaps: dict[Workers, dict[Role, list[float]]] = {}
+        seed, samples = request.draw_seed + round_, request.calibration_samples
         for kind, backend in backends.items():  # DSI's first
             for role in ROLES:
-                seed = request.draw_seed + round_
-                samples = request.calibration_samples
                 measured[kind][role] = (
                     calibrate(backend, role, sample, request.tokens, samples, seed)
                     if kind == main
