@@ -123,16 +123,19 @@ def validate_command(
     workers: Annotated[
         Literal["auto", "process", "thread", "inline"],
         typer.Option(
-            help="Where the models run: every algorithm on one kind (process, thread, or "
-            "inline: no transit, nothing runs concurrently), or auto (DSI on processes; non-SI "
-            "and SI inline, in the loop's thread, as transformers runs them; its SI prediction "
-            "is biased slow, docs/validate.md).",
+            help="Where the models run: auto (DSI on processes, one per server; non-SI and "
+            "SI inline, in the loop's thread, as transformers runs them), or every algorithm on "
+            "one kind (process, thread, or inline: no transit, nothing runs concurrently).",
             rich_help_panel=EXECUTION,
         ),
-    ] = "process",
+    ] = "auto",
     calibration_samples: Annotated[
         int,
-        typer.Option(help="Calibration samples per point and round.", rich_help_panel=EXECUTION),
+        typer.Option(
+            help="Calibration samples per point and round, each a slice of its own, spread "
+            "between the round's runs.",
+            rich_help_panel=EXECUTION,
+        ),
     ] = 8,
     device: Annotated[
         str,

@@ -46,6 +46,27 @@ WEIGHTS = (
 """A checkpoint's weights: one of these files (transformers' names)."""
 
 
+def check_vocabularies(folder: Path) -> None:
+    """InvalidParameterError, before any model loads, unless the pair's target and drafter
+    share a vocabulary (their config.json's vocab_size): a drafter's token ids must be the
+    target's, or no draft can be verified."""
+    sizes = {}
+    for role in ("target", "drafter"):
+        config = folder / role / "config.json"
+        try:
+            sizes[role] = json.loads(config.read_text(encoding="utf-8"))["vocab_size"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InvalidParameterError(
+                f"pair (--pair) {folder}: cannot read the vocabulary size from {config} "
+                f"({exc.__class__.__name__})"
+            ) from None
+    require(
+        sizes["target"] == sizes["drafter"],
+        f"pair (--pair) {folder}: the drafter's vocabulary ({sizes['drafter']} tokens) differs "
+        f"from the target's ({sizes['target']}): target and drafter must share a tokenizer",
+    )
+
+
 def check_checkpoint(folder: str | Path, what: str) -> dict[str, Any]:
     """The config of the checkpoint in `folder`; InvalidParameterError, in one line naming
     `what` (target or drafter) and the folder, when it lacks its config, a config key the

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -106,6 +106,13 @@ class Calibration:
             interruptible=first.interruptible,
             prefill=first.prefill,
         )
+
+    @classmethod
+    def spread(cls, slices: Sequence[Calibration]) -> Calibration:
+        """One round's calibration taken in `slices` spread over its runs: all their samples,
+        counted as one round (its drift between slices is the host's, which the runs share,
+        not a change under one measurement)."""
+        return replace(cls.merge(slices), rounds=1)
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -273,7 +280,13 @@ def calibrate(
     idle, contended = backend.with_pool(
         prompt,
         lambda pool: _host(
-            pool, role, samples, output_tokens // 2, tokens, backend.settings.servers > 1
+            pool,
+            role,
+            samples,
+            output_tokens // 2,
+            tokens,
+            backend.settings.servers > 1,
+            backend.settings.workers == "inline",
         ),
     )
     return Calibration(
@@ -343,13 +356,45 @@ async def _forwards_by_count(
     return tuple(table)
 
 
+async def idle_round(
+    server: RealServer, other: RealServer, base: Sequence[int], tokens: Fresh, filled: bool
+) -> list[float]:
+    """One round of `server`'s slowdowns after each of IDLE_S idle: a forward of
+    HOST_TOKENS[role] new tokens after `base`, over the median of 3 back to back in the same
+    round. A worker sleeps through the gap; an inline backend's thread never does while a run
+    goes on (`filled`): it computes the `other` model through it, which slows a forward far
+    less (scripts/idle_bench.py; docs/validate.md, "Where the models run")."""
+    loop = asyncio.get_running_loop()
+    n = HOST_TOKENS[server.role]
+
+    async def one(idle: float) -> float:
+        await server.forward(base, ())  # crops the cache to prompt + base
+        if idle > 0 and not filled:
+            await asyncio.sleep(idle)
+        end = loop.time() + idle
+        while filled and loop.time() < end:
+            await other.forward(base, ())  # crops the other's cache to prompt + base
+            await other.forward([*base, *tokens(HOST_TOKENS[other.role])], ())
+        return await timed(server, [*base, *tokens(n)], n)
+
+    alone = statistics.median([await one(0.0) for _ in range(3)])
+    return [await one(gap) / alone for gap in IDLE_S]
+
+
 async def _host(
-    pool: RealPool, role: Role, samples: int, context: int, tokens: Fresh, crowded: bool
+    pool: RealPool,
+    role: Role,
+    samples: int,
+    context: int,
+    tokens: Fresh,
+    crowded: bool,
+    filled: bool,
 ) -> tuple[list[list[float]], list[list[float]]]:
     """The host's effects on `role`'s forwards after `context` tokens, each measured against
     back-to-back forwards taken in the same round, so that the machine drifting between
-    rounds cancels out of the ratios: after each idle gap, and beside 1 and (`crowded`,
-    with a second target server) 2 busy servers; `samples` rounds."""
+    rounds cancels out of the ratios: after each idle gap (`idle_round`; `filled` on an
+    inline backend), and beside 1 and (`crowded`, with a second target server) 2 busy
+    servers; `samples` rounds."""
     server, n = server_of(pool, role), HOST_TOKENS[role]
     neighbours = [server_of(pool, "drafter" if role == "target" else "target")]
     if crowded:
@@ -358,12 +403,6 @@ async def _host(
     for neighbour in neighbours:
         await neighbour.forward((), ())
     base = tokens(context)
-
-    async def one(idle: float) -> float:
-        await server.forward(base, ())
-        if idle > 0:
-            await asyncio.sleep(idle)
-        return await timed(server, base + tokens(n), n)
 
     on = [asyncio.Event() for _ in neighbours]
     stopped = [asyncio.Event() for _ in neighbours]
@@ -394,9 +433,9 @@ async def _host(
     background = [asyncio.create_task(keep_busy(i)) for i in range(len(neighbours))]
     try:
         for _ in range(samples):
-            alone = statistics.median([await one(0.0) for _ in range(3)])
-            for i, gap in enumerate(IDLE_S):
-                idle_ratios[i].append(await one(gap) / alone)
+            ratios = await idle_round(server, neighbours[0], base, tokens, filled)
+            for i, ratio in enumerate(ratios):
+                idle_ratios[i].append(ratio)
             alone = await chain(CHAIN)
             for busy_count in range(1, len(neighbours) + 1):
                 on[busy_count - 1].set()

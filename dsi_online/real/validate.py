@@ -22,19 +22,18 @@ buys:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from dsi_online.errors import InvalidParameterError, require
+from dsi_online.errors import require
 from dsi_online.measure.acceptance import AcceptanceEstimate, estimate_acceptance
 from dsi_online.measure.torch_runtime import Environment, passive_openmp
 from dsi_online.pair import PairInfo, train_pair
 from dsi_online.real import RealBackend, RealRunResult
-from dsi_online.real.backend import check_checkpoint, server_devices
+from dsi_online.real.backend import check_checkpoint, check_vocabularies, server_devices
 from dsi_online.real.calibrate import (
     ROLES,
     Calibration,
@@ -46,7 +45,7 @@ from dsi_online.real.calibrate import (
 from dsi_online.real.compare import AlgorithmValidation, SpeedupValidation, compare
 from dsi_online.real.handles import WORKERS, Workers
 from dsi_online.real.heldout import Protocol, host_factors, scenarios
-from dsi_online.real.inline import moved, round_trips
+from dsi_online.real.inline import RoundTrips, moved, round_trips
 from dsi_online.real.peer import Method, Peer, PeerResult, PeerRun
 from dsi_online.real.worker import DTYPES
 from dsi_online.schedulers.registry import ALGORITHMS, schedulers
@@ -81,7 +80,7 @@ class ValidateRequest:
     repeats: int = 2
     seed: int = 0
     prompt_seed: int | None = None  # None: `seed`
-    workers: Placement = "process"
+    workers: Placement = "auto"
     device: str = "cpu"  # one device, or one per target server then the drafter's
     dtype: str = "float32"
     calibration_samples: int = 8
@@ -140,27 +139,6 @@ class ValidateRequest:
     def draw_seed(self) -> int:
         """The seed of the prompts and of the simulation."""
         return self.seed if self.prompt_seed is None else self.prompt_seed
-
-
-def check_vocabularies(folder: Path) -> None:
-    """InvalidParameterError, before any model loads, unless the pair's target and drafter
-    share a vocabulary (their config.json's vocab_size): a drafter's token ids must be the
-    target's, or no draft can be verified."""
-    sizes = {}
-    for role in ("target", "drafter"):
-        config = folder / role / "config.json"
-        try:
-            sizes[role] = json.loads(config.read_text(encoding="utf-8"))["vocab_size"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise InvalidParameterError(
-                f"pair (--pair) {folder}: cannot read the vocabulary size from {config} "
-                f"({exc.__class__.__name__})"
-            ) from None
-    require(
-        sizes["target"] == sizes["drafter"],
-        f"pair (--pair) {folder}: the drafter's vocabulary ({sizes['drafter']} tokens) differs "
-        f"from the target's ({sizes['target']}): target and drafter must share a tokenizer",
-    )
 
 
 @dataclass(frozen=True)
@@ -244,6 +222,7 @@ def validate(request: ValidateRequest, progress: Progress | None = None) -> Vali
 
 Backends = dict[Workers, RealBackend]
 """The running backends of a validation, by kind of worker (`ValidateRequest.kinds`)."""
+Gaps = dict[Role, list[float]]
 
 
 @contextmanager
@@ -294,10 +273,13 @@ def validate_on(
     estimate = estimate_acceptance(
         [[c == "1" for c in t] for t in traces.traces], request.lookahead, seed=request.draw_seed
     )
-    predicted = {
-        kind: _predict(scenarios(request, calibrations[kind], traces, evaluation_traces), step)
-        for kind in request.kinds
-    }
+    predicted = _predict(
+        {
+            kind: scenarios(request, calibrations[kind], traces, evaluation_traces)
+            for kind in request.kinds
+        },
+        step,
+    )
     predictions = {
         model: replace(
             result,
@@ -356,13 +338,20 @@ def _traces(
     return found[0], found[1]
 
 
-def _predict(scenarios: dict[str, Scenario], step: Progress) -> dict[str, ScenarioResult]:
-    """Every scenario simulated on the virtual clock, by model."""
-    predictions: dict[str, ScenarioResult] = {}
-    for done, model in enumerate(scenarios):
-        step("predict", done, len(scenarios))
-        predictions[model] = run_scenario(scenarios[model], clock="virtual")
-    step("predict", len(scenarios), len(scenarios))
+def _predict(
+    by_kind: dict[Workers, dict[str, Scenario]], step: Progress
+) -> dict[Workers, dict[str, ScenarioResult]]:
+    """Every scenario simulated on the virtual clock, by backend kind and model, on one
+    progress count."""
+    total = sum(len(models) for models in by_kind.values())
+    predictions: dict[Workers, dict[str, ScenarioResult]] = {kind: {} for kind in by_kind}
+    done = 0
+    for kind, models in by_kind.items():
+        for model, scenario in models.items():
+            step("predict", done, total)
+            predictions[kind][model] = run_scenario(scenario, clock="virtual")
+            done += 1
+    step("predict", total, total)
     return predictions
 
 
@@ -402,6 +391,25 @@ def validate_seeds(
         ]
 
 
+def _dispatch(backend: RealBackend, request: ValidateRequest, prompt: Sequence[int]) -> Gaps:
+    """The schedulers' own loop time before each forward, by role (`dispatch_gaps`), in one
+    real run on `prompt` of each algorithm that `backend` runs."""
+    gaps: Gaps = {role: [] for role in ROLES}
+    by_name = schedulers(request.lookahead, request.servers)
+    for name in ALGORITHMS:
+        if backend.settings.workers == request.workers_of(name):
+            run = backend.play(by_name[name], prompt, request.tokens)
+            for role, found in dispatch_gaps(run).items():
+                gaps[role] += found
+    return gaps
+
+
+def slices_due(index: int, prompts: int, slices: int) -> list[int]:
+    """The calibration slices taken before evaluation prompt `index` of `prompts`: `slices`
+    in a round, spread evenly (slice j before prompt j * prompts // slices)."""
+    return [j for j in range(slices) if j * prompts // slices == index]
+
+
 def _measure_and_run(
     backends: Backends,
     request: ValidateRequest,
@@ -410,54 +418,51 @@ def _measure_and_run(
     peer: Peer,
     step: Progress,
 ) -> tuple[dict[Workers, dict[str, Calibration]], dict[str, list[RealRunResult]], list[PeerRun]]:
-    """`repeats` rounds, each a slice of the calibration (on DSI's backend; another backend's
-    is that slice moved by forwards timed on both in alternating blocks, `inline.moved`,
-    so that the host's drift between calibrations cannot split the algorithms), one real
-    run of each algorithm on a calibration prompt (for the loop's time a forward), then
-    every algorithm on every evaluation prompt once, each prompt's runs followed by
-    transformers' greedy and assisted generation of it, so that the measurements the
-    prediction uses, the runs it predicts and the peer's all sample the same stretch of the
-    machine's time (a shared machine drifts by several percent over minutes). The
-    prediction never sees the runs. Within a round the order of the algorithms rotates from
-    one prompt to the next, and the peer's two alternate; runs are listed round by round,
-    prompt by prompt, the same for every algorithm (paired). The host's speed is probed on
-    DSI's backend before each prompt's runs (`Calibration.probes_s`)."""
+    """`repeats` rounds, each a real run of each algorithm on a calibration prompt
+    (`_dispatch`), then every algorithm on every evaluation prompt, each prompt's runs
+    followed by transformers' greedy and assisted generation. The round's calibration is
+    taken in `calibration_samples` one-sample slices spread between the prompts
+    (`slices_due`): this host's speed wanders by 20% within seconds (docs/validate.md), and
+    one calibration per round priced the round by one moment. Slices run on DSI's backend;
+    another's calibration is the round's moved by one paired block beside each slice
+    (`inline.moved`). The order of the algorithms rotates by prompt, the peer's two
+    alternate; runs are listed round by round, prompt by prompt (paired). The host's speed
+    is probed before each prompt (`Calibration.probes_s`). The prediction never sees the
+    runs."""
     by_name = schedulers(request.lookahead, request.servers)
     main = request.workers_of("dsi")
+    slices = request.calibration_samples
     parts: dict[Workers, dict[Role, list[Calibration]]] = {
         kind: {role: [] for role in ROLES} for kind in request.kinds
     }
     runs: dict[str, list[RealRunResult]] = {name: [] for name in ALGORITHMS}
     peer_runs: list[PeerRun] = []
     methods: tuple[Method, ...] = ("greedy", "assisted")
-    slices = len(request.kinds) * len(ROLES)
-    total = request.repeats * (slices + len(prompts) * (len(ALGORITHMS) + len(methods)))
+    total = request.repeats * (
+        slices * len(request.kinds) * len(ROLES) + len(prompts) * (len(ALGORITHMS) + len(methods))
+    )
     done = 0
     for round_ in range(request.repeats):
         sample = calibration[round_ % len(calibration)]
-        measured: dict[Workers, dict[Role, Calibration]] = {kind: {} for kind in request.kinds}
-        gaps: dict[Workers, dict[Role, list[float]]] = {}
-        seed, samples = request.draw_seed + round_, request.calibration_samples
-        for kind, backend in backends.items():  # DSI's first
-            for role in ROLES:
-                measured[kind][role] = (
-                    calibrate(backend, role, sample, request.tokens, samples, seed)
-                    if kind == main
-                    else moved(
-                        measured[main][role],
-                        round_trips(backends[main], backend, role, sample, samples, seed),
-                    )
-                )
-                done += 1
-                step("measure", done, total)
-            gaps[kind] = {role: [] for role in ROLES}
-            for name in ALGORITHMS:  # the schedulers' own loop time, on a calibration prompt
-                if request.workers_of(name) == kind:
-                    run = backend.play(by_name[name], sample, request.tokens)
-                    for role, found in dispatch_gaps(run).items():
-                        gaps[kind][role] += found
+        gaps = {kind: _dispatch(backends[kind], request, sample) for kind in request.kinds}
+        measured: dict[Role, list[Calibration]] = {role: [] for role in ROLES}
+        trips: dict[Workers, dict[Role, list[RoundTrips]]] = {
+            kind: {role: [] for role in ROLES} for kind in request.kinds if kind != main
+        }
         probes: dict[Role, list[float]] = {role: [] for role in ROLES}
         for index, prompt in enumerate(prompts):
+            for part in slices_due(index, len(prompts), slices):
+                seed = request.draw_seed + round_ * slices + part
+                for role in ROLES:
+                    measured[role].append(
+                        calibrate(backends[main], role, sample, request.tokens, 1, seed)
+                    )
+                    for kind in trips:
+                        trips[kind][role].append(
+                            round_trips(backends[main], backends[kind], role, sample, 1, seed, part)
+                        )
+                    done += len(request.kinds)
+                    step("measure", done, total)
             # the host's speed now (Calibration.host_speed), on the calibration prompt
             for role, times in probe(
                 backends[main], sample, seed=request.draw_seed + index
@@ -473,14 +478,14 @@ def _measure_and_run(
                 peer_runs.append(peer.time(method, index, prompt, request.tokens))
                 done += 1
                 step("measure", done, total)
-        for kind in request.kinds:
-            for role in ROLES:
-                part = replace(
-                    measured[kind][role],
-                    gaps_s=tuple(gaps[kind][role]),
-                    probes_s=tuple(probes[role]) if kind == main else (),
-                )
-                parts[kind][role].append(part)
+        for role in ROLES:
+            spread = Calibration.spread(measured[role])
+            parts[main][role].append(
+                replace(spread, gaps_s=tuple(gaps[main][role]), probes_s=tuple(probes[role]))
+            )
+            for kind in trips:  # moved by the round's blocks together: one slice's are few
+                other = moved(spread, RoundTrips.merge(trips[kind][role]))
+                parts[kind][role].append(replace(other, gaps_s=tuple(gaps[kind][role])))
     calibrations: dict[Workers, dict[str, Calibration]] = {
         kind: {role: Calibration.merge(parts[kind][role]) for role in ROLES}
         for kind in request.kinds

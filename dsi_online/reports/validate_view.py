@@ -240,8 +240,9 @@ def _inline_line(result: ValidationResult) -> list[str]:
     return [
         f"non-SI and SI ran inline (in the loop's thread), DSI on processes; inline (the "
         f"calibration moved by the same forwards timed on both): one-token forward target "
-        f"{1e3 * target.mean_s[0]:.3f} ms, drafter {1e3 * drafter.mean_s[0]:.3f} ms; "
-        f"transit {1e3 * sum(target.transit_s):.3f} / "
+        f"{1e3 * target.mean_s[0]:.3f} ms, drafter {1e3 * drafter.mean_s[0]:.3f} ms; after "
+        f"32 ms computing the other model x{target.idle_factor[-1]:.2f} / "
+        f"x{drafter.idle_factor[-1]:.2f}; transit {1e3 * sum(target.transit_s):.3f} / "
         f"{1e3 * sum(drafter.transit_s):.3f} ms (processes: "
         f"{1e3 * sum(result.calibrations['target'].cost().transit_s):.3f} / "
         f"{1e3 * sum(result.calibrations['drafter'].cost().transit_s):.3f} ms)"
@@ -271,8 +272,7 @@ def to_json(result: ValidationResult) -> dict[str, Any]:
             role: _calibration_json(measured) for role, measured in result.calibrations.items()
         },
         "calibration_inline": {
-            role: _calibration_json(measured)
-            for role, measured in result.inline_calibrations.items()
+            role: _moved_json(measured) for role, measured in result.inline_calibrations.items()
         },
     }
 
@@ -370,6 +370,16 @@ def _calibration_json(measured: Calibration) -> dict[str, Any]:
         "layers": cost.layers,
         "warnings": list(measured.warnings),
     }
+
+
+def _moved_json(measured: Calibration) -> dict[str, Any]:
+    """The inline backend's calibration (`--workers auto`): DSI's samples moved by paired
+    forwards (`moved_from`), with its own transit, dispatch and idle slowdowns; the host's
+    speed and the warnings about the samples belong to `calibration`, where they were
+    measured, and are not repeated."""
+    document = _calibration_json(measured)
+    del document["host_speed"], document["warnings"]
+    return {**document, "moved_from": "calibration"}
 
 
 def _plain(value: Any) -> Any:

@@ -19,7 +19,9 @@ pytest.importorskip("transformers")
 from dsi_online.errors import InvalidParameterError
 from dsi_online.pair import heldout_prompts
 from dsi_online.real import RealBackend, RealRunResult, play_real
+from dsi_online.real.calibrate import IDLE_S, idle_round
 from dsi_online.real.peer import time_peer
+from dsi_online.real.server import ForwardRecord, RealPool
 from dsi_online.real.worker import ModelWorker, Prefill, Request, ThreadFlag, WorkerSpec
 from dsi_online.schedulers import DSI, SI, Generation, NonSI, RunResult
 
@@ -256,3 +258,32 @@ def test_inline_workers_run_lossless_without_transit(
             play_real(backend, _CancelMidRun(DSI(3, 2), forwards=2), prompts[1], TOKENS)
         assert play_real(backend, DSI(3, 2), prompts[1], TOKENS).lossless
     assert _worker_threads() == before
+
+
+@pytest.mark.parametrize("filled", [True, False])
+def test_an_inline_gap_is_spent_computing_the_other_model(
+    test_pair: Path, prompts: list[list[int]], filled: bool
+) -> None:
+    """`idle_round` on an inline backend (`filled`) computes the other model through each
+    idle gap, as inline SI does between a model's forwards; on a worker it sleeps and the
+    other model runs nothing."""
+    counter = iter(range(1, 10_000))
+
+    def fresh(n: int) -> list[int]:
+        return [next(counter) % 200 + 1 for _ in range(n)]
+
+    async def work(pool: RealPool) -> tuple[list[float], list[ForwardRecord]]:
+        await pool.target(0).forward((), ())
+        await pool.drafter.forward((), ())
+        ratios = await idle_round(pool.target(0), pool.drafter, fresh(8), fresh, filled)
+        return ratios, list(pool.drafter.records)
+
+    with RealBackend(test_pair / "target", test_pair / "drafter", workers="inline") as backend:
+        ratios, drafter = backend.with_pool(prompts[0], work)
+    assert len(ratios) == len(IDLE_S) and all(r > 0 for r in ratios)
+    computed = [r for r in drafter if r.processed > 0][1:]  # after its prefill
+    if filled:  # at least one of its forwards per gap, for at least the gap
+        assert len(computed) >= len(IDLE_S)
+        assert computed[-1].delivered_s - computed[0].submitted_s >= 0.9 * sum(IDLE_S)
+    else:
+        assert computed == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -18,7 +19,7 @@ from dsi_online.pair import PairInfo, heldout_prompts
 from dsi_online.real.calibrate import PROBES, Calibration
 from dsi_online.real.heldout import BOOTSTRAP, Protocol, ci95, host_factors, predictive_draws
 from dsi_online.real.inline import RoundTrips, moved
-from dsi_online.real.validate import ValidateRequest
+from dsi_online.real.validate import ValidateRequest, slices_due
 from dsi_online.sim.cost import monotone
 from dsi_online.sim.profile import load_profile
 from dsi_online.sim.trace import load_trace
@@ -51,12 +52,33 @@ def test_calibrations_merge_their_samples() -> None:
     cost = merged.cost()
     assert cost.mean_s == pytest.approx((3.0, 3.0))  # mean of 1, 2, 3, 6 at both counts
     assert cost.attention_s == pytest.approx(0.0)
+    assert merged.rounds == 2
+    spread = Calibration.spread([part(1.0), part(3.0), part(2.0)])  # one round, in slices
+    assert spread.samples[0][0] == (1.0, 2.0, 3.0, 6.0, 2.0, 4.0) and spread.rounds == 1
+
+
+@pytest.mark.parametrize(("prompts", "slices"), [(40, 8), (2, 8), (7, 3), (5, 5), (3, 10)])
+def test_calibration_slices_are_spread_evenly_between_the_prompts(
+    prompts: int, slices: int
+) -> None:
+    """Every slice of a round's calibration is taken once, in order, before some evaluation
+    prompt's runs; consecutive slices are as far apart as the prompts allow (40 prompts, 8
+    slices: one before every fifth prompt)."""
+    due = [slices_due(index, prompts, slices) for index in range(prompts)]
+    assert [j for found in due for j in found] == list(range(slices))
+    counts = [len(found) for found in due]
+    assert sum(counts) == slices and max(counts) - min(counts) <= max(1, slices // prompts)
+    starts = [index for index, found in enumerate(due) if found]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert all(abs(g - prompts / slices) < 1 for g in gaps) or slices >= prompts
+    if (prompts, slices) == (40, 8):
+        assert starts == [0, 5, 10, 15, 20, 25, 30, 35]
 
 
 def test_a_calibration_moved_to_another_backend_keeps_its_compute() -> None:
     """Forwards timed 0.3 shorter on average on the other backend (paired blocks): every
-    forward and prefill is 0.3 cheaper there; that backend's transit is the cost model's,
-    contention 1 and no probes."""
+    forward and prefill is 0.3 cheaper there; that backend's transit and idle slowdowns are
+    the cost model's, contention 1 and no probes."""
     process = Calibration(
         role="target",
         counts=(1, 2),
@@ -71,13 +93,16 @@ def test_a_calibration_moved_to_another_backend_keeps_its_compute() -> None:
         overhead_s=(0.2, 0.2),
         probes_s=(1.0, 1.1, 1.2),
     )
-    trips = RoundTrips((1.0, 2.0), (0.6, 1.8), ((0.04, 0.06), (0.04, 0.06)), (0.1, 0.1))
+    inline_idle = ((1.0,), (1.0,), (1.05,), (1.1,), (1.1,), (1.2,))
+    trips = RoundTrips(
+        (1.0, 2.0), (0.6, 1.8), ((0.04, 0.06), (0.04, 0.06)), (0.1, 0.1), inline_idle
+    )
     assert trips.shift_s == pytest.approx(-0.3)
     inline = moved(process, trips)
     assert inline.samples[0][0] == pytest.approx((0.7, 0.9))
     assert inline.samples[1][1] == pytest.approx((2.2, 2.2))
     assert inline.prefill_s == pytest.approx((3.7,))
-    assert inline.idle_ratios == process.idle_ratios
+    assert inline.idle_ratios == inline_idle  # its own kind of idle, not the processes'
     cost = inline.cost()
     assert cost.mean_s == pytest.approx([m - 0.3 for m in process.cost().mean_s])
     assert cost.transit_s == pytest.approx((0.04, 0.06))

@@ -248,11 +248,11 @@ def test_an_inline_backend_is_named_with_its_calibration_and_transit() -> None:
     inline = {
         "target": moved(
             calibration("target", 0.010, 0.012),
-            RoundTrips((0.010,), (0.009,), ((0.0001, 0.0002),), (0.0,)),
+            RoundTrips((0.010,), (0.009,), ((0.0001, 0.0002),), (0.0,), ((1.0,),) * 5 + ((1.05,),)),
         ),
         "drafter": moved(
             calibration("drafter", 0.002, 0.003),
-            RoundTrips((0.002,), (0.0015,), ((0.0001, 0.0001),), (0.0,)),
+            RoundTrips((0.002,), (0.0015,), ((0.0001, 0.0001),), (0.0,), ((1.0,),) * 5 + ((1.1,),)),
         ),
     }
     plain = validation()
@@ -263,7 +263,10 @@ def test_an_inline_backend_is_named_with_its_calibration_and_transit() -> None:
     )
     words = " ".join(render(render_validation(result), 80).split())
     assert "non-SI and SI ran inline (in the loop's thread), DSI on processes" in words
-    assert "one-token forward target 9.000 ms, drafter 1.500 ms; transit 0.300 / 0.200 ms" in words
+    assert (
+        "one-token forward target 9.000 ms, drafter 1.500 ms; after 32 ms computing the other "
+        "model x1.05 / x1.10; transit 0.300 / 0.200 ms"
+    ) in words
     assert "ran inline" not in " ".join(render(render_validation(validation()), 80).split())
     document = to_json(result)
     assert {name: e["workers"] for name, e in document["algorithms"].items()} == {
@@ -272,6 +275,9 @@ def test_an_inline_backend_is_named_with_its_calibration_and_transit() -> None:
         "dsi": "process",
     }
     assert document["calibration_inline"]["target"]["contended"] == 1.0
+    assert document["calibration_inline"]["drafter"]["idle_factor"][-1] == pytest.approx(1.1)
+    assert document["calibration_inline"]["target"]["moved_from"] == "calibration"
+    assert "warnings" not in document["calibration_inline"]["target"]  # the calibration's
 
 
 def test_failures_are_spelt_out() -> None:
