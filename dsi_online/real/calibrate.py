@@ -366,6 +366,8 @@ async def idle_round(
     less (scripts/idle_bench.py; docs/validate.md, "Where the models run")."""
     loop = asyncio.get_running_loop()
     n = HOST_TOKENS[server.role]
+    if filled:
+        await other.forward(base, ())  # its cache holds prompt + base: the fills are light
 
     async def one(idle: float) -> float:
         await server.forward(base, ())  # crops the cache to prompt + base

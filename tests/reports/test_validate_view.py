@@ -267,7 +267,11 @@ def test_an_inline_backend_is_named_with_its_calibration_and_transit() -> None:
         "one-token forward target 9.000 ms, drafter 1.500 ms; after 32 ms computing the other "
         "model x1.05 / x1.10; transit 0.300 / 0.200 ms"
     ) in words
-    assert "ran inline" not in " ".join(render(render_validation(validation()), 80).split())
+    process = dataclasses.replace(
+        plain, request=dataclasses.replace(plain.request, workers="process")
+    )
+    assert "ran inline" not in " ".join(render(render_validation(process), 80).split())
+    assert {e["workers"] for e in to_json(process)["algorithms"].values()} == {"process"}
     document = to_json(result)
     assert {name: e["workers"] for name, e in document["algorithms"].items()} == {
         "nonsi": "inline",
