@@ -24,7 +24,7 @@ import numpy as np
 
 from dsi_online.measure.torch_runtime import passive_openmp
 from dsi_online.real import RealBackend
-from dsi_online.real.calibrate import HOST_TOKENS, server_of, timed
+from dsi_online.real.calibrate import HOST_TOKENS, fresh_tokens, server_of, timed
 from dsi_online.real.handles import WORKERS
 from dsi_online.real.server import RealPool
 from dsi_online.schedulers.seam import Role
@@ -41,10 +41,7 @@ def main() -> None:
     parser.add_argument("--gap-ms", type=float, default=6.0)
     args = parser.parse_args()
     passive_openmp()
-    rng = np.random.default_rng(5)
-
-    def fresh(n: int) -> list[int]:
-        return [int(t) for t in rng.integers(0, 256, size=n)]
+    fresh = fresh_tokens(np.random.default_rng(5))
 
     gap = args.gap_ms / 1e3
 

@@ -220,6 +220,16 @@ def server_of(pool: RealPool, role: Role) -> RealServer:
     return pool.target(0) if role == "target" else pool.drafter
 
 
+def neighbour_of(pool: RealPool, role: Role) -> RealServer:
+    """The other model's server: the one that computes between `role`'s forwards."""
+    return server_of(pool, "drafter" if role == "target" else "target")
+
+
+def fresh_tokens(rng: np.random.Generator) -> Fresh:
+    """A `Fresh` drawing from `rng`: token ids below 256, which every vocabulary holds."""
+    return lambda n: [int(t) for t in rng.integers(0, 256, size=n)]
+
+
 async def timed(
     server: RealServer,
     prefix: Sequence[int],
@@ -264,9 +274,7 @@ def calibrate(
     transit: list[tuple[float, float]] = []
     overhead: list[float] = []
 
-    def tokens(n: int) -> list[int]:
-        return [int(t) for t in rng.integers(0, 256, size=n)]
-
+    tokens = fresh_tokens(rng)
     measured = backend.with_pool(
         prompt,
         lambda pool: _forwards_by_count(
@@ -398,7 +406,7 @@ async def _host(
     inline backend), and beside 1 and (`crowded`, with a second target server) 2 busy
     servers; `samples` rounds."""
     server, n = server_of(pool, role), HOST_TOKENS[role]
-    neighbours = [server_of(pool, "drafter" if role == "target" else "target")]
+    neighbours = [neighbour_of(pool, role)]
     if crowded:
         neighbours.append(pool.target(1))
     await server.forward((), ())

@@ -17,7 +17,9 @@ from dsi_online.real.calibrate import (
     IDLE_S,
     SMALL_WEIGHT,
     Calibration,
+    fresh_tokens,
     idle_round,
+    neighbour_of,
     server_of,
     timed,
 )
@@ -77,9 +79,7 @@ def round_trips(
     overhead: list[float] = []
     idle: list[list[float]] = [[] for _ in IDLE_S]
     filled = other.settings.workers == "inline"
-
-    def fresh(n: int) -> list[int]:
-        return [int(t) for t in rng.integers(0, 256, size=n)]
+    fresh = fresh_tokens(rng)
 
     def block(suffixes: list[list[int]], on_other: bool) -> Callable[[RealPool], Any]:
         async def work(pool: RealPool) -> None:
@@ -90,8 +90,7 @@ def round_trips(
                 found = (transit, overhead) if on_other else (None, None)
                 elapsed[on_other].append(await timed(server, suffix, len(suffix), *found))
             if on_other:
-                neighbour = server_of(pool, "drafter" if role == "target" else "target")
-                await neighbour.forward((), ())
+                neighbour = neighbour_of(pool, role)
                 for i, ratio in enumerate(await idle_round(server, neighbour, (), fresh, filled)):
                     idle[i].append(ratio)
 

@@ -48,6 +48,7 @@ from dsi_online.real.heldout import Protocol, host_factors, scenarios
 from dsi_online.real.inline import RoundTrips, moved, round_trips
 from dsi_online.real.peer import Method, Peer, PeerResult, PeerRun
 from dsi_online.real.worker import DTYPES
+from dsi_online.schedulers import Scheduler
 from dsi_online.schedulers.registry import ALGORITHMS, schedulers
 from dsi_online.schedulers.seam import Role
 from dsi_online.sim.profile import AcceptanceProfile, ModelProfile, Profile, Provenance
@@ -391,11 +392,15 @@ def validate_seeds(
         ]
 
 
-def _dispatch(backend: RealBackend, request: ValidateRequest, prompt: Sequence[int]) -> Gaps:
+def _dispatch(
+    backend: RealBackend,
+    request: ValidateRequest,
+    by_name: dict[str, Scheduler],
+    prompt: Sequence[int],
+) -> Gaps:
     """The schedulers' own loop time before each forward, by role (`dispatch_gaps`), in one
-    real run on `prompt` of each algorithm that `backend` runs."""
+    real run on `prompt` of each algorithm of `by_name` that `backend` runs."""
     gaps: Gaps = {role: [] for role in ROLES}
-    by_name = schedulers(request.lookahead, request.servers)
     for name in ALGORITHMS:
         if backend.settings.workers == request.workers_of(name):
             run = backend.play(by_name[name], prompt, request.tokens)
@@ -444,7 +449,7 @@ def _measure_and_run(
     done = 0
     for round_ in range(request.repeats):
         sample = calibration[round_ % len(calibration)]
-        gaps = {kind: _dispatch(backends[kind], request, sample) for kind in request.kinds}
+        gaps = {kind: _dispatch(backends[kind], request, by_name, sample) for kind in backends}
         measured: dict[Role, list[Calibration]] = {role: [] for role in ROLES}
         trips: dict[Workers, dict[Role, list[RoundTrips]]] = {
             kind: {role: [] for role in ROLES} for kind in request.kinds if kind != main
