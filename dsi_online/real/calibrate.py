@@ -145,8 +145,7 @@ class Calibration:
     @property
     def contended(self) -> float:
         """Slowdown while the other model computes: the median of the per-round ratios; 1
-        where none were measured (`dsi_online.real.inline.moved`: an inline backend's
-        forwards never overlap)."""
+        where none were measured."""
         return statistics.median(self.contended_ratios) if self.contended_ratios else 1.0
 
     def cost(self) -> TokenCost:
@@ -265,10 +264,13 @@ def calibrate(
     samples: int = 15,
     seed: int = 0,
     counts: Sequence[int] = COUNTS,
+    contention: bool = True,
 ) -> Calibration:
     """Measure `role`'s model: `samples` forwards of every token count at two contexts (the
     prompt alone, and the prompt plus `output_tokens`), `samples` cold prefills, and the
-    host's effects (`samples` rounds), each on a fresh pool."""
+    host's effects (`samples` rounds; the slowdown beside busy servers only with
+    `contention`: a backend that never runs two forwards at once, non-SI's and SI's, has
+    none), each on a fresh pool."""
     rng = np.random.default_rng(seed)
     contexts = (0, output_tokens)
     transit: list[tuple[float, float]] = []
@@ -295,6 +297,7 @@ def calibrate(
             tokens,
             backend.settings.servers > 1,
             backend.settings.workers == "inline",
+            contention,
         ),
     )
     return Calibration(
@@ -305,7 +308,7 @@ def calibrate(
         prefill_s=prefills,
         layers=backend.layers(role),
         idle_ratios=tuple(tuple(r) for r in idle),
-        contended_ratios=tuple(contended[0]),
+        contended_ratios=tuple(contended[0]) if contended else (),
         crowded_ratios=tuple(contended[1]) if len(contended) > 1 else (),
         transit_s=tuple(transit),
         overhead_s=tuple(overhead),
@@ -399,12 +402,13 @@ async def _host(
     tokens: Fresh,
     crowded: bool,
     filled: bool,
+    contention: bool = True,
 ) -> tuple[list[list[float]], list[list[float]]]:
     """The host's effects on `role`'s forwards after `context` tokens, each measured against
     back-to-back forwards taken in the same round, so that the machine drifting between
     rounds cancels out of the ratios: after each idle gap (`idle_round`; `filled` on an
-    inline backend), and beside 1 and (`crowded`, with a second target server) 2 busy
-    servers; `samples` rounds."""
+    inline backend), and (`contention`) beside 1 and (`crowded`, with a second target
+    server) 2 busy servers; `samples` rounds."""
     server, n = server_of(pool, role), HOST_TOKENS[role]
     neighbours = [neighbour_of(pool, role)]
     if crowded:
@@ -438,14 +442,17 @@ async def _host(
             times.append(await timed(server, base + suffix, n))
         return statistics.fmean(times)
 
+    busy_ones = neighbours if contention else []
     idle_ratios: list[list[float]] = [[] for _ in IDLE_S]
-    contended_ratios: list[list[float]] = [[] for _ in neighbours]
-    background = [asyncio.create_task(keep_busy(i)) for i in range(len(neighbours))]
+    contended_ratios: list[list[float]] = [[] for _ in busy_ones]
+    background = [asyncio.create_task(keep_busy(i)) for i in range(len(busy_ones))]
     try:
         for _ in range(samples):
             ratios = await idle_round(server, neighbours[0], base, tokens, filled)
             for i, ratio in enumerate(ratios):
                 idle_ratios[i].append(ratio)
+            if not busy_ones:
+                continue
             alone = await chain(CHAIN)
             for busy_count in range(1, len(neighbours) + 1):
                 on[busy_count - 1].set()

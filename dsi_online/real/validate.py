@@ -45,7 +45,6 @@ from dsi_online.real.calibrate import (
 from dsi_online.real.compare import AlgorithmValidation, SpeedupValidation, compare
 from dsi_online.real.handles import WORKERS, Workers
 from dsi_online.real.heldout import Protocol, host_factors, scenarios
-from dsi_online.real.inline import RoundTrips, moved, round_trips
 from dsi_online.real.peer import Method, Peer, PeerResult, PeerRun
 from dsi_online.real.worker import DTYPES
 from dsi_online.schedulers import Scheduler
@@ -427,13 +426,12 @@ def _measure_and_run(
     (`_dispatch`), then every algorithm on every evaluation prompt, each prompt's runs
     followed by transformers' greedy and assisted generation. The round's calibration is
     taken in `calibration_samples` one-sample slices spread between the prompts
-    (`slices_due`): this host's speed wanders by 20% within seconds (docs/validate.md), and
-    one calibration per round priced the round by one moment. Slices run on DSI's backend;
-    another's calibration is the round's moved by one paired block beside each slice
-    (`inline.moved`). The order of the algorithms rotates by prompt, the peer's two
-    alternate; runs are listed round by round, prompt by prompt (paired). The host's speed
-    is probed before each prompt (`Calibration.probes_s`). The prediction never sees the
-    runs."""
+    (`slices_due`): this host's speed wanders by 20% within seconds (docs/validate.md).
+    Each slice calibrates every backend the runs use, one right after the other (which
+    first alternates), so that both are priced at the same moments. The order of the
+    algorithms rotates by prompt, the peer's two alternate; runs are listed round by round,
+    prompt by prompt (paired). The host's speed is probed before each prompt
+    (`Calibration.probes_s`). The prediction never sees the runs."""
     by_name = schedulers(request.lookahead, request.servers)
     main = request.workers_of("dsi")
     slices = request.calibration_samples
@@ -450,24 +448,20 @@ def _measure_and_run(
     for round_ in range(request.repeats):
         sample = calibration[round_ % len(calibration)]
         gaps = {kind: _dispatch(backends[kind], request, by_name, sample) for kind in backends}
-        measured: dict[Role, list[Calibration]] = {role: [] for role in ROLES}
-        trips: dict[Workers, dict[Role, list[RoundTrips]]] = {
-            kind: {role: [] for role in ROLES} for kind in request.kinds if kind != main
+        measured: dict[Workers, dict[Role, list[Calibration]]] = {
+            kind: {role: [] for role in ROLES} for kind in request.kinds
         }
         probes: dict[Role, list[float]] = {role: [] for role in ROLES}
         for index, prompt in enumerate(prompts):
             for part in slices_due(index, len(prompts), slices):
                 seed = request.draw_seed + round_ * slices + part
+                kinds = request.kinds if part % 2 == 0 else request.kinds[::-1]
                 for role in ROLES:
-                    measured[role].append(
-                        calibrate(backends[main], role, sample, request.tokens, 1, seed)
-                    )
-                    for kind in trips:
-                        trips[kind][role].append(
-                            round_trips(backends[main], backends[kind], role, sample, 1, seed, part)
-                        )
-                    done += len(request.kinds)
-                    step("measure", done, total)
+                    for kind in kinds:  # only DSI's backend runs two forwards at once
+                        args = (backends[kind], role, sample, request.tokens, 1, seed)
+                        measured[kind][role].append(calibrate(*args, contention=kind == main))
+                        done += 1
+                        step("measure", done, total)
             # the host's speed now (Calibration.host_speed), on the calibration prompt
             for role, times in probe(
                 backends[main], sample, seed=request.draw_seed + index
@@ -483,14 +477,14 @@ def _measure_and_run(
                 peer_runs.append(peer.time(method, index, prompt, request.tokens))
                 done += 1
                 step("measure", done, total)
-        for role in ROLES:
-            spread = Calibration.spread(measured[role])
-            parts[main][role].append(
-                replace(spread, gaps_s=tuple(gaps[main][role]), probes_s=tuple(probes[role]))
-            )
-            for kind in trips:  # moved by the round's blocks together: one slice's are few
-                other = moved(spread, RoundTrips.merge(trips[kind][role]))
-                parts[kind][role].append(replace(other, gaps_s=tuple(gaps[kind][role])))
+        for kind in request.kinds:
+            for role in ROLES:
+                spread = replace(
+                    Calibration.spread(measured[kind][role]), gaps_s=tuple(gaps[kind][role])
+                )
+                if kind == main:
+                    spread = replace(spread, probes_s=tuple(probes[role]))
+                parts[kind][role].append(spread)
     calibrations: dict[Workers, dict[str, Calibration]] = {
         kind: {role: Calibration.merge(parts[kind][role]) for role in ROLES}
         for kind in request.kinds

@@ -238,8 +238,8 @@ def _inline_line(result: ValidationResult) -> list[str]:
         return []
     target, drafter = (result.inline_calibrations[r].cost() for r in ("target", "drafter"))
     return [
-        f"non-SI and SI ran inline (in the loop's thread), DSI on processes; inline (the "
-        f"calibration moved by the same forwards timed on both): one-token forward target "
+        f"non-SI and SI ran inline (in the loop's thread), DSI on processes; inline (calibrated "
+        f"beside DSI's backend, slice by slice): one-token forward target "
         f"{1e3 * target.mean_s[0]:.3f} ms, drafter {1e3 * drafter.mean_s[0]:.3f} ms; after "
         f"32 ms computing the other model x{target.idle_factor[-1]:.2f} / "
         f"x{drafter.idle_factor[-1]:.2f}; transit {1e3 * sum(target.transit_s):.3f} / "
@@ -272,7 +272,7 @@ def to_json(result: ValidationResult) -> dict[str, Any]:
             role: _calibration_json(measured) for role, measured in result.calibrations.items()
         },
         "calibration_inline": {
-            role: _moved_json(measured) for role, measured in result.inline_calibrations.items()
+            role: _inline_json(measured) for role, measured in result.inline_calibrations.items()
         },
     }
 
@@ -372,14 +372,12 @@ def _calibration_json(measured: Calibration) -> dict[str, Any]:
     }
 
 
-def _moved_json(measured: Calibration) -> dict[str, Any]:
-    """The inline backend's calibration (`--workers auto`): DSI's samples moved by paired
-    forwards (`moved_from`), with its own transit, dispatch and idle slowdowns; the host's
-    speed and the warnings about the samples belong to `calibration`, where they were
-    measured, and are not repeated."""
+def _inline_json(measured: Calibration) -> dict[str, Any]:
+    """The inline backend's calibration (`--workers auto`), taken beside DSI's; the host's
+    speed is probed on DSI's backend only (`calibration`) and not repeated."""
     document = _calibration_json(measured)
-    del document["host_speed"], document["warnings"]
-    return {**document, "moved_from": "calibration"}
+    del document["host_speed"]
+    return document
 
 
 def _plain(value: Any) -> Any:

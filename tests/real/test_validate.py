@@ -18,7 +18,6 @@ from dsi_online.errors import InvalidParameterError
 from dsi_online.pair import PairInfo, heldout_prompts
 from dsi_online.real.calibrate import PROBES, Calibration
 from dsi_online.real.heldout import BOOTSTRAP, Protocol, ci95, host_factors, predictive_draws
-from dsi_online.real.inline import RoundTrips, moved
 from dsi_online.real.validate import ValidateRequest, slices_due
 from dsi_online.sim.cost import monotone
 from dsi_online.sim.profile import load_profile
@@ -73,41 +72,6 @@ def test_calibration_slices_are_spread_evenly_between_the_prompts(
     assert all(abs(g - prompts / slices) < 1 for g in gaps) or slices >= prompts
     if (prompts, slices) == (40, 8):
         assert starts == [0, 5, 10, 15, 20, 25, 30, 35]
-
-
-def test_a_calibration_moved_to_another_backend_keeps_its_compute() -> None:
-    """Forwards timed 0.3 shorter on average on the other backend (paired blocks): every
-    forward and prefill is 0.3 cheaper there; that backend's transit and idle slowdowns are
-    the cost model's, contention 1 and no probes."""
-    process = Calibration(
-        role="target",
-        counts=(1, 2),
-        contexts=(10, 20),
-        samples=(((1.0, 1.2), (2.0, 2.2)), ((1.5, 1.5), (2.5, 2.5))),
-        prefill_s=(4.0,),
-        layers=2,
-        idle_ratios=((1.0,),) * 6,
-        contended_ratios=(1.3,),
-        crowded_ratios=(1.6,),
-        transit_s=((0.1, 0.2), (0.1, 0.2)),
-        overhead_s=(0.2, 0.2),
-        probes_s=(1.0, 1.1, 1.2),
-    )
-    inline_idle = ((1.0,), (1.0,), (1.05,), (1.1,), (1.1,), (1.2,))
-    trips = RoundTrips(
-        (1.0, 2.0), (0.6, 1.8), ((0.04, 0.06), (0.04, 0.06)), (0.1, 0.1), inline_idle
-    )
-    assert trips.shift_s == pytest.approx(-0.3)
-    inline = moved(process, trips)
-    assert inline.samples[0][0] == pytest.approx((0.7, 0.9))
-    assert inline.samples[1][1] == pytest.approx((2.2, 2.2))
-    assert inline.prefill_s == pytest.approx((3.7,))
-    assert inline.idle_ratios == inline_idle  # its own kind of idle, not the processes'
-    cost = inline.cost()
-    assert cost.mean_s == pytest.approx([m - 0.3 for m in process.cost().mean_s])
-    assert cost.transit_s == pytest.approx((0.04, 0.06))
-    assert (cost.contended, cost.crowded) == (1.0, ())
-    assert inline.probes_s == () and inline.host_speed == 1.0
 
 
 def test_host_speed_is_the_probes_over_the_calibrations_own_forwards() -> None:
@@ -333,8 +297,8 @@ def test_validate_over_seeds_reports_every_run_and_the_means(
 ) -> None:
     """Also the split placement (`--workers auto`, here with two target servers and a
     device for each): DSI on processes, calibrated with contention; non-SI and SI inline on
-    one target server, its calibration moved from DSI's by paired forwards, where two
-    forwards never overlap."""
+    one target server, calibrated in the same slices as DSI's backend (a cold prefill each),
+    without contention: two inline forwards never overlap."""
     document = tmp_path / "s.json"
     args = ["validate", "--pair", str(test_pair), "-k", "3", "--prompts", "2"]
     args += ["--calibration-prompts", "3", "--prompt-bytes", "16", "-S", "12", "-r", "1"]
@@ -350,6 +314,8 @@ def test_validate_over_seeds_reports_every_run_and_the_means(
         assert placed == {"nonsi": "inline", "si": "inline", "dsi": "process"}
         assert all(entry["lossless"] for entry in run["algorithms"].values())
         for role in ("target", "drafter"):
+            assert len(run["calibration_inline"][role]["prefill_ms"]) == 3
+            assert len(run["calibration"][role]["prefill_ms"]) == 3
             assert run["calibration_inline"][role]["contended"] == 1.0
             assert run["calibration_inline"][role]["crowded"] == []
             assert run["calibration"][role]["contended"] != 1.0

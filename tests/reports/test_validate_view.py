@@ -23,7 +23,6 @@ from dsi_online.real.backend import RealRunResult, ServerRecords
 from dsi_online.real.calibrate import Calibration
 from dsi_online.real.compare import SPEEDUPS, AlgorithmValidation, SpeedupValidation
 from dsi_online.real.heldout import Protocol
-from dsi_online.real.inline import RoundTrips, moved
 from dsi_online.real.peer import PeerResult, PeerRun
 from dsi_online.real.server import ForwardRecord
 from dsi_online.real.validate import ValidateRequest, ValidationResult
@@ -246,13 +245,17 @@ def test_an_inline_backend_is_named_with_its_calibration_and_transit() -> None:
     """`--workers auto`: the report says where each ran and what inline forwards cost; the
     JSON says it per algorithm."""
     inline = {
-        "target": moved(
-            calibration("target", 0.010, 0.012),
-            RoundTrips((0.010,), (0.009,), ((0.0001, 0.0002),), (0.0,), ((1.0,),) * 5 + ((1.05,),)),
+        "target": dataclasses.replace(
+            calibration("target", 0.009, 0.011),
+            idle_ratios=((1.0,),) * 5 + ((1.05,),),
+            contended_ratios=(),
+            transit_s=((0.0001, 0.0002),),
         ),
-        "drafter": moved(
-            calibration("drafter", 0.002, 0.003),
-            RoundTrips((0.002,), (0.0015,), ((0.0001, 0.0001),), (0.0,), ((1.0,),) * 5 + ((1.1,),)),
+        "drafter": dataclasses.replace(
+            calibration("drafter", 0.0015, 0.0025),
+            idle_ratios=((1.0,),) * 5 + ((1.1,),),
+            contended_ratios=(),
+            transit_s=((0.0001, 0.0001),),
         ),
     }
     plain = validation()
@@ -280,8 +283,7 @@ def test_an_inline_backend_is_named_with_its_calibration_and_transit() -> None:
     }
     assert document["calibration_inline"]["target"]["contended"] == 1.0
     assert document["calibration_inline"]["drafter"]["idle_factor"][-1] == pytest.approx(1.1)
-    assert document["calibration_inline"]["target"]["moved_from"] == "calibration"
-    assert "warnings" not in document["calibration_inline"]["target"]  # the calibration's
+    assert "host_speed" not in document["calibration_inline"]["target"]  # probed on DSI's
 
 
 def test_failures_are_spelt_out() -> None:
