@@ -17,14 +17,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 
 from dsi_online.measure.torch_runtime import passive_openmp
 from dsi_online.real import RealBackend
-from dsi_online.real.calibrate import HOST_TOKENS, fresh_tokens, server_of, timed
+from dsi_online.real.calibrate import (
+    HOST_TOKENS,
+    fill_gap,
+    fresh_tokens,
+    server_of,
+    timed,
+)
 from dsi_online.real.handles import WORKERS
 from dsi_online.real.server import RealPool
 from dsi_online.schedulers.seam import Role
@@ -59,10 +64,7 @@ def main() -> None:
                     await server.forward([*base, *fresh(n)], ())  # warm, as in a run
                     await server.forward(base, ())  # crops the cache to prompt + base
                     if mode == "after the other":
-                        end = time.monotonic() + gap
-                        while time.monotonic() < end:
-                            await other.forward(base, ())
-                            await other.forward([*base, *fresh(HOST_TOKENS[other_role])], ())
+                        await fill_gap(other, base, fresh, gap)
                     elif mode == "after a sleep":
                         await asyncio.sleep(gap)
                     found.setdefault((role, mode), []).append(

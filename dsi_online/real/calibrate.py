@@ -287,18 +287,11 @@ def calibrate(
         backend.with_pool(prompt, lambda pool: timed(server_of(pool, role), (), len(prompt)))
         for _ in range(samples)
     )
+    crowded, filled = backend.settings.servers > 1, backend.settings.workers == "inline"
+    half = output_tokens // 2
     idle, contended = backend.with_pool(
         prompt,
-        lambda pool: _host(
-            pool,
-            role,
-            samples,
-            output_tokens // 2,
-            tokens,
-            backend.settings.servers > 1,
-            backend.settings.workers == "inline",
-            contention,
-        ),
+        lambda pool: _host(pool, role, samples, half, tokens, crowded, filled, contention),
     )
     return Calibration(
         role=role,
@@ -367,6 +360,16 @@ async def _forwards_by_count(
     return tuple(table)
 
 
+async def fill_gap(other: RealServer, base: Sequence[int], tokens: Fresh, gap: float) -> None:
+    """Keep `other` computing for `gap` seconds, as an inline thread spends SI's gap: forwards
+    of a draft's or verification's size after `base`, each after a crop back to it."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + gap
+    while loop.time() < end:
+        await other.forward(base, ())  # crops the other's cache to prompt + base
+        await other.forward([*base, *tokens(HOST_TOKENS[other.role])], ())
+
+
 async def idle_round(
     server: RealServer, other: RealServer, base: Sequence[int], tokens: Fresh, filled: bool
 ) -> list[float]:
@@ -375,19 +378,16 @@ async def idle_round(
     round. A worker sleeps through the gap; an inline backend's thread never does while a run
     goes on (`filled`): it computes the `other` model through it, which slows a forward far
     less (scripts/idle_bench.py; docs/validate.md, "Where the models run")."""
-    loop = asyncio.get_running_loop()
     n = HOST_TOKENS[server.role]
     if filled:
         await other.forward(base, ())  # its cache holds prompt + base: the fills are light
 
     async def one(idle: float) -> float:
         await server.forward(base, ())  # crops the cache to prompt + base
-        if idle > 0 and not filled:
+        if filled:
+            await fill_gap(other, base, tokens, idle)
+        elif idle > 0:
             await asyncio.sleep(idle)
-        end = loop.time() + idle
-        while filled and loop.time() < end:
-            await other.forward(base, ())  # crops the other's cache to prompt + base
-            await other.forward([*base, *tokens(HOST_TOKENS[other.role])], ())
         return await timed(server, [*base, *tokens(n)], n)
 
     alone = statistics.median([await one(0.0) for _ in range(3)])
