@@ -27,7 +27,6 @@ from dsi_online.real.worker import Prefill
 from dsi_online.schedulers.seam import Role
 from dsi_online.sim.cost import TokenCost, monotone
 from dsi_online.sim.latency import Empirical, ModelLatency
-from dsi_online.sim.trace import AcceptanceTrace
 
 COUNTS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16, 24, 32, 48, 64, 96)
 """Token counts a calibration measures: decodes, verifications, catch-ups and prefills."""
@@ -36,16 +35,18 @@ SMALL, SMALL_WEIGHT = 8, 3
 SMALL_WEIGHT times the samples: their means carry most of a prediction."""
 IDLE_S = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032)
 """Idle gaps before a forward that a calibration measures."""
-CHAIN = 10
-"""Forwards in a chain that measures contention (alone, then beside the other model)."""
+CHAIN, ALTERNATIONS = 5, 4
+"""A round of contention: ALTERNATIONS times a chain of CHAIN forwards alone, then beside
+the busy servers; alternating cancels the host's drift (docs/validate.md, "Contention")."""
 HOST_TOKENS = {"target": 4, "drafter": 1}
 """Tokens of the forwards that measure the host's effects: a verification, a draft."""
-PROBES, PROBE_WARMUP = 3, 4
+PROBES, WARMUP = 3, 4
 """One-token forwards per role that `probe` times before each evaluation prompt's runs,
-after PROBE_WARMUP untimed ones: a worker idle for a second (while transformers generate)
-computes its first forwards slower (x1.2 after 32 ms idle for the small pair's target), as
-the calibration's back-to-back forwards do not; cold probes priced the host 8-20% slower
-than it was (`-n 2` and `-n 3` on 2026-12-06)."""
+after WARMUP untimed ones, as `_forwards_by_count` before each context's: a worker idle for
+a while (between slices, while transformers generate) or after a long forward computes its
+first forwards slower (x1.2-1.5 after 32 ms idle for the small pair), which back-to-back
+forwards do not; cold probes priced the host 8-20% slower than it was (`-n 2` and `-n 3`
+on 2026-12-06), cold calibrations DSI's drafter 6-22% (docs/validate.md, "Warm-up")."""
 ROLES: tuple[Role, ...] = ("target", "drafter")
 Fresh = Callable[[int], list[int]]
 """fresh(n): n random token ids, from a calibration's own generator."""
@@ -291,7 +292,7 @@ def calibrate(
     half = output_tokens // 2
     idle, contended = backend.with_pool(
         prompt,
-        lambda pool: _host(pool, role, samples, half, tokens, crowded, filled, contention),
+        lambda pool: host_effects(pool, role, samples, half, tokens, crowded, filled, contention),
     )
     return Calibration(
         role=role,
@@ -314,7 +315,7 @@ def probe(
     backend: RealBackend, prompt: Sequence[int], count: int = PROBES, seed: int = 0
 ) -> dict[Role, tuple[float, ...]]:
     """The host's speed now: per role, `count` one-token forwards after `prompt` (after
-    PROBE_WARMUP untimed ones), timed as the calibration times its one-token forwards at its
+    WARMUP untimed ones), timed as the calibration times its one-token forwards at its
     first context, back to back, on a fresh pool."""
     rng = np.random.default_rng(seed)
 
@@ -324,10 +325,10 @@ def probe(
             server = server_of(pool, role)
             await server.forward((), ())  # the prefill: the cache holds the prompt
             times = []
-            for _ in range(PROBE_WARMUP + count):
+            for _ in range(WARMUP + count):
                 await server.forward((), ())  # crops the cache to the prompt
                 times.append(await timed(server, [int(rng.integers(0, 256))], 1))
-            found[role] = tuple(times[PROBE_WARMUP:])
+            found[role] = tuple(times[WARMUP:])
         return found
 
     return backend.with_pool(prompt, work)
@@ -349,6 +350,9 @@ async def _forwards_by_count(
     table: list[tuple[tuple[float, ...], ...]] = []
     for extra in contexts:
         base = tokens(extra)
+        for _ in range(WARMUP):  # after idle or the last context's 96 tokens: slow (WARMUP)
+            await server.forward(base, ())  # crops the cache to prompt + base
+            await server.forward(base + tokens(1), ())
         rows: list[tuple[float, ...]] = []
         for n in counts:  # a count's samples back to back, as a run repeats its forwards
             row = []
@@ -394,7 +398,7 @@ async def idle_round(
     return [await one(gap) / alone for gap in IDLE_S]
 
 
-async def _host(
+async def host_effects(
     pool: RealPool,
     role: Role,
     samples: int,
@@ -403,12 +407,14 @@ async def _host(
     crowded: bool,
     filled: bool,
     contention: bool = True,
+    chains: tuple[int, int] = (ALTERNATIONS, CHAIN),
 ) -> tuple[list[list[float]], list[list[float]]]:
     """The host's effects on `role`'s forwards after `context` tokens, each measured against
     back-to-back forwards taken in the same round, so that the machine drifting between
     rounds cancels out of the ratios: after each idle gap (`idle_round`; `filled` on an
     inline backend), and (`contention`) beside 1 and (`crowded`, with a second target
-    server) 2 busy servers; `samples` rounds."""
+    server) 2 busy servers, alternately (`chains`: alternations, forwards a chain; CHAIN);
+    `samples` rounds."""
     server, n = server_of(pool, role), HOST_TOKENS[role]
     neighbours = [neighbour_of(pool, role)]
     if crowded:
@@ -429,9 +435,9 @@ async def _host(
             stopped[i].clear()
             await neighbour.forward(tokens(HOST_TOKENS[neighbour.role]), ())
 
-    async def chain(count: int) -> float:
-        """Mean latency of `count` forwards of n new tokens back to back, as a drafter
-        drafts (each new suffix differs at its first token, so the cache keeps `base`)."""
+    async def chain(count: int) -> list[float]:
+        """Latencies of `count` forwards of n new tokens back to back, as a drafter drafts
+        (each new suffix differs at its first token, so the cache keeps `base`)."""
         await server.forward(base, ())  # crops the cache to prompt + base
         times, last = [], -1
         for _ in range(count):
@@ -440,29 +446,32 @@ async def _host(
                 suffix = tokens(n)
             last = suffix[0]
             times.append(await timed(server, base + suffix, n))
-        return statistics.fmean(times)
+        return times
 
     busy_ones = neighbours if contention else []
     idle_ratios: list[list[float]] = [[] for _ in IDLE_S]
     contended_ratios: list[list[float]] = [[] for _ in busy_ones]
     background = [asyncio.create_task(keep_busy(i)) for i in range(len(busy_ones))]
+    idle_args = (server, neighbours[0], base, tokens, filled)
     try:
         for _ in range(samples):
-            ratios = await idle_round(server, neighbours[0], base, tokens, filled)
-            for i, ratio in enumerate(ratios):
-                idle_ratios[i].append(ratio)
+            for row, ratio in zip(idle_ratios, await idle_round(*idle_args), strict=True):
+                row.append(ratio)
             if not busy_ones:
                 continue
-            alone = await chain(CHAIN)
-            for busy_count in range(1, len(neighbours) + 1):
-                on[busy_count - 1].set()
-                await chain(2)  # the neighbour's first forwards after idle: not counted
-                busy = await chain(CHAIN)
-                contended_ratios[busy_count - 1].append(busy / alone)
-            for i in range(len(neighbours)):
-                on[i].clear()
-            for event in stopped:
-                await event.wait()
+            alone: list[float] = []
+            busy: list[list[float]] = [[] for _ in neighbours]
+            for _ in range(chains[0]):
+                alone += await chain(chains[1])
+                for busy_count in range(1, len(neighbours) + 1):
+                    on[busy_count - 1].set()
+                    await chain(2)  # the neighbour's first forwards after idle: not counted
+                    busy[busy_count - 1] += await chain(chains[1])
+                for i in range(len(neighbours)):
+                    on[i].clear()
+                    await stopped[i].wait()
+            for i, times in enumerate(busy):
+                contended_ratios[i].append(statistics.fmean(times) / statistics.fmean(alone))
     finally:
         for task in background:
             task.cancel()
@@ -484,16 +493,3 @@ def dispatch_gaps(run: RealRunResult) -> dict[Role, list[float]]:
         if record.cancel_s is None:
             delivered.append(record.delivered_s)
     return gaps
-
-
-def acceptance_trace(
-    backend: RealBackend, prompts: Sequence[Sequence[int]], tokens: int, source: str
-) -> AcceptanceTrace:
-    """Per prompt, at each of the first `tokens` positions of the target's greedy output:
-    whether the drafter's greedy token, given the target's own prefix, is the target's."""
-    traces = []
-    for prompt in prompts:
-        reference = backend.reference(prompt, tokens)
-        drafted = backend.predictions("drafter", (*prompt, *reference), len(prompt))
-        traces.append([d == t for d, t in zip(drafted, reference, strict=False)])
-    return AcceptanceTrace.from_matches(traces, source)

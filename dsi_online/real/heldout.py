@@ -1,8 +1,10 @@
 """The held-out protocol of `dsi-online validate`: disjoint calibration and evaluation prompts,
-the scenarios that replay the calibration traces, and the predictive bootstrap's intervals."""
+their acceptance traces, the scenarios that replay the calibration traces, and the
+predictive bootstrap's intervals."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -16,6 +18,7 @@ from dsi_online.sim.scenario import Scenario
 from dsi_online.sim.trace import AcceptanceTrace
 
 if TYPE_CHECKING:
+    from dsi_online.real.backend import RealBackend
     from dsi_online.real.validate import ValidateRequest
 
 SIMULATED_PER_PROMPT = 4
@@ -159,3 +162,16 @@ def ci95(draws: np.ndarray) -> tuple[float, float]:
     """The central 95% of bootstrap draws."""
     low, high = np.quantile(draws, [0.025, 0.975])
     return float(low), float(high)
+
+
+def acceptance_trace(
+    backend: RealBackend, prompts: Sequence[Sequence[int]], tokens: int, source: str
+) -> AcceptanceTrace:
+    """Per prompt, at each of the first `tokens` positions of the target's greedy output:
+    whether the drafter's greedy token, given the target's own prefix, is the target's."""
+    traces = []
+    for prompt in prompts:
+        reference = backend.reference(prompt, tokens)
+        drafted = backend.predictions("drafter", (*prompt, *reference), len(prompt))
+        traces.append([d == t for d, t in zip(drafted, reference, strict=False)])
+    return AcceptanceTrace.from_matches(traces, source)

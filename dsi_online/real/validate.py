@@ -34,17 +34,10 @@ from dsi_online.measure.torch_runtime import Environment, passive_openmp
 from dsi_online.pair import PairInfo, train_pair
 from dsi_online.real import RealBackend, RealRunResult
 from dsi_online.real.backend import check_checkpoint, check_vocabularies, server_devices
-from dsi_online.real.calibrate import (
-    ROLES,
-    Calibration,
-    acceptance_trace,
-    calibrate,
-    dispatch_gaps,
-    probe,
-)
+from dsi_online.real.calibrate import ROLES, Calibration, calibrate, dispatch_gaps, probe
 from dsi_online.real.compare import AlgorithmValidation, SpeedupValidation, compare
 from dsi_online.real.handles import WORKERS, Workers
-from dsi_online.real.heldout import Protocol, host_factors, scenarios
+from dsi_online.real.heldout import Protocol, acceptance_trace, host_factors, scenarios
 from dsi_online.real.peer import Method, Peer, PeerResult, PeerRun
 from dsi_online.real.worker import DTYPES
 from dsi_online.schedulers import Scheduler

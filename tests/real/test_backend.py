@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import threading
 from collections.abc import Iterator
@@ -19,7 +20,14 @@ pytest.importorskip("transformers")
 from dsi_online.errors import InvalidParameterError
 from dsi_online.pair import heldout_prompts
 from dsi_online.real import RealBackend, RealRunResult, play_real
-from dsi_online.real.calibrate import IDLE_S, idle_round
+from dsi_online.real.calibrate import (
+    ALTERNATIONS,
+    CHAIN,
+    HOST_TOKENS,
+    IDLE_S,
+    host_effects,
+    idle_round,
+)
 from dsi_online.real.peer import time_peer
 from dsi_online.real.server import ForwardRecord, RealPool
 from dsi_online.real.worker import ModelWorker, Prefill, Request, ThreadFlag, WorkerSpec
@@ -258,6 +266,40 @@ def test_inline_workers_run_lossless_without_transit(
             play_real(backend, _CancelMidRun(DSI(3, 2), forwards=2), prompts[1], TOKENS)
         assert play_real(backend, DSI(3, 2), prompts[1], TOKENS).lossless
     assert _worker_threads() == before
+
+
+def test_contention_alternates_chains_alone_and_beside_the_busy_target(
+    test_pair: Path, prompts: list[list[int]], backend: RealBackend
+) -> None:
+    """A round of contention is ALTERNATIONS chains of the drafter alone, each followed by a
+    chain beside the busy target: the target computes in ALTERNATIONS separate stretches a
+    round, with at least CHAIN lone drafter forwards between two, and one ratio per round."""
+    counter = iter(range(1, 10_000))
+
+    def fresh(n: int) -> list[int]:
+        return [next(counter) % 200 + 1 for _ in range(n)]
+
+    async def work(pool: RealPool) -> tuple[list[list[float]], list[ForwardRecord]]:
+        _, contended = await host_effects(pool, "drafter", 2, 8, fresh, False, False)
+        return contended, [*pool.target(0).records, *pool.drafter.records]
+
+    contended, records = backend.with_pool(prompts[0], work)
+    assert len(contended) == 1 and len(contended[0]) == 2 and all(r > 0 for r in contended[0])
+    busy = [r for r in records if r.role == "target" and r.processed == HOST_TOKENS["target"]]
+    lone = [
+        r
+        for r in records
+        if r.role == "drafter"
+        and r.processed == HOST_TOKENS["drafter"]
+        and not any(t.submitted_s < r.delivered_s and r.submitted_s < t.delivered_s for t in busy)
+    ]
+    busy.sort(key=lambda r: r.submitted_s)
+    stretches = 1 + sum(
+        sum(a.delivered_s <= r.submitted_s and r.delivered_s <= b.submitted_s for r in lone)
+        >= CHAIN
+        for a, b in itertools.pairwise(busy)
+    )
+    assert stretches == 2 * ALTERNATIONS
 
 
 @pytest.mark.parametrize("filled", [True, False])
