@@ -452,10 +452,10 @@ async def host_effects(
     idle_ratios: list[list[float]] = [[] for _ in IDLE_S]
     contended_ratios: list[list[float]] = [[] for _ in busy_ones]
     background = [asyncio.create_task(keep_busy(i)) for i in range(len(busy_ones))]
-    idle_args = (server, neighbours[0], base, tokens, filled)
     try:
         for _ in range(samples):
-            for row, ratio in zip(idle_ratios, await idle_round(*idle_args), strict=True):
+            ratios = await idle_round(server, neighbours[0], base, tokens, filled)
+            for row, ratio in zip(idle_ratios, ratios, strict=True):
                 row.append(ratio)
             if not busy_ones:
                 continue
