@@ -50,6 +50,7 @@ PHASES: dict[Phase, str] = {
     "acceptance": "greedy decoding and drafter traces",
     "measure": "calibration and real runs",
     "predict": "simulating",
+    "replicate": "simulating resampled calibrations",
     "transformers": "transformers' greedy and assisted generation",
 }
 

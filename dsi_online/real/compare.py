@@ -11,7 +11,7 @@ import numpy as np
 from scipy.special import stdtrit
 
 from dsi_online.real.backend import Breakdown, RealRunResult
-from dsi_online.real.heldout import Protocol, by_prompt, ci95, predictive_draws
+from dsi_online.real.heldout import Protocol, Replicates, by_prompt, ci95, predictive_draws
 from dsi_online.schedulers.registry import ALGORITHMS
 from dsi_online.sim.runner import ScenarioResult
 from dsi_online.sim.stats import CONFIDENCE, Speedup, Summary
@@ -103,10 +103,11 @@ def compare(
     protocol: Protocol,
     request: ValidateRequest,
     host: np.ndarray | None = None,
+    calibration: Replicates | None = None,
 ) -> tuple[dict[str, AlgorithmValidation], dict[str, SpeedupValidation]]:
     """Every algorithm's and every speedup's predictions (held out, with the predictive
-    bootstrap's 95% intervals, the host's speed drawn from `host`; in sample; by model)
-    beside the real runs."""
+    bootstrap's 95% intervals, the host's speed drawn from `host`, the calibration's
+    uncertainty from `calibration`; in sample; by model) beside the real runs."""
     draws = predictive_draws(
         {
             name: by_prompt(predictions["full"], name, len(protocol.calibration))
@@ -116,6 +117,7 @@ def compare(
         request.repeats,
         request.draw_seed,
         host,
+        calibration,
     )
     algorithms = {
         name: AlgorithmValidation(

@@ -4,7 +4,7 @@ predictive bootstrap's intervals."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -12,8 +12,12 @@ import numpy as np
 
 from dsi_online.pair import PairInfo, Prompt, heldout_draw
 from dsi_online.real.calibrate import PROBES, ROLES, Calibration
+from dsi_online.real.handles import Workers
+from dsi_online.schedulers.registry import ALGORITHMS
+from dsi_online.schedulers.seam import Role
+from dsi_online.sim.clock import run as run_on_clock
 from dsi_online.sim.latency import ModelLatency
-from dsi_online.sim.runner import ScenarioResult
+from dsi_online.sim.runner import ScenarioResult, play, schedulers_for
 from dsi_online.sim.scenario import Scenario
 from dsi_online.sim.trace import AcceptanceTrace
 
@@ -27,6 +31,13 @@ the simulation's, dominates the interval); `paper` and `traced`, diagnostics, re
 trace once."""
 BOOTSTRAP = 4000
 """Draws of the predictive bootstrap behind the held-out intervals."""
+Calibrations = dict[Workers, dict[str, Calibration]]
+"""A validation's merged latency calibrations, by kind of worker and role."""
+Slices = dict[Workers, dict[Role, list[Calibration]]]
+"""The one-sample calibrations a validation took, by kind of worker and role, in order."""
+REPLICATES, REPLICATE_TRACES = 32, 24
+"""Resampled latency calibrations behind the held-out intervals (`calibration_factors`),
+each simulated over the first REPLICATE_TRACES calibration traces, once each."""
 
 
 @dataclass(frozen=True)
@@ -121,12 +132,96 @@ def host_factors(calibrations: dict[str, Calibration]) -> np.ndarray:
     return np.asarray(1 + (factors - factors.mean()) * shrink, dtype=float)
 
 
+@dataclass(frozen=True)
+class Replicates:
+    """The latency calibration's uncertainty: per algorithm, the predictions of resampled
+    calibrations as factors (`calibration_factors`), and how many slices it had."""
+
+    factors: dict[str, np.ndarray]
+    slices: int
+
+    @property
+    def count(self) -> int:
+        """Replicates per algorithm."""
+        return len(next(iter(self.factors.values())))
+
+
+def calibration_factors(
+    request: ValidateRequest,
+    slices: Slices,
+    calibrations: Calibrations,
+    trace: AcceptanceTrace,
+    progress: Callable[[int, int], None] | None = None,
+) -> Replicates:
+    """How far each algorithm's prediction moves with its latency calibration: per
+    algorithm, the mean simulated latency under each of REPLICATES calibrations made of the
+    calibration's slices resampled with replacement (the same picks for every backend and
+    role: a slice measures them at one moment), as factors (`replicate_factors`). They
+    carry the slices' measurement noise and the host's speed at their moments, which the
+    runs, at other moments, do not share. The replicates replay the same traces with the
+    same seed, so that only the calibration differs between them. `progress(done,
+    REPLICATES)` before the first and after each."""
+    rng = np.random.default_rng(request.draw_seed)
+    replayed = replace(trace, traces=trace.traces[:REPLICATE_TRACES])
+    count = len(next(iter(slices.values()))["target"])
+    means: dict[str, list[float]] = {name: [] for name in ALGORITHMS}
+    if progress is not None:
+        progress(0, REPLICATES)
+    for done in range(1, REPLICATES + 1):
+        picks = rng.integers(0, count, size=count)
+        for kind, by_role in slices.items():
+            resampled: dict[str, Calibration] = {
+                role: replace(
+                    Calibration.merge([by_role[role][i] for i in picks]),
+                    gaps_s=calibrations[kind][role].gaps_s,
+                )
+                for role in ROLES
+            }
+            full = scenarios(request, resampled, replayed, replayed)["full"]
+            names = [name for name in ALGORITHMS if request.workers_of(name) == kind]
+            for name, mean_s in _simulated_means(
+                replace(full, repeats=len(replayed.traces)), names
+            ).items():
+                means[name].append(mean_s)
+        if progress is not None:
+            progress(done, REPLICATES)
+    return Replicates(
+        {name: replicate_factors(np.asarray(found), count) for name, found in means.items()},
+        count,
+    )
+
+
+def replicate_factors(means: np.ndarray, slices: int) -> np.ndarray:
+    """Replicates' predictions (`means`, each from `slices` resampled slices) as factors:
+    over their geometric mean, their log spread widened by sqrt(n / (n - 1)) for n slices (a
+    resampled mean's variance falls short of the mean's by that)."""
+    logs = np.log(means)
+    widen = np.sqrt(slices / (slices - 1)) if slices > 1 else 1.0
+    return np.asarray(np.exp(widen * (logs - logs.mean())), dtype=float)
+
+
+def _simulated_means(scenario: Scenario, names: Sequence[str]) -> dict[str, float]:
+    """The mean latency of each algorithm of `names` over `scenario`'s repeats, on the
+    virtual clock (only those algorithms are played)."""
+
+    async def every() -> dict[str, float]:
+        by_name = schedulers_for(scenario)
+        found = {}
+        for name in names:
+            runs = [await play(by_name[name], scenario, r) for r in range(scenario.repeats)]
+            found[name] = float(np.mean([run.latency_s for run in runs]))
+        return found
+
+    return run_on_clock(every, "virtual")
+
+
 def predictive_draws(
     latencies: dict[str, np.ndarray],
     evaluation: int,
     runs: int,
     seed: int,
     host: np.ndarray | None = None,
+    calibration: Replicates | None = None,
 ) -> dict[str, np.ndarray]:
     """Simulated means of an evaluation set, one per bootstrap draw, for each algorithm.
 
@@ -135,10 +230,13 @@ def predictive_draws(
     calibration sample's own uncertainty), draws `evaluation` prompts from that resample
     (the evaluation set's), and `runs` simulated repeats of each (the run-to-run noise),
     each slowed by a factor drawn from `host` (the host's speed when a real run runs;
-    `host_factors`), and takes the mean, divided by the mean of `runs` more factors (the
-    calibration, taken in a slice before each round, priced the host at those moments). The
-    same picks and factors serve every algorithm, so speedups are paired (a prompt's runs
-    of the three run back to back)."""
+    `host_factors`), and takes the mean. With `calibration` (the latency calibration's own
+    uncertainty, `calibration_factors`), that mean is divided by the mean host factor of as
+    many draws as the calibration had slices (the host's speed at its moments), and by a
+    normal combination of the replicates' log factors: their spread, less the part the
+    host's explains, and their correlation across algorithms. The same picks, factors and
+    weights serve every algorithm, so speedups are paired (a prompt's runs of the three run
+    back to back, on one calibration)."""
     first = next(iter(latencies.values()))
     prompts, repeats = first.shape
     rng = np.random.default_rng(seed)
@@ -150,12 +248,25 @@ def predictive_draws(
     rows = np.broadcast_to(picked[:, :, None], chosen.shape)
     host = np.ones(1) if host is None else host
     slowed = host[rng.integers(0, len(host), size=chosen.shape)]
-    # the calibration's level is the host's speed in its `runs` slices, one moment each
-    level = host[rng.integers(0, len(host), size=(BOOTSTRAP, runs))].mean(axis=1)
-    return {
-        name: (lat[rows, chosen] * slowed).mean(axis=(1, 2)) / level
-        for name, lat in latencies.items()
+    means = {
+        name: (lat[rows, chosen] * slowed).mean(axis=(1, 2)) for name, lat in latencies.items()
     }
+    if calibration is None:
+        return means
+    # the host's speed at the calibration's moments, drawn as at the runs'
+    level = host[rng.integers(0, len(host), size=(BOOTSTRAP, calibration.slices))].mean(axis=1)
+    host_var = float(np.log(host).var(ddof=1)) / calibration.slices if len(host) > 1 else 0.0
+    draws = {}
+    weights = rng.standard_normal((BOOTSTRAP, calibration.count)) / np.sqrt(calibration.count - 1)
+    for name, mean in means.items():
+        logs = np.log(calibration.factors[name])
+        logs = logs - logs.mean()
+        spread = float(logs.var(ddof=1))
+        # what the host's speed at those moments explains of the replicates' spread is in
+        # `level` already: only the rest (method of moments)
+        shrink = np.sqrt(max(0.0, spread - host_var) / spread) if spread > 0 else 0.0
+        draws[name] = mean / level / np.exp(shrink * (weights @ logs))
+    return draws
 
 
 def ci95(draws: np.ndarray) -> tuple[float, float]:

@@ -37,7 +37,15 @@ from dsi_online.real.backend import check_checkpoint, check_vocabularies, server
 from dsi_online.real.calibrate import ROLES, Calibration, calibrate, dispatch_gaps, probe
 from dsi_online.real.compare import AlgorithmValidation, SpeedupValidation, compare
 from dsi_online.real.handles import WORKERS, Workers
-from dsi_online.real.heldout import Protocol, acceptance_trace, host_factors, scenarios
+from dsi_online.real.heldout import (
+    Calibrations,
+    Protocol,
+    Slices,
+    acceptance_trace,
+    calibration_factors,
+    host_factors,
+    scenarios,
+)
 from dsi_online.real.peer import Method, Peer, PeerResult, PeerRun
 from dsi_online.real.worker import DTYPES
 from dsi_online.schedulers import Scheduler
@@ -54,7 +62,7 @@ PLACEMENTS: tuple[Placement, ...] = ("auto", *WORKERS)
 at once) and non-SI and SI inline, in the loop's own thread, as transformers runs them (one
 forward at a time: a process boundary would only add its transit); any other, every
 algorithm on workers of that kind (`dsi_online.real.handles.WORKERS`)."""
-Phase = Literal["pair", "start", "acceptance", "measure", "predict", "transformers"]
+Phase = Literal["pair", "start", "acceptance", "measure", "predict", "replicate", "transformers"]
 Progress = Callable[[Phase, int, int], None]
 """progress(phase, done, total): called as work in each phase completes."""
 
@@ -259,7 +267,7 @@ def validate_on(
     backend = backends[dsi]
     traces, evaluation_traces = _traces(backend, request, calibration, evaluation, step)
     peer = _peer(backend, folder, request, evaluation, step)
-    calibrations, runs, peer_runs = _measure_and_run(
+    calibrations, slices, runs, peer_runs = _measure_and_run(
         backends, request, calibration, evaluation, peer, step
     )
     references = [backend.reference(prompt, request.tokens) for prompt in evaluation]
@@ -283,8 +291,11 @@ def validate_on(
         )
         for model, result in predicted[dsi].items()
     }
+    factors = calibration_factors(
+        request, slices, calibrations, traces, lambda done, total: step("replicate", done, total)
+    )
     algorithms, speedups = compare(
-        predictions, runs, protocol, request, host_factors(calibrations[dsi])
+        predictions, runs, protocol, request, host_factors(calibrations[dsi]), factors
     )
     return ValidationResult(
         request=request,
@@ -414,7 +425,7 @@ def _measure_and_run(
     prompts: Sequence[Sequence[int]],
     peer: Peer,
     step: Progress,
-) -> tuple[dict[Workers, dict[str, Calibration]], dict[str, list[RealRunResult]], list[PeerRun]]:
+) -> tuple[Calibrations, Slices, dict[str, list[RealRunResult]], list[PeerRun]]:
     """`repeats` rounds, each a real run of each algorithm on a calibration prompt
     (`_dispatch`), then every algorithm on every evaluation prompt, each prompt's runs
     followed by transformers' greedy and assisted generation. The round's calibration is
@@ -424,13 +435,15 @@ def _measure_and_run(
     first alternates), so that both are priced at the same moments. The order of the
     algorithms rotates by prompt, the peer's two alternate; runs are listed round by round,
     prompt by prompt (paired). The host's speed is probed before each prompt
-    (`Calibration.probes_s`). The prediction never sees the runs."""
+    (`Calibration.probes_s`). The prediction never sees the runs. Returns the merged
+    calibrations and their slices in the order taken (`calibration_factors`)."""
     by_name = schedulers(request.lookahead, request.servers)
     main = request.workers_of("dsi")
     slices = request.calibration_samples
     parts: dict[Workers, dict[Role, list[Calibration]]] = {
         kind: {role: [] for role in ROLES} for kind in request.kinds
     }
+    slices_taken: Slices = {kind: {role: [] for role in ROLES} for kind in request.kinds}
     runs: dict[str, list[RealRunResult]] = {name: [] for name in ALGORITHMS}
     peer_runs: list[PeerRun] = []
     methods: tuple[Method, ...] = ("greedy", "assisted")
@@ -478,8 +491,9 @@ def _measure_and_run(
                 if kind == main:
                     spread = replace(spread, probes_s=tuple(probes[role]))
                 parts[kind][role].append(spread)
-    calibrations: dict[Workers, dict[str, Calibration]] = {
+                slices_taken[kind][role] += measured[kind][role]
+    calibrations: Calibrations = {
         kind: {role: Calibration.merge(parts[kind][role]) for role in ROLES}
         for kind in request.kinds
     }
-    return calibrations, runs, peer_runs
+    return calibrations, slices_taken, runs, peer_runs
