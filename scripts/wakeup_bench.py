@@ -26,11 +26,13 @@ MESSAGE = b"x" * 16
 
 
 def _echo(sock: socket.socket) -> None:
+    """The worker's side: echo every message until told to stop."""
     while (data := sock.recv(64)) not in (b"", b"q"):
         sock.sendall(data)
 
 
 def _busy(stop: Event) -> None:
+    """A process that computes until `stop`, as a model's forwards do."""
     count = 0
     while not stop.is_set():
         for _ in range(10_000):
@@ -38,6 +40,7 @@ def _busy(stop: Event) -> None:
 
 
 def _blocking(sock: socket.socket, trips: int) -> list[float]:
+    """Round trips whose sender waits in a blocking `recv`."""
     times = []
     for _ in range(trips):
         sent = time.perf_counter()
@@ -48,6 +51,7 @@ def _blocking(sock: socket.socket, trips: int) -> list[float]:
 
 
 async def _through_loop(sock: socket.socket, trips: int) -> list[float]:
+    """Round trips whose sender waits on an asyncio reader, as the real backend's loop."""
     loop = asyncio.get_running_loop()
     sock.setblocking(False)
     waiting: list[asyncio.Future[None]] = []
@@ -73,6 +77,7 @@ async def _through_loop(sock: socket.socket, trips: int) -> list[float]:
 
 
 def _line(load: int, name: str, times: list[float]) -> str:
+    """One figure's median, mean and 90th percentile, in microseconds."""
     ordered = sorted(times)
     return (
         f"beside {load} busy: {name:9s} round trip median {1e6 * statistics.median(times):6.1f}"
@@ -102,6 +107,8 @@ def main() -> None:
             stop.set()
             for process in (*busy, echo):
                 process.join()
+            ours.close()
+            theirs.close()
         print(_line(load, "blocking", blocking))
         print(_line(load, "asyncio", looped))
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dsi_online.errors import require
 from dsi_online.pair import PairInfo, Prompt, heldout_draw
 from dsi_online.real.calibrate import PROBES, ROLES, Calibration
 from dsi_online.real.handles import Workers
@@ -140,6 +141,9 @@ class Replicates:
     factors: dict[str, np.ndarray]
     slices: int
 
+    def __post_init__(self) -> None:
+        require(self.count > 1, f"calibration replicates must be 2 or more; got {self.count}")
+
     @property
     def count(self) -> int:
         """Replicates per algorithm."""
@@ -158,10 +162,10 @@ def calibration_factors(
     calibration's slices resampled with replacement (the same picks for every backend and
     role: a slice measures them at one moment), as factors (`replicate_factors`). They
     carry the slices' measurement noise and the host's speed at their moments, which the
-    runs, at other moments, do not share. The replicates replay the same traces with the
-    same seed, so that only the calibration differs between them. `progress(done,
-    REPLICATES)` before the first and after each."""
-    rng = np.random.default_rng(request.draw_seed)
+    runs, interleaved with them, sample at moments of their own. The replicates replay the
+    same traces with the same seed, so that only the calibration differs between them.
+    `progress(done, REPLICATES)` before the first and after each."""
+    rng = np.random.default_rng([request.draw_seed, 1])  # apart from the bootstrap's picks
     replayed = replace(trace, traces=trace.traces[:REPLICATE_TRACES])
     count = len(next(iter(slices.values()))["target"])
     means: dict[str, list[float]] = {name: [] for name in ALGORITHMS}
@@ -234,9 +238,10 @@ def predictive_draws(
     uncertainty, `calibration_factors`), that mean is divided by the mean host factor of as
     many draws as the calibration had slices (the host's speed at its moments), and by a
     normal combination of the replicates' log factors: their spread, less the part the
-    host's explains, and their correlation across algorithms. The same picks, factors and
-    weights serve every algorithm, so speedups are paired (a prompt's runs of the three run
-    back to back, on one calibration)."""
+    host's explains, and their correlation across algorithms. Without `calibration` the
+    calibration is taken as exact. The same picks, factors and weights serve every
+    algorithm, so speedups are paired (a prompt's runs of the three run back to back, on one
+    calibration)."""
     first = next(iter(latencies.values()))
     prompts, repeats = first.shape
     rng = np.random.default_rng(seed)
@@ -255,18 +260,18 @@ def predictive_draws(
         return means
     # the host's speed at the calibration's moments, drawn as at the runs'
     level = host[rng.integers(0, len(host), size=(BOOTSTRAP, calibration.slices))].mean(axis=1)
-    host_var = float(np.log(host).var(ddof=1)) / calibration.slices if len(host) > 1 else 0.0
-    draws = {}
+    names = list(means)
+    logs = np.log(np.asarray([calibration.factors[name] for name in names]))
+    logs -= logs.mean(axis=1, keepdims=True)
+    # what moves every algorithm alike across replicates, less what the host's speed at those
+    # moments (in `level` already) explains of it (method of moments); what moves one
+    # algorithm against another (each backend's own measurement noise) is kept whole
+    common = logs.mean(axis=0)
+    spread, host_var = float(common.var(ddof=1)), float(np.log(level).var())
+    shrink = np.sqrt(max(0.0, spread - host_var) / spread) if spread > 0 else 0.0
+    logs += (shrink - 1.0) * common
     weights = rng.standard_normal((BOOTSTRAP, calibration.count)) / np.sqrt(calibration.count - 1)
-    for name, mean in means.items():
-        logs = np.log(calibration.factors[name])
-        logs = logs - logs.mean()
-        spread = float(logs.var(ddof=1))
-        # what the host's speed at those moments explains of the replicates' spread is in
-        # `level` already: only the rest (method of moments)
-        shrink = np.sqrt(max(0.0, spread - host_var) / spread) if spread > 0 else 0.0
-        draws[name] = mean / level / np.exp(shrink * (weights @ logs))
-    return draws
+    return {name: means[name] / level / np.exp(weights @ logs[i]) for i, name in enumerate(names)}
 
 
 def ci95(draws: np.ndarray) -> tuple[float, float]:
