@@ -18,7 +18,7 @@ from dsi_online.schedulers.registry import ALGORITHMS
 from dsi_online.schedulers.seam import Role
 from dsi_online.sim.clock import run as run_on_clock
 from dsi_online.sim.latency import ModelLatency
-from dsi_online.sim.runner import ScenarioResult, play, schedulers_for
+from dsi_online.sim.runner import ScenarioResult, check_no_leaks, play, schedulers_for
 from dsi_online.sim.scenario import Scenario
 from dsi_online.sim.trace import AcceptanceTrace
 
@@ -206,7 +206,8 @@ def replicate_factors(means: np.ndarray, slices: int) -> np.ndarray:
 
 def _simulated_means(scenario: Scenario, names: Sequence[str]) -> dict[str, float]:
     """The mean latency of each algorithm of `names` over `scenario`'s repeats, on the
-    virtual clock (only those algorithms are played)."""
+    virtual clock (only those algorithms are played; no task left behind, as the runner
+    checks)."""
 
     async def every() -> dict[str, float]:
         by_name = schedulers_for(scenario)
@@ -214,6 +215,7 @@ def _simulated_means(scenario: Scenario, names: Sequence[str]) -> dict[str, floa
         for name in names:
             runs = [await play(by_name[name], scenario, r) for r in range(scenario.repeats)]
             found[name] = float(np.mean([run.latency_s for run in runs]))
+        check_no_leaks()
         return found
 
     return run_on_clock(every, "virtual")
