@@ -42,8 +42,8 @@ def main() -> None:
     fresh = fresh_tokens(np.random.default_rng(7))
 
     async def one(pool: RealPool, role: Role, chains: tuple[int, int]) -> float:
-        _, contended = await host_effects(pool, role, 1, 64, fresh, False, False, True, chains)
-        return contended[0][0]
+        _, contended = await host_effects(pool, role, 1, 64, fresh, False, True, chains)
+        return contended[0]
 
     ratios: dict[tuple[Role, str], list[float]] = {}
     prompt = fresh(64)

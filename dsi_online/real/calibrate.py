@@ -22,6 +22,7 @@ import numpy as np
 from dsi_online.errors import require
 from dsi_online.measure.latency import unstable_timings
 from dsi_online.real.backend import RealBackend, RealRunResult
+from dsi_online.real.runs import RunForward, run_forwards
 from dsi_online.real.server import RealPool, RealServer
 from dsi_online.real.worker import Prefill
 from dsi_online.schedulers.seam import Role
@@ -47,6 +48,8 @@ a while (between slices, while transformers generate) or after a long forward co
 first forwards slower (x1.2-1.5 after 32 ms idle for the small pair), which back-to-back
 forwards do not; cold probes priced the host 8-20% slower than it was (`-n 2` and `-n 3`
 on 2026-12-06), cold calibrations DSI's drafter 6-22% (docs/validate.md, "Warm-up")."""
+SHARING_MIN = 10
+"""Forwards beside 1 (or 2 or more) busy servers that `Calibration.sharing` needs."""
 ROLES: tuple[Role, ...] = ("target", "drafter")
 Fresh = Callable[[int], list[int]]
 """fresh(n): n random token ids, from a calibration's own generator."""
@@ -65,10 +68,10 @@ class Calibration:
     idle_ratios: tuple[tuple[float, ...], ...]  # [gap] -> after IDLE_S[gap] idle / back to back
     contended_ratios: tuple[float, ...]  # per round: while the other model computes / alone
     rounds: int = 1  # calibrations merged into this one, their samples in order
-    crowded_ratios: tuple[float, ...] = ()  # the same, beside it and a second target server
     transit_s: tuple[tuple[float, float], ...] = ()  # per forward: (queued, delivery)
     overhead_s: tuple[float, ...] = ()  # per forward: its seconds on the loop beyond transit
     gaps_s: tuple[float, ...] = ()  # real schedulers' loop time before a forward (dispatch_gaps)
+    run_forwards: tuple[RunForward, ...] = ()  # a real DSI run's, with each slice (`sharing`)
     probes_s: tuple[float, ...] = ()  # one-token forwards at the first context, between runs
     interruptible: bool = True  # the real server's settings
     prefill: Prefill = "finish"
@@ -99,10 +102,10 @@ class Calibration:
             ),
             contended_ratios=tuple(x for p in parts for x in p.contended_ratios),
             rounds=sum(p.rounds for p in parts),
-            crowded_ratios=tuple(x for p in parts for x in p.crowded_ratios),
             transit_s=tuple(x for p in parts for x in p.transit_s),
             overhead_s=tuple(x for p in parts for x in p.overhead_s),
             gaps_s=tuple(x for p in parts for x in p.gaps_s),
+            run_forwards=tuple(x for p in parts for x in p.run_forwards),
             probes_s=tuple(x for p in parts for x in p.probes_s),
             interruptible=first.interruptible,
             prefill=first.prefill,
@@ -114,6 +117,10 @@ class Calibration:
         counted as one round (its drift between slices is the host's, which the runs share,
         not a change under one measurement)."""
         return replace(cls.merge(slices), rounds=1)
+
+    def with_run(self, run: RealRunResult) -> Calibration:
+        """This calibration with its role's forwards in a real DSI run (`run_forwards`)."""
+        return replace(self, run_forwards=tuple(run_forwards(run)[self.role]))
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -156,9 +163,9 @@ class Calibration:
         the mean of each count at the first context from both contexts' samples (the
         second's moved back by that cost), made non-decreasing in the token count (a
         forward over more tokens is not cheaper: a dip is noise), the spread as ratios to
-        the fitted means, the slowdowns beside 1 and 2 busy servers (medians), the cold
-        prefill's mean, the mean transit out and back, the real
-        server's settings, and the dispatch time: the mean loop time the real schedulers
+        the fitted means, the slowdown beside the other model busy (median; `sharing` with
+        several target servers), the cold prefill's mean, the mean transit out and back, the
+        real server's settings, and the dispatch time: the mean loop time the real schedulers
         spent before a forward less what a calibration forward spent on the loop (both
         measured, so that the loop's share is counted once)."""
         low, high = self.samples
@@ -181,7 +188,7 @@ class Calibration:
             for row, mean, w in zip(context, means, weights, strict=True)
             for x in row
         ]
-        return TokenCost(
+        cost = TokenCost(
             tokens=self.counts,
             mean_s=tuple(means),
             reference_context=self.contexts[0],
@@ -191,7 +198,6 @@ class Calibration:
             idle_s=IDLE_S,
             idle_factor=self.idle_factor,
             contended=self.contended,
-            crowded=(statistics.median(self.crowded_ratios),) if self.crowded_ratios else (),
             prefill_tokens=self.contexts[0] if self.prefill_s else 0,
             prefill_s=statistics.fmean(self.prefill_s) if self.prefill_s else 0.0,
             transit_s=(
@@ -208,6 +214,32 @@ class Calibration:
             if self.gaps_s and self.overhead_s
             else 0.0,
         )
+        return self.sharing(cost)
+
+    def sharing(self, cost: TokenCost) -> TokenCost:
+        """`cost` with its slowdowns beside 1 (`contended`) and 2 or more (`crowded`) busy
+        servers read from the real DSI runs taken with the slices (`run_forwards`), each
+        where SHARING_MIN or more forwards give it: their seconds plus the loop time a
+        calibration forward's price includes (`overhead_s`), over `cost`'s price with the
+        idle slowdown, a ratio of sums. Chains beside neighbours that never wait share the
+        cores equally (about 1.8x for the drafter beside 2 busy targets); in DSI's runs the
+        drafter keeps its speed and the targets absorb the crowding (docs/validate.md,
+        "Several target servers share the host")."""
+        overhead = statistics.fmean(self.overhead_s) if self.overhead_s else 0.0
+        spent, priced, count = [0.0, 0.0], [0.0, 0.0], [0, 0]
+        for forward in self.run_forwards:
+            if forward.busy >= 1:
+                group = min(forward.busy, 2) - 1
+                spent[group] += forward.seconds + overhead
+                priced[group] += cost.mean(forward.tokens, forward.context) * cost.host_factor(
+                    forward.idle_s, 0
+                )
+                count[group] += 1
+        if count[0] >= SHARING_MIN:
+            cost = replace(cost, contended=spent[0] / priced[0])
+        if count[1] >= SHARING_MIN:
+            cost = replace(cost, crowded=(spent[1] / priced[1],))
+        return cost
 
     def latency(self) -> ModelLatency:
         """TTFT (the cold prefills) and TPOT (one-token forwards) as measured samples, and
@@ -288,11 +320,11 @@ def calibrate(
         backend.with_pool(prompt, lambda pool: timed(server_of(pool, role), (), len(prompt)))
         for _ in range(samples)
     )
-    crowded, filled = backend.settings.servers > 1, backend.settings.workers == "inline"
+    filled = backend.settings.workers == "inline"
     half = output_tokens // 2
     idle, contended = backend.with_pool(
         prompt,
-        lambda pool: host_effects(pool, role, samples, half, tokens, crowded, filled, contention),
+        lambda pool: host_effects(pool, role, samples, half, tokens, filled, contention),
     )
     return Calibration(
         role=role,
@@ -302,8 +334,7 @@ def calibrate(
         prefill_s=prefills,
         layers=backend.layers(role),
         idle_ratios=tuple(tuple(r) for r in idle),
-        contended_ratios=tuple(contended[0]) if contended else (),
-        crowded_ratios=tuple(contended[1]) if len(contended) > 1 else (),
+        contended_ratios=tuple(contended),
         transit_s=tuple(transit),
         overhead_s=tuple(overhead),
         interruptible=backend.settings.interruptible,
@@ -404,35 +435,28 @@ async def host_effects(
     samples: int,
     context: int,
     tokens: Fresh,
-    crowded: bool,
     filled: bool,
     contention: bool = True,
     chains: tuple[int, int] = (ALTERNATIONS, CHAIN),
-) -> tuple[list[list[float]], list[list[float]]]:
+) -> tuple[list[list[float]], list[float]]:
     """The host's effects on `role`'s forwards after `context` tokens, each measured against
     back-to-back forwards taken in the same round, so that the machine drifting between
     rounds cancels out of the ratios: after each idle gap (`idle_round`; `filled` on an
-    inline backend), and (`contention`) beside 1 and (`crowded`, with a second target
-    server) 2 busy servers, alternately (`chains`: alternations, forwards a chain; CHAIN);
-    `samples` rounds."""
+    inline backend), and (`contention`) beside the other model busy, alternately (`chains`:
+    alternations, forwards a chain; CHAIN); `samples` rounds. With several target servers,
+    real DSI runs give the slowdowns beside busy servers instead (`Calibration.sharing`)."""
     server, n = server_of(pool, role), HOST_TOKENS[role]
-    neighbours = [neighbour_of(pool, role)]
-    if crowded:
-        neighbours.append(pool.target(1))
+    neighbour = neighbour_of(pool, role)
     await server.forward((), ())
-    for neighbour in neighbours:
-        await neighbour.forward((), ())
+    await neighbour.forward((), ())
     base = tokens(context)
+    on, stopped = asyncio.Event(), asyncio.Event()
 
-    on = [asyncio.Event() for _ in neighbours]
-    stopped = [asyncio.Event() for _ in neighbours]
-
-    async def keep_busy(i: int) -> None:
-        neighbour = neighbours[i]
+    async def keep_busy() -> None:
         while True:
-            stopped[i].set()
-            await on[i].wait()
-            stopped[i].clear()
+            stopped.set()
+            await on.wait()
+            stopped.clear()
             await neighbour.forward(tokens(HOST_TOKENS[neighbour.role]), ())
 
     async def chain(count: int) -> list[float]:
@@ -448,48 +472,29 @@ async def host_effects(
             times.append(await timed(server, base + suffix, n))
         return times
 
-    busy_ones = neighbours if contention else []
     idle_ratios: list[list[float]] = [[] for _ in IDLE_S]
-    contended_ratios: list[list[float]] = [[] for _ in busy_ones]
-    background = [asyncio.create_task(keep_busy(i)) for i in range(len(busy_ones))]
+    contended_ratios: list[float] = []
+    background = asyncio.create_task(keep_busy()) if contention else None
     try:
         for _ in range(samples):
-            ratios = await idle_round(server, neighbours[0], base, tokens, filled)
+            ratios = await idle_round(server, neighbour, base, tokens, filled)
             for row, ratio in zip(idle_ratios, ratios, strict=True):
                 row.append(ratio)
-            if not busy_ones:
+            if background is None:
                 continue
             alone: list[float] = []
-            busy: list[list[float]] = [[] for _ in neighbours]
+            busy: list[float] = []
             for _ in range(chains[0]):
                 alone += await chain(chains[1])
-                for busy_count in range(1, len(neighbours) + 1):
-                    on[busy_count - 1].set()
-                    await chain(2)  # the neighbour's first forwards after idle: not counted
-                    busy[busy_count - 1] += await chain(chains[1])
-                for i in range(len(neighbours)):
-                    on[i].clear()
-                    await stopped[i].wait()
-            for i, times in enumerate(busy):
-                contended_ratios[i].append(statistics.fmean(times) / statistics.fmean(alone))
+                on.set()
+                await chain(2)  # the neighbour's first forwards after idle: not counted
+                busy += await chain(chains[1])
+                on.clear()
+                await stopped.wait()
+            contended_ratios.append(statistics.fmean(busy) / statistics.fmean(alone))
     finally:
-        for task in background:
-            task.cancel()
-        for task in background:
+        if background is not None:
+            background.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await background
     return idle_ratios, contended_ratios
-
-
-def dispatch_gaps(run: RealRunResult) -> dict[Role, list[float]]:
-    """Per role, the loop's time before each forward of a real run: from the latest reply
-    delivered before its submission (the run's start for the first; replies of cancelled
-    forwards, which nothing awaits, aside) to its submission."""
-    gaps: dict[Role, list[float]] = {"target": [], "drafter": []}
-    delivered: list[float] = []
-    for record in run.records:  # by submission time
-        before = [d for d in delivered if d <= record.submitted_s]
-        gaps[record.role].append(record.submitted_s - max(before, default=0.0))
-        if record.cancel_s is None:
-            delivered.append(record.delivered_s)
-    return gaps

@@ -113,6 +113,12 @@ def by_prompt(result: ScenarioResult, name: str, prompts: int) -> np.ndarray:
     return np.asarray(result.algorithms[name].latency_s).reshape(-1, prompts).T
 
 
+def slices_due(index: int, prompts: int, slices: int) -> list[int]:
+    """The calibration slices taken before evaluation prompt `index` of `prompts`: `slices`
+    in a round, spread evenly (slice j before prompt j * prompts // slices)."""
+    return [j for j in range(slices) if j * prompts // slices == index]
+
+
 def host_factors(calibrations: dict[str, Calibration]) -> np.ndarray:
     """The host's speed before each evaluation prompt's runs (each probe of `PROBES`
     one-token forwards per model, `Calibration.probes_s`), relative to its mean: one factor
@@ -162,8 +168,10 @@ def calibration_factors(
     calibration's slices resampled with replacement (the same picks for every backend and
     role: a slice measures them at one moment), as factors (`replicate_factors`). They
     carry the slices' measurement noise and the host's speed at their moments, which the
-    runs, interleaved with them, sample at moments of their own. The replicates replay the
-    same traces with the same seed, so that only the calibration differs between them.
+    runs, interleaved with them, sample at moments of their own (with several target servers,
+    the real DSI run taken with each slice too: `Calibration.sharing`). The replicates
+    replay the same traces with the same seed, so that only the calibration differs between
+    them.
     `progress(done, REPLICATES)` before the first and after each."""
     rng = np.random.default_rng([request.draw_seed, 1])  # apart from the bootstrap's picks
     replayed = replace(trace, traces=trace.traces[:REPLICATE_TRACES])

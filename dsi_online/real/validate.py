@@ -34,7 +34,7 @@ from dsi_online.measure.torch_runtime import Environment, passive_openmp
 from dsi_online.pair import PairInfo, train_pair
 from dsi_online.real import RealBackend, RealRunResult
 from dsi_online.real.backend import check_checkpoint, check_vocabularies, server_devices
-from dsi_online.real.calibrate import ROLES, Calibration, calibrate, dispatch_gaps, probe
+from dsi_online.real.calibrate import ROLES, Calibration, calibrate, probe
 from dsi_online.real.compare import AlgorithmValidation, SpeedupValidation, compare
 from dsi_online.real.handles import WORKERS, Workers
 from dsi_online.real.heldout import (
@@ -45,8 +45,10 @@ from dsi_online.real.heldout import (
     calibration_factors,
     host_factors,
     scenarios,
+    slices_due,
 )
 from dsi_online.real.peer import Method, Peer, PeerResult, PeerRun
+from dsi_online.real.runs import dispatch_gaps
 from dsi_online.real.worker import DTYPES
 from dsi_online.schedulers import Scheduler
 from dsi_online.schedulers.registry import ALGORITHMS, schedulers
@@ -403,19 +405,9 @@ def _dispatch(
 ) -> Gaps:
     """The schedulers' own loop time before each forward, by role (`dispatch_gaps`), in one
     real run on `prompt` of each algorithm of `by_name` that `backend` runs."""
-    gaps: Gaps = {role: [] for role in ROLES}
-    for name in ALGORITHMS:
-        if backend.settings.workers == request.workers_of(name):
-            run = backend.play(by_name[name], prompt, request.tokens)
-            for role, found in dispatch_gaps(run).items():
-                gaps[role] += found
-    return gaps
-
-
-def slices_due(index: int, prompts: int, slices: int) -> list[int]:
-    """The calibration slices taken before evaluation prompt `index` of `prompts`: `slices`
-    in a round, spread evenly (slice j before prompt j * prompts // slices)."""
-    return [j for j in range(slices) if j * prompts // slices == index]
+    names = [name for name in ALGORITHMS if backend.settings.workers == request.workers_of(name)]
+    runs = [dispatch_gaps(backend.play(by_name[name], prompt, request.tokens)) for name in names]
+    return {role: [gap for run in runs for gap in run[role]] for role in ROLES}
 
 
 def _measure_and_run(
@@ -432,7 +424,8 @@ def _measure_and_run(
     taken in `calibration_samples` one-sample slices spread between the prompts
     (`slices_due`): this host's speed wanders by 20% within seconds (docs/validate.md).
     Each slice calibrates every backend the runs use, one right after the other (which
-    first alternates), so that both are priced at the same moments. The order of the
+    first alternates), so that both are priced at the same moments, then (with several
+    target servers) runs DSI on the calibration prompt for real. The order of the
     algorithms rotates by prompt, the peer's two alternate; runs are listed round by round,
     prompt by prompt (paired). The host's speed is probed before each prompt
     (`Calibration.probes_s`). The prediction never sees the runs. Returns the merged
@@ -447,9 +440,9 @@ def _measure_and_run(
     runs: dict[str, list[RealRunResult]] = {name: [] for name in ALGORITHMS}
     peer_runs: list[PeerRun] = []
     methods: tuple[Method, ...] = ("greedy", "assisted")
-    total = request.repeats * (
-        slices * len(request.kinds) * len(ROLES) + len(prompts) * (len(ALGORITHMS) + len(methods))
-    )
+    shared = request.servers > 1  # a DSI run with each slice: how its servers share the host
+    per_slice = len(request.kinds) * len(ROLES) + shared
+    total = request.repeats * (slices * per_slice + len(prompts) * (len(ALGORITHMS) + len(methods)))
     done = 0
     for round_ in range(request.repeats):
         sample = calibration[round_ % len(calibration)]
@@ -468,6 +461,12 @@ def _measure_and_run(
                         measured[kind][role].append(calibrate(*args, contention=kind == main))
                         done += 1
                         step("measure", done, total)
+                if shared:  # Calibration.sharing
+                    run = backends[main].play(by_name["dsi"], sample, request.tokens)
+                    for role in ROLES:
+                        measured[main][role][-1] = measured[main][role][-1].with_run(run)
+                    done += 1
+                    step("measure", done, total)
             # the host's speed now (Calibration.host_speed), on the calibration prompt
             for role, times in probe(
                 backends[main], sample, seed=request.draw_seed + index

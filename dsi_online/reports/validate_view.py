@@ -367,6 +367,7 @@ def _calibration_json(measured: Calibration) -> dict[str, Any]:
         "idle_factor": list(cost.idle_factor),
         "contended": cost.contended,
         "crowded": list(cost.crowded),
+        "run_forwards": len(measured.run_forwards),
         "layers": cost.layers,
         "warnings": list(measured.warnings),
     }

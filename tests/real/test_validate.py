@@ -7,6 +7,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ from dsi_online.real.heldout import (
     host_factors,
     predictive_draws,
     replicate_factors,
+    slices_due,
 )
-from dsi_online.real.validate import ValidateRequest, slices_due
+from dsi_online.real.validate import ValidateRequest
 from dsi_online.schedulers.seam import Role
 from dsi_online.sim.cost import monotone
 from dsi_online.sim.profile import load_profile
@@ -173,8 +175,8 @@ def test_validate_end_to_end_on_the_test_pair(
         assert set(speedup) >= {"predicted", "predicted_ci95", "actual", "actual_ci95"}
         assert speedup["predicted_ci95"][0] <= speedup["predicted"] <= speedup["predicted_ci95"][1]
     assert 0 <= data["acceptance"]["rate"] <= 1
-    for role in ("target", "drafter"):  # -n 2: measured beside two busy servers too
-        assert len(data["calibration"][role]["crowded"]) == 1
+    for role in ("target", "drafter"):  # -n 2: a real DSI run with each slice
+        assert data["calibration"][role]["run_forwards"] > 0
     assert load_trace(trace).traces == tuple(data["acceptance"]["traces"])
     assert load_profile(profile).target.latency.cost is not None
     capsys.readouterr()
@@ -421,7 +423,8 @@ def test_validate_over_seeds_reports_every_run_and_the_means(
             assert run["calibration_inline"][role]["contended"] == 1.0
             assert run["calibration_inline"][role]["crowded"] == []
             assert run["calibration"][role]["contended"] != 1.0
-            assert len(run["calibration"][role]["crowded"]) == 1
+            assert run["calibration"][role]["run_forwards"] > 0  # a DSI run with each slice
+            assert run["calibration_inline"][role]["run_forwards"] == 0
     for key in ("nonsi", "si", "dsi", "dsi_over_si", "dsi_over_nonsi", "si_over_nonsi"):
         summary = data["summary"][key]
         assert len(summary["error_pct"]) == len(summary["in_sample_error_pct"]) == 2
@@ -458,7 +461,7 @@ def test_dispatch_gaps_run_from_the_reply_that_led_to_a_forward() -> None:
     """The loop's time before each forward: from the run's start for the first, then from
     the latest reply delivered before it, replies of cancelled forwards aside."""
     from dsi_online.real.backend import RealRunResult, ServerRecords
-    from dsi_online.real.calibrate import dispatch_gaps
+    from dsi_online.real.runs import dispatch_gaps
     from dsi_online.schedulers import RunResult
 
     drafts = (_record("drafter", 0.001, 0.002), _record("drafter", 0.0023, 0.003))
@@ -476,6 +479,80 @@ def test_dispatch_gaps_run_from_the_reply_that_led_to_a_forward() -> None:
     gaps = dispatch_gaps(run)
     assert gaps["drafter"] == pytest.approx([0.001, 0.0003])
     assert gaps["target"] == pytest.approx([0.0001, 0.0032])  # not from the cancelled reply
+
+
+def test_run_forwards_count_the_servers_busy_at_each_submission() -> None:
+    """A run's forwards in the simulator's terms: a forward begins at its submission or when
+    its server's cancelled forward stopped, if later; busy = other servers' forwards between
+    their begin and their delivery (a cancelled one's: its stop) at its begin; idle from the
+    server's previous end; prefills and cancelled ones left out."""
+    from dsi_online.real.backend import RealRunResult, ServerRecords
+    from dsi_online.real.runs import run_forwards
+    from dsi_online.schedulers import RunResult
+
+    prefill = replace(_record("drafter", 0.0, 0.001), prompt=4, processed=5)
+    drafts = (prefill, _record("drafter", 0.0015, 0.002), _record("drafter", 0.0045, 0.005))
+    first = replace(_record("target", 0.001, 0.004, cancel=0.003), ended_s=0.0035)
+    second = (replace(_record("target", 0.0018, 0.0047), server="t1"),)
+    run = RealRunResult(
+        run=RunResult("dsi", 0.005, 0.001, 1, "", ()),
+        prompt=(1,),
+        output=(1,),
+        reference=(1,),
+        servers=(
+            ServerRecords("drafter-0", "drafter", drafts),
+            ServerRecords("t0", "target", (first, _record("target", 0.003, 0.0042))),
+            ServerRecords("t1", "target", second),
+        ),
+    )
+    found = run_forwards(run)
+    # at 0.0015 t0 computes (until 0.0035), t1 not yet; at 0.0045 only t1 (until 0.0047)
+    assert [(f.busy, f.tokens, f.context) for f in found["drafter"]] == [(1, 1, 0), (1, 1, 0)]
+    assert [f.idle_s for f in found["drafter"]] == pytest.approx([0.0005, 0.0025])
+    assert [f.seconds for f in found["drafter"]] == pytest.approx([0.0005, 0.0005])
+    # t0's second, sent at 0.003, begins when its cancelled first stops (0.0035), beside t1;
+    # t1 at 0.0018: the drafter's (0.0015-0.002) and t0's first (until 0.0035) compute
+    assert [f.busy for f in found["target"]] == [1, 2]
+    assert [f.idle_s for f in found["target"]] == pytest.approx([0.0, 0.0018])
+    assert [f.seconds for f in found["target"]] == pytest.approx([0.0007, 0.0029])
+
+
+def _sharing_calibration(forwards: tuple[Any, ...]) -> Calibration:
+    row = (1.0, 1.0)
+    return Calibration(
+        role="drafter",
+        counts=(1, 2),
+        contexts=(10, 20),
+        samples=((row, row), (row, row)),
+        prefill_s=(2.0,),
+        layers=2,
+        idle_ratios=((1.0,), (1.0,), (2.0,), (2.0,), (2.0,), (2.0,)),
+        contended_ratios=(1.1,),
+        overhead_s=(0.05, 0.15),
+        run_forwards=forwards,
+    )
+
+
+def test_sharing_reads_the_slowdowns_beside_busy_servers_from_the_real_runs() -> None:
+    """Where the real DSI runs had SHARING_MIN forwards beside 1 busy server, a forward
+    beside 1 pays what those paid over their price, and likewise beside 2 or more (a ratio
+    of sums, each forward's seconds plus the loop time a calibration forward's price holds,
+    the idle slowdown priced in); a group with fewer keeps the chains' `contended` or no
+    `crowded`."""
+    from dsi_online.real.calibrate import SHARING_MIN
+    from dsi_online.real.runs import RunForward
+
+    half = SHARING_MIN // 2
+    beside_one = [RunForward(1, 1, 10, 0.0, 1.2), RunForward(1, 2, 10, 0.0, 1.0)] * half
+    beside_more = [RunForward(2, 1, 10, 0.0, 1.4), RunForward(3, 1, 10, 0.004, 2.8)] * half
+    alone = [RunForward(0, 1, 10, 0.0, 9.0)]
+    cost = _sharing_calibration((*beside_one, *beside_more, *alone)).cost()
+    assert cost.contended == pytest.approx(1.2)  # (1.2 + 0.1 + 1.0 + 0.1) / 2
+    assert cost.crowded == pytest.approx(((1.5 + 2.9) / (1.0 + 2.0),))  # after 4 ms idle: x2
+    few = _sharing_calibration((*beside_one[:-1], *beside_more[:-1])).cost()
+    assert (few.contended, few.crowded) == (pytest.approx(1.1), ())
+    only_one = _sharing_calibration((*beside_one, *beside_more[:-1])).cost()
+    assert (only_one.contended, only_one.crowded) == (pytest.approx(1.2), ())
 
 
 def test_dispatch_is_the_schedulers_loop_time_less_the_calibrations() -> None:
