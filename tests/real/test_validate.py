@@ -457,26 +457,28 @@ def _record(role: str, submitted: float, delivered: float, cancel: float | None 
     )
 
 
-def test_dispatch_gaps_run_from_the_reply_that_led_to_a_forward() -> None:
-    """The loop's time before each forward: from the run's start for the first, then from
-    the latest reply delivered before it, replies of cancelled forwards aside."""
+def _real_run(*servers: tuple[str, str, tuple[Any, ...]]) -> Any:
+    """A real run's result holding only these servers' records (name, role, records)."""
     from dsi_online.real.backend import RealRunResult, ServerRecords
-    from dsi_online.real.runs import dispatch_gaps
     from dsi_online.schedulers import RunResult
 
-    drafts = (_record("drafter", 0.001, 0.002), _record("drafter", 0.0023, 0.003))
-    targets = (_record("target", 0.0031, 0.006, cancel=0.004), _record("target", 0.0062, 0.009))
-    run = RealRunResult(
-        run=RunResult("si", 0.009, 0.006, 1, "", ()),
+    return RealRunResult(
+        run=RunResult("dsi", 0.009, 0.001, 1, "", ()),
         prompt=(1,),
         output=(1,),
         reference=(1,),
-        servers=(
-            ServerRecords("drafter-0", "drafter", drafts),
-            ServerRecords("t", "target", targets),
-        ),
+        servers=tuple(ServerRecords(*server) for server in servers),
     )
-    gaps = dispatch_gaps(run)
+
+
+def test_dispatch_gaps_run_from_the_reply_that_led_to_a_forward() -> None:
+    """The loop's time before each forward: from the run's start for the first, then from
+    the latest reply delivered before it, replies of cancelled forwards aside."""
+    from dsi_online.real.runs import dispatch_gaps
+
+    drafts = (_record("drafter", 0.001, 0.002), _record("drafter", 0.0023, 0.003))
+    targets = (_record("target", 0.0031, 0.006, cancel=0.004), _record("target", 0.0062, 0.009))
+    gaps = dispatch_gaps(_real_run(("drafter-0", "drafter", drafts), ("t", "target", targets)))
     assert gaps["drafter"] == pytest.approx([0.001, 0.0003])
     assert gaps["target"] == pytest.approx([0.0001, 0.0032])  # not from the cancelled reply
 
@@ -486,26 +488,19 @@ def test_run_forwards_count_the_servers_busy_at_each_submission() -> None:
     its server's cancelled forward stopped, if later; busy = other servers' forwards between
     their begin and their delivery (a cancelled one's: its stop) at its begin; idle from the
     server's previous end; prefills and cancelled ones left out."""
-    from dsi_online.real.backend import RealRunResult, ServerRecords
     from dsi_online.real.runs import run_forwards
-    from dsi_online.schedulers import RunResult
 
     prefill = replace(_record("drafter", 0.0, 0.001), prompt=4, processed=5)
     drafts = (prefill, _record("drafter", 0.0015, 0.002), _record("drafter", 0.0045, 0.005))
     first = replace(_record("target", 0.001, 0.004, cancel=0.003), ended_s=0.0035)
     second = (replace(_record("target", 0.0018, 0.0047), server="t1"),)
-    run = RealRunResult(
-        run=RunResult("dsi", 0.005, 0.001, 1, "", ()),
-        prompt=(1,),
-        output=(1,),
-        reference=(1,),
-        servers=(
-            ServerRecords("drafter-0", "drafter", drafts),
-            ServerRecords("t0", "target", (first, _record("target", 0.003, 0.0042))),
-            ServerRecords("t1", "target", second),
-        ),
+    found = run_forwards(
+        _real_run(
+            ("drafter-0", "drafter", drafts),
+            ("t0", "target", (first, _record("target", 0.003, 0.0042))),
+            ("t1", "target", second),
+        )
     )
-    found = run_forwards(run)
     # at 0.0015 t0 computes (until 0.0035), t1 not yet; at 0.0045 only t1 (until 0.0047)
     assert [(f.busy, f.tokens, f.context) for f in found["drafter"]] == [(1, 1, 0), (1, 1, 0)]
     assert [f.idle_s for f in found["drafter"]] == pytest.approx([0.0005, 0.0025])
