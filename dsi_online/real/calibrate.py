@@ -21,8 +21,8 @@ import numpy as np
 
 from dsi_online.errors import require
 from dsi_online.measure.latency import unstable_timings
-from dsi_online.real.backend import RealBackend, RealRunResult
-from dsi_online.real.runs import RunForward, run_forwards
+from dsi_online.real.backend import RealBackend
+from dsi_online.real.runs import RunForward
 from dsi_online.real.server import RealPool, RealServer
 from dsi_online.real.worker import Prefill
 from dsi_online.schedulers.seam import Role
@@ -118,9 +118,9 @@ class Calibration:
         not a change under one measurement)."""
         return replace(cls.merge(slices), rounds=1)
 
-    def with_run(self, run: RealRunResult) -> Calibration:
-        """This calibration with its role's forwards in a real DSI run (`run_forwards`)."""
-        return replace(self, run_forwards=tuple(run_forwards(run)[self.role]))
+    def with_forwards(self, found: dict[Role, list[RunForward]]) -> Calibration:
+        """This calibration with its role's forwards of a real DSI run (`run_forwards`)."""
+        return replace(self, run_forwards=tuple(found[self.role]))
 
     @property
     def warnings(self) -> tuple[str, ...]:

@@ -53,7 +53,7 @@ def run_forwards(run: RealRunResult) -> dict[Role, list[RunForward]]:
     for server in run.servers:
         last = 0.0
         for r in server.records:
-            end = r.delivered_s if r.cancel_s is None else r.ended_s
+            end = r.ended_s if r.cancelled else r.delivered_s
             spans.append((r.server, max(r.submitted_s, last), end, r))
             last = max(last, end)
     found: dict[Role, list[RunForward]] = {"target": [], "drafter": []}
@@ -61,7 +61,7 @@ def run_forwards(run: RealRunResult) -> dict[Role, list[RunForward]]:
     for name, begin, end, r in spans:
         idle = max(0.0, begin - previous.get(name, 0.0))
         previous[name] = max(previous.get(name, 0.0), end)
-        if r.cancel_s is None and r.prompt == 0 and r.processed > 0:
+        if not r.cancelled and r.prompt == 0 and r.processed > 0:
             busy = sum(other != name and a <= begin < b for other, a, b, _ in spans)
             found[r.role].append(RunForward(busy, r.processed, r.kept, idle, end - begin))
     return found

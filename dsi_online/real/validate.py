@@ -48,7 +48,7 @@ from dsi_online.real.heldout import (
     slices_due,
 )
 from dsi_online.real.peer import Method, Peer, PeerResult, PeerRun
-from dsi_online.real.runs import dispatch_gaps
+from dsi_online.real.runs import dispatch_gaps, run_forwards
 from dsi_online.real.worker import DTYPES
 from dsi_online.schedulers import Scheduler
 from dsi_online.schedulers.registry import ALGORITHMS, schedulers
@@ -463,8 +463,9 @@ def _measure_and_run(
                         step("measure", done, total)
                 if shared:  # Calibration.sharing
                     run = backends[main].play(by_name["dsi"], sample, request.tokens)
+                    found = run_forwards(run)
                     for role in ROLES:
-                        measured[main][role][-1] = measured[main][role][-1].with_run(run)
+                        measured[main][role][-1] = measured[main][role][-1].with_forwards(found)
                     done += 1
                     step("measure", done, total)
             # the host's speed now (Calibration.host_speed), on the calibration prompt
