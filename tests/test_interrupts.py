@@ -5,6 +5,7 @@ a second stops at once; no process outlives the command, even when its parent is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import signal
@@ -82,15 +83,20 @@ class Command:
         return next(t for t, line in self.lines if needle in line)
 
     def group_gone(self, timeout: float = STOPS_S) -> bool:
-        """Whether every process of the command's group has exited (zombies reaped)."""
+        """Whether every process of the command's group has exited. An exited process whose
+        parent died waits as a zombie until the machine's init reaps it: it counts as gone."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(self.process.pid, 0)
-            except ProcessLookupError:
-                return True
+        while _group(self.process.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        return False
+        return not _group(self.process.pid)
+
+    def left(self) -> str:
+        """The group's live processes, for a failure's message."""
+        found = []
+        for pid in _group(self.process.pid):
+            with contextlib.suppress(OSError):
+                found.append(f"{pid}: {Path(f'/proc/{pid}/cmdline').read_bytes()[:100]!r}")
+        return "; ".join(found)
 
 
 LONG_HEATMAP = ["heatmap", "--engine", "async", "--ndim", "8", "--tokens", "400"]
@@ -143,7 +149,7 @@ def test_first_ctrl_c_says_what_is_kept_and_stops(
     assert command.when("interrupted: stopping") - sent < SAYS_AT_ONCE_S
     assert f"kept in {out}" in err and f"--resume --out {out}" in err
     assert ended - sent < STOPS_S
-    assert command.group_gone(), "a worker outlived the command"
+    assert command.group_gone(), f"a process outlived the command: {command.left()}"
     deadline = time.monotonic() + STOPS_S  # Ray's own processes leave the group: gone too
     while _ray_processes() - ray_before and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -3,17 +3,22 @@ tasks; results come back as each chunk finishes. Used by the heatmap and the swe
 
 On an interrupt or an error the pool is terminated at once, never waited for: the chunks
 that have come back are the caller's to keep (see `dsi_online.interrupts`). Workers run
-`interrupts.worker_init`, so they leave Ctrl-C to the parent and die with it.
+`interrupts.worker_init`, so they leave Ctrl-C to the parent and die with it. A local Ray
+instance is shut down, and any of its processes still alive a second later is killed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing
+import os
 import re
+import signal
 import socket
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
@@ -30,6 +35,8 @@ EXECUTORS: tuple[Executor, ...] = ("process", "ray")
 
 RAY_CONNECT_TIMEOUT_S = 5.0
 """How long a Ray address may take to accept a connection before it counts as unreachable."""
+RAY_SHUTDOWN_GRACE_S = 1.0
+"""How long a local Ray's processes have to exit after `ray.shutdown` before they are killed."""
 RAY_ADDRESS_FORMS = "auto, HOST:PORT or ray://HOST:PORT"
 
 Chunk = TypeVar("Chunk")
@@ -133,22 +140,10 @@ def _ray_tasks(
     if ray_address is not None:
         check_ray_address(ray_address)
     started_here = not ray.is_initialized()
-    if started_here:
-        local_cpus = None if ray_address else workers
-        try:
-            ray.init(
-                address=ray_address,
-                num_cpus=local_cpus,
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level="ERROR",
-            )
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            where = f"at {ray_address}" if ray_address else "locally"
-            raise BackendError(
-                f"cannot start or reach a Ray cluster {where}: {_first_line(exc)}"
-            ) from None
+    processes = _Below()
     try:
+        if started_here:
+            _start(ray, ray_address, workers)
         remote = ray.remote(_apply)
         func_ref = ray.put(func)
         pending = [remote.remote(func_ref, chunk) for chunk in chunks]
@@ -165,8 +160,88 @@ def _ray_tasks(
                     ) from None
                 yield result
     finally:
-        if started_here:
+        if started_here:  # even when interrupted inside ray.init, its processes half started
+            processes.seen()
             ray.shutdown()
+            processes.end(RAY_SHUTDOWN_GRACE_S)
+
+
+def _start(ray: Any, ray_address: str | None, workers: int) -> None:
+    """Connect to `ray_address`'s cluster, or start a local instance of `workers` CPUs."""
+    try:
+        ray.init(
+            address=ray_address,
+            num_cpus=None if ray_address else workers,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
+        )
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"at {ray_address}" if ray_address else "locally"
+        raise BackendError(
+            f"cannot start or reach a Ray cluster {where}: {_first_line(exc)}"
+        ) from None
+
+
+def _live_stats() -> dict[int, int]:
+    """Each live (not zombie) process's parent, from /proc; empty where there is none."""
+    parents = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="utf-8") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parents[int(entry)] = int(fields[1])
+    return parents
+
+
+def _live_descendants(root: int) -> set[int]:
+    """The live processes below `root`."""
+    children: dict[int, list[int]] = {}
+    for pid, parent in _live_stats().items():
+        children.setdefault(parent, []).append(pid)
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found.update(below)
+        todo.extend(below)
+    return found
+
+
+class _Below:
+    """The processes started below this one from now on (a local Ray's servers, agents and
+    workers), so that none outlives the command: Ray's agents exit only when they next notice
+    their raylet gone, and an interrupt inside `ray.init` leaves its servers running."""
+
+    def __init__(self) -> None:
+        self._before = _live_descendants(os.getpid())
+        self._seen: set[int] = set()
+
+    def seen(self) -> set[int]:
+        """The new processes seen so far, the live ones added now (an orphan leaves the tree)."""
+        self._seen |= _live_descendants(os.getpid()) - self._before
+        return self._seen
+
+    def end(self, grace_s: float) -> None:
+        """Wait up to `grace_s` for them to exit, then stop what is left (so that none starts
+        another or leaves an orphan meanwhile) and kill it."""
+        deadline = time.monotonic() + grace_s
+        while (left := self.seen() & _live_stats().keys()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stopped: set[int] = set()
+        while left := left - stopped:
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+            stopped |= left
+            left = self.seen() & _live_stats().keys()
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _first_line(exc: BaseException) -> str:

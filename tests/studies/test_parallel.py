@@ -193,3 +193,46 @@ def test_a_ray_cluster_that_dies_mid_run_is_one_line(
     line = one_error(capsys, [*SMALL_HEATMAP, "--backend", "ray", "--out", str(out)])
     assert "Ray cluster failed during the run: node died" in line
     assert (out / "run.json").is_file()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_a_local_ray_leaves_no_process_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's agents outlive `ray.shutdown` until they notice their raylet gone: a process the
+    local instance started and left running is killed after the grace; one that was running
+    before it started is left alone."""
+    import subprocess
+    import types
+
+    from dsi_online.studies import parallel
+
+    ignores_term = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    )
+    before = subprocess.Popen([sys.executable, "-c", ignores_term])
+    started: list[subprocess.Popen[bytes]] = []
+    fake = types.SimpleNamespace(
+        is_initialized=lambda: False,
+        init=lambda **kwargs: started.append(
+            subprocess.Popen([sys.executable, "-c", ignores_term])
+        ),
+        shutdown=lambda: None,
+        remote=lambda func: types.SimpleNamespace(remote=func),
+        put=lambda value: value,
+        wait=lambda pending, num_returns: (pending[:1], pending[1:]),
+        get=lambda ref: ref,
+        exceptions=types.SimpleNamespace(RayError=OSError, RayTaskError=OSError),
+    )
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setattr(parallel, "RAY_SHUTDOWN_GRACE_S", 0.5)
+    try:
+        with ExitStack() as stack:
+            results = run_chunks(
+                abs, [-1, -2], workers=1, backend="ray", ray_address=None, stack=stack, command="t"
+            )
+            assert list(results) == [1, 2]
+        assert started[0].wait(timeout=5) == -9
+        assert before.poll() is None
+    finally:
+        for process in (before, *started):
+            process.kill()
+            process.wait()
