@@ -36,10 +36,6 @@ Calibrations = dict[Workers, dict[str, Calibration]]
 """A validation's merged latency calibrations, by kind of worker and role."""
 Slices = dict[Workers, dict[Role, list[Calibration]]]
 """The one-sample calibrations a validation took, by kind of worker and role, in order."""
-SHARING_RUNS = 4
-"""Real DSI runs a calibration slice takes with several target servers, on as many
-calibration prompts in turn (`sharing_prompts`): one run's slowdowns beside busy servers
-vary by 15-30% from run to run (docs/validate.md), and DSI's latency carries the drafter's."""
 REPLICATES, REPLICATE_TRACES = 32, 24
 """Resampled latency calibrations behind the held-out intervals (`calibration_factors`),
 each simulated over the first REPLICATE_TRACES calibration traces, once each."""
@@ -121,12 +117,6 @@ def slices_due(index: int, prompts: int, slices: int) -> list[int]:
     """The calibration slices taken before evaluation prompt `index` of `prompts`: `slices`
     in a round, spread evenly (slice j before prompt j * prompts // slices)."""
     return [j for j in range(slices) if j * prompts // slices == index]
-
-
-def sharing_prompts(prompts: Sequence[Sequence[int]], taken: int) -> list[Sequence[int]]:
-    """The calibration prompts of the DSI runs of the slice taken after `taken` others: the
-    set in turn, SHARING_RUNS a slice."""
-    return [prompts[(taken * SHARING_RUNS + j) % len(prompts)] for j in range(SHARING_RUNS)]
 
 
 def host_factors(calibrations: dict[str, Calibration]) -> np.ndarray:

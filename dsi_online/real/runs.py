@@ -40,8 +40,8 @@ def dispatch_gaps(run: RealRunResult) -> dict[Role, list[float]]:
     return gaps
 
 
-def run_forwards(*runs: RealRunResult) -> dict[Role, list[RunForward]]:
-    """Per role, real runs' completed forwards after the prefill as `RunForward`s, timed
+def run_forwards(run: RealRunResult) -> dict[Role, list[RunForward]]:
+    """Per role, a real run's completed forwards after the prefill as `RunForward`s, timed
     as the simulator prices one (`SimulatedServer`): a forward begins at its submission, or
     when its server's previous forward ended if that was still stopping after a cancel; it
     ends at its reply's delivery (a cancelled one: when its worker stopped); the busy ones
@@ -49,15 +49,6 @@ def run_forwards(*runs: RealRunResult) -> dict[Role, list[RunForward]]:
     time runs from its server's previous end (the run's start before the first).
     Cancelled forwards are left out (they have no whole round trip), so the long ones,
     which a rejection cancels more often, weigh a little less than in a run."""
-    found: dict[Role, list[RunForward]] = {"target": [], "drafter": []}
-    for run in runs:
-        for role, forwards in _run_forwards(run).items():
-            found[role] += forwards
-    return found
-
-
-def _run_forwards(run: RealRunResult) -> dict[Role, list[RunForward]]:
-    """`run_forwards` of one run."""
     spans: list[tuple[str, float, float, ForwardRecord]] = []
     for server in run.servers:
         last = 0.0

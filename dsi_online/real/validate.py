@@ -45,7 +45,6 @@ from dsi_online.real.heldout import (
     calibration_factors,
     host_factors,
     scenarios,
-    sharing_prompts,
     slices_due,
 )
 from dsi_online.real.peer import Method, Peer, PeerResult, PeerRun
@@ -424,12 +423,13 @@ def _measure_and_run(
     followed by transformers' greedy and assisted generation. The round's calibration is
     taken in `calibration_samples` one-sample slices spread between the prompts
     (`slices_due`): this host's speed wanders by 20% within seconds (docs/validate.md).
-    A slice calibrates every backend the runs use, one after the other (which first
-    alternates: both priced at the same moments), then with several target servers runs
-    DSI on SHARING_RUNS calibration prompts. The algorithms' order rotates by prompt, the
-    peer's two alternate; runs are listed by round, then prompt (paired). The host's speed
-    is probed before each prompt (`Calibration.probes_s`). The prediction never sees the
-    runs. Returns the merged calibrations and their slices in order (`calibration_factors`)."""
+    Each slice calibrates every backend the runs use, one right after the other (which
+    first alternates), so that both are priced at the same moments, then (with several
+    target servers) runs DSI on the calibration prompt for real. The order of the
+    algorithms rotates by prompt, the peer's two alternate; runs are listed round by round,
+    prompt by prompt (paired). The host's speed is probed before each prompt
+    (`Calibration.probes_s`). The prediction never sees the runs. Returns the merged
+    calibrations and their slices in the order taken (`calibration_factors`)."""
     by_name = schedulers(request.lookahead, request.servers)
     main = request.workers_of("dsi")
     slices = request.calibration_samples
@@ -440,7 +440,7 @@ def _measure_and_run(
     runs: dict[str, list[RealRunResult]] = {name: [] for name in ALGORITHMS}
     peer_runs: list[PeerRun] = []
     methods: tuple[Method, ...] = ("greedy", "assisted")
-    shared = request.servers > 1  # DSI runs with each slice: how its servers share the host
+    shared = request.servers > 1  # a DSI run with each slice: how its servers share the host
     per_slice = len(request.kinds) * len(ROLES) + shared
     total = request.repeats * (slices * per_slice + len(prompts) * (len(ALGORITHMS) + len(methods)))
     done = 0
@@ -462,9 +462,8 @@ def _measure_and_run(
                         done += 1
                         step("measure", done, total)
                 if shared:  # Calibration.sharing
-                    taken = sharing_prompts(calibration, round_ * slices + part)
-                    dsi = [backends[main].play(by_name["dsi"], p, request.tokens) for p in taken]
-                    found = run_forwards(*dsi)
+                    run = backends[main].play(by_name["dsi"], sample, request.tokens)
+                    found = run_forwards(run)
                     for role in ROLES:
                         measured[main][role][-1] = measured[main][role][-1].with_forwards(found)
                     done += 1

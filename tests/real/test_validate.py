@@ -24,7 +24,6 @@ from dsi_online.real.heldout import (
     BOOTSTRAP,
     REPLICATE_TRACES,
     REPLICATES,
-    SHARING_RUNS,
     Calibrations,
     Protocol,
     Replicates,
@@ -33,7 +32,6 @@ from dsi_online.real.heldout import (
     host_factors,
     predictive_draws,
     replicate_factors,
-    sharing_prompts,
     slices_due,
 )
 from dsi_online.real.validate import ValidateRequest
@@ -91,18 +89,6 @@ def test_calibration_slices_are_spread_evenly_between_the_prompts(
     assert all(abs(g - prompts / slices) < 1 for g in gaps) or slices >= prompts
     if (prompts, slices) == (40, 8):
         assert starts == [0, 5, 10, 15, 20, 25, 30, 35]
-
-
-@pytest.mark.parametrize("prompts", [120, 9, 3])
-def test_sharing_runs_take_the_calibration_prompts_in_turn(prompts: int) -> None:
-    """Each slice's DSI runs are SHARING_RUNS calibration prompts, the next ones of the set
-    (wrapping round): the 16 slices of a default seed spread over 64 of its 120 prompts."""
-    calibration = [[i] for i in range(prompts)]
-    taken = [sharing_prompts(calibration, slice_) for slice_ in range(16)]
-    assert all(len(runs) == SHARING_RUNS for runs in taken)
-    order = [p[0] for runs in taken for p in runs]
-    assert order == [i % prompts for i in range(16 * SHARING_RUNS)]
-    assert len(set(order)) == min(prompts, 16 * SHARING_RUNS)
 
 
 def test_host_speed_is_the_probes_over_the_calibrations_own_forwards() -> None:
@@ -508,13 +494,13 @@ def test_run_forwards_count_the_servers_busy_at_each_submission() -> None:
     drafts = (prefill, _record("drafter", 0.0015, 0.002), _record("drafter", 0.0045, 0.005))
     first = replace(_record("target", 0.001, 0.004, cancel=0.003), ended_s=0.0035)
     second = (replace(_record("target", 0.0018, 0.0047), server="t1"),)
-    run = _real_run(
-        ("drafter-0", "drafter", drafts),
-        ("t0", "target", (first, _record("target", 0.003, 0.0042))),
-        ("t1", "target", second),
+    found = run_forwards(
+        _real_run(
+            ("drafter-0", "drafter", drafts),
+            ("t0", "target", (first, _record("target", 0.003, 0.0042))),
+            ("t1", "target", second),
+        )
     )
-    found = run_forwards(run)
-    assert run_forwards(run, run) == {role: 2 * found[role] for role in found}  # runs apart
     # at 0.0015 t0 computes (until 0.0035), t1 not yet; at 0.0045 only t1 (until 0.0047)
     assert [(f.busy, f.tokens, f.context) for f in found["drafter"]] == [(1, 1, 0), (1, 1, 0)]
     assert [f.idle_s for f in found["drafter"]] == pytest.approx([0.0005, 0.0025])
