@@ -218,22 +218,22 @@ class Calibration:
 
     def sharing(self, cost: TokenCost) -> TokenCost:
         """`cost` with its slowdowns beside 1 (`contended`) and 2 or more (`crowded`) busy
-        servers read from the real DSI runs taken with the slices (`run_forwards`), each
-        where SHARING_MIN or more forwards give it: their seconds plus the loop time a
-        calibration forward's price includes (`overhead_s`), over `cost`'s price with the
-        idle slowdown, a ratio of sums. Chains beside neighbours that never wait share the
-        cores equally (about 1.8x for the drafter beside 2 busy targets); in DSI's runs the
-        drafter keeps its speed and the targets absorb the crowding (docs/validate.md,
-        "Several target servers share the host")."""
+        servers read from the real DSI runs of the slices (`run_forwards`), each where
+        SHARING_MIN or more forwards give it: a ratio of sums, their seconds plus the loop
+        time a calibration forward's price includes (`overhead_s`) over `cost`'s price with
+        the idle slowdown; a cancelled one as the simulator prices it (`CostStream.stop`:
+        transit out, its share of the layers it ran, no reply). docs/validate.md, "Several
+        target servers share the host"."""
         overhead = statistics.fmean(self.overhead_s) if self.overhead_s else 0.0
+        out, back = cost.transit_s
         spent, priced, count = [0.0, 0.0], [0.0, 0.0], [0, 0]
         for forward in self.run_forwards:
             if forward.busy >= 1:
-                group = min(forward.busy, 2) - 1
-                spent[group] += forward.seconds + overhead
-                priced[group] += cost.mean(forward.tokens, forward.context) * cost.host_factor(
-                    forward.idle_s, 0
-                )
+                group, share = min(forward.busy, 2) - 1, forward.layers / cost.layers
+                unpaid = share * (out + back) - out if forward.cancelled else 0.0
+                spent[group] += forward.seconds + share * overhead + unpaid
+                price = cost.mean(forward.tokens, forward.context)
+                priced[group] += share * price * cost.host_factor(forward.idle_s, 0)
                 count[group] += 1
         if count[0] >= SHARING_MIN:
             cost = replace(cost, contended=spent[0] / priced[0])

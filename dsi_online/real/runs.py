@@ -14,16 +14,19 @@ from dsi_online.schedulers.seam import Role
 
 @dataclass(frozen=True)
 class RunForward:
-    """One completed forward after the prefill in a real scheduler's run, in the simulator's
-    terms (`run_forwards`): the other servers' forwards computing when it began, the tokens
-    it ran after `context` cached ones, its server's idle seconds before it, and its seconds
-    from begin to the reply's delivery."""
+    """One forward after the prefill in a real scheduler's run, in the simulator's terms
+    (`run_forwards`): the other servers' forwards computing when it began, the tokens it ran
+    after `context` cached ones, its server's idle seconds before it, its seconds from begin
+    to the reply's delivery (a cancelled one: to its worker's end), the layers it ran, and
+    whether it was cancelled."""
 
     busy: int
     tokens: int
     context: int
     idle_s: float
     seconds: float
+    layers: int
+    cancelled: bool
 
 
 def dispatch_gaps(run: RealRunResult) -> dict[Role, list[float]]:
@@ -41,14 +44,14 @@ def dispatch_gaps(run: RealRunResult) -> dict[Role, list[float]]:
 
 
 def run_forwards(run: RealRunResult) -> dict[Role, list[RunForward]]:
-    """Per role, a real run's completed forwards after the prefill as `RunForward`s, timed
-    as the simulator prices one (`SimulatedServer`): a forward begins at its submission, or
-    when its server's previous forward ended if that was still stopping after a cancel; it
-    ends at its reply's delivery (a cancelled one: when its worker stopped); the busy ones
-    are the other servers' forwards between their begin and end at its begin, its idle
-    time runs from its server's previous end (the run's start before the first).
-    Cancelled forwards are left out (they have no whole round trip), so the long ones,
-    which a rejection cancels more often, weigh a little less than in a run."""
+    """Per role, a real run's forwards after the prefill that ran a layer or more as
+    `RunForward`s, timed as the simulator prices one (`SimulatedServer`): a forward begins
+    at its submission, or when its server's previous forward ended if that was still
+    stopping after a cancel; it ends at its reply's delivery (a cancelled one: when its
+    worker stopped); the busy ones are the other servers' forwards between their begin and
+    end at its begin, its idle time runs from its server's previous end (the run's start
+    before the first). A forward cancelled before its first layer costs the same in both
+    (until the cancel) and is left out."""
     spans: list[tuple[str, float, float, ForwardRecord]] = []
     for server in run.servers:
         last = 0.0
@@ -61,7 +64,9 @@ def run_forwards(run: RealRunResult) -> dict[Role, list[RunForward]]:
     for name, begin, end, r in spans:
         idle = max(0.0, begin - previous.get(name, 0.0))
         previous[name] = max(previous.get(name, 0.0), end)
-        if not r.cancelled and r.prompt == 0 and r.processed > 0:
+        if r.layers > 0 and r.prompt == 0 and r.processed > 0:
             busy = sum(other != name and a <= begin < b for other, a, b, _ in spans)
-            found[r.role].append(RunForward(busy, r.processed, r.kept, idle, end - begin))
+            found[r.role].append(
+                RunForward(busy, r.processed, r.kept, idle, end - begin, r.layers, r.cancelled)
+            )
     return found

@@ -487,11 +487,14 @@ def test_run_forwards_count_the_servers_busy_at_each_submission() -> None:
     """A run's forwards in the simulator's terms: a forward begins at its submission or when
     its server's cancelled forward stopped, if later; busy = other servers' forwards between
     their begin and their delivery (a cancelled one's: its stop) at its begin; idle from the
-    server's previous end; prefills and cancelled ones left out."""
+    server's previous end; a cancelled one ends at its worker's stop; prefills and forwards
+    cancelled before their first layer left out."""
     from dsi_online.real.runs import run_forwards
 
     prefill = replace(_record("drafter", 0.0, 0.001), prompt=4, processed=5)
+    never_ran = replace(_record("drafter", 0.006, 0.0062, cancel=0.006), layers=0)
     drafts = (prefill, _record("drafter", 0.0015, 0.002), _record("drafter", 0.0045, 0.005))
+    drafts += (never_ran,)
     first = replace(_record("target", 0.001, 0.004, cancel=0.003), ended_s=0.0035)
     second = (replace(_record("target", 0.0018, 0.0047), server="t1"),)
     found = run_forwards(
@@ -505,11 +508,11 @@ def test_run_forwards_count_the_servers_busy_at_each_submission() -> None:
     assert [(f.busy, f.tokens, f.context) for f in found["drafter"]] == [(1, 1, 0), (1, 1, 0)]
     assert [f.idle_s for f in found["drafter"]] == pytest.approx([0.0005, 0.0025])
     assert [f.seconds for f in found["drafter"]] == pytest.approx([0.0005, 0.0005])
-    # t0's second, sent at 0.003, begins when its cancelled first stops (0.0035), beside t1;
-    # t1 at 0.0018: the drafter's (0.0015-0.002) and t0's first (until 0.0035) compute
-    assert [f.busy for f in found["target"]] == [1, 2]
-    assert [f.idle_s for f in found["target"]] == pytest.approx([0.0, 0.0018])
-    assert [f.seconds for f in found["target"]] == pytest.approx([0.0007, 0.0029])
+    # t0's first, cancelled, alone at 0.001 until its stop at 0.0035; its second, sent at
+    # 0.003, begins then, beside t1; t1 at 0.0018: the drafter's and t0's first compute
+    assert [(f.busy, f.cancelled) for f in found["target"]] == [(0, True), (1, False), (2, False)]
+    assert [f.idle_s for f in found["target"]] == pytest.approx([0.001, 0.0, 0.0018])
+    assert [f.seconds for f in found["target"]] == pytest.approx([0.0025, 0.0007, 0.0029])
 
 
 def _sharing_calibration(forwards: tuple[Any, ...]) -> Calibration:
@@ -538,9 +541,15 @@ def test_sharing_reads_the_slowdowns_beside_busy_servers_from_the_real_runs() ->
     from dsi_online.real.runs import RunForward
 
     half = SHARING_MIN // 2
-    beside_one = [RunForward(1, 1, 10, 0.0, 1.2), RunForward(1, 2, 10, 0.0, 1.0)] * half
-    beside_more = [RunForward(2, 1, 10, 0.0, 1.4), RunForward(3, 1, 10, 0.004, 2.8)] * half
-    alone = [RunForward(0, 1, 10, 0.0, 9.0)]
+    whole = {"layers": 2, "cancelled": False}
+    beside_one = [RunForward(1, 1, 10, 0.0, 1.2, **whole), RunForward(1, 2, 10, 0.0, 1.0, **whole)]
+    beside_one *= half
+    beside_more = [
+        RunForward(2, 1, 10, 0.0, 1.4, **whole),
+        RunForward(3, 1, 10, 0.004, 2.8, **whole),
+    ]
+    beside_more *= half
+    alone = [RunForward(0, 1, 10, 0.0, 9.0, **whole)]
     cost = _sharing_calibration((*beside_one, *beside_more, *alone)).cost()
     assert cost.contended == pytest.approx(1.2)  # (1.2 + 0.1 + 1.0 + 0.1) / 2
     assert cost.crowded == pytest.approx(((1.5 + 2.9) / (1.0 + 2.0),))  # after 4 ms idle: x2
@@ -548,6 +557,24 @@ def test_sharing_reads_the_slowdowns_beside_busy_servers_from_the_real_runs() ->
     assert (few.contended, few.crowded) == (pytest.approx(1.1), ())
     only_one = _sharing_calibration((*beside_one, *beside_more[:-1])).cost()
     assert (only_one.contended, only_one.crowded) == (pytest.approx(1.2), ())
+
+
+def test_a_cancelled_forward_counts_as_the_simulator_prices_it() -> None:
+    """A forward cancelled in its first of 2 layers took 0.7 s from its begin to its
+    worker's stop (plus half the calibration's 0.1 s loop time): the slowdown read from it
+    makes the simulator stop such a forward, cancelled at the same point, after as long."""
+    from dsi_online.real.calibrate import SHARING_MIN
+    from dsi_online.real.runs import RunForward
+    from dsi_online.sim.cost import CostStream
+
+    stopped = RunForward(1, 1, 10, 0.0, 0.7, layers=1, cancelled=True)
+    calibration = replace(_sharing_calibration((stopped,) * SHARING_MIN), transit_s=((0.1, 0.2),))
+    cost = calibration.cost()
+    assert cost.contended == pytest.approx((0.7 + 0.05 + 0.5 * 0.3 - 0.1) / 0.5)
+    stop = CostStream(cost, np.random.default_rng(0)).stop(
+        0.0, cost.mean(1, 10) * cost.contended, now=0.5, protected=False
+    )
+    assert (stop.end, stop.layers, stop.completed) == (pytest.approx(0.75), 1, False)
 
 
 def test_dispatch_is_the_schedulers_loop_time_less_the_calibrations() -> None:
