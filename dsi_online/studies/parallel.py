@@ -198,10 +198,10 @@ def _live_stats() -> dict[int, int]:
     return parents
 
 
-def _live_descendants(root: int) -> set[int]:
-    """The live processes below `root`."""
+def _descendants(root: int, parents: dict[int, int]) -> set[int]:
+    """The processes below `root`, from each process's parent (`_live_stats`)."""
     children: dict[int, list[int]] = {}
-    for pid, parent in _live_stats().items():
+    for pid, parent in parents.items():
         children.setdefault(parent, []).append(pid)
     found: set[int] = set()
     todo = [root]
@@ -218,19 +218,21 @@ class _Below:
     their raylet gone, and an interrupt inside `ray.init` leaves its servers running."""
 
     def __init__(self) -> None:
-        self._before = _live_descendants(os.getpid())
+        self._before = _descendants(os.getpid(), _live_stats())
         self._seen: set[int] = set()
 
     def seen(self) -> set[int]:
-        """The new processes seen so far, the live ones added now (an orphan leaves the tree)."""
-        self._seen |= _live_descendants(os.getpid()) - self._before
-        return self._seen
+        """Those of the new processes seen so far (the live ones added now: an orphan leaves
+        the tree) that are still alive, from one reading of /proc."""
+        live = _live_stats()
+        self._seen |= _descendants(os.getpid(), live) - self._before
+        return self._seen & live.keys()
 
     def end(self, grace_s: float) -> None:
         """Wait up to `grace_s` for them to exit, then stop what is left (so that none starts
         another or leaves an orphan meanwhile) and kill it."""
         deadline = time.monotonic() + grace_s
-        while (left := self.seen() & _live_stats().keys()) and time.monotonic() < deadline:
+        while (left := self.seen()) and time.monotonic() < deadline:
             time.sleep(0.05)
         stopped: set[int] = set()
         while left := left - stopped:
@@ -238,7 +240,7 @@ class _Below:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGSTOP)
             stopped |= left
-            left = self.seen() & _live_stats().keys()
+            left = self.seen()
         for pid in stopped:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -515,15 +515,24 @@ def test_run_forwards_count_the_servers_busy_at_each_submission() -> None:
     assert [f.seconds for f in found["target"]] == pytest.approx([0.0025, 0.0007, 0.0029])
 
 
-def _sharing_calibration(forwards: tuple[Any, ...]) -> Calibration:
+def _flat_calibration(role: Role, **fields: Any) -> Calibration:
+    """A calibration whose forwards all took 1 s (1 or 2 tokens, either context; 2 layers,
+    a 2 s cold prefill), with `fields` besides."""
     row = (1.0, 1.0)
     return Calibration(
-        role="drafter",
+        role=role,
         counts=(1, 2),
         contexts=(10, 20),
         samples=((row, row), (row, row)),
         prefill_s=(2.0,),
         layers=2,
+        **fields,
+    )
+
+
+def _sharing_calibration(forwards: tuple[Any, ...]) -> Calibration:
+    return _flat_calibration(
+        "drafter",
         idle_ratios=((1.0,), (1.0,), (2.0,), (2.0,), (2.0,), (2.0,)),
         contended_ratios=(1.1,),
         overhead_s=(0.05, 0.15),
@@ -578,14 +587,8 @@ def test_a_cancelled_forward_counts_as_the_simulator_prices_it() -> None:
 
 
 def test_dispatch_is_the_schedulers_loop_time_less_the_calibrations() -> None:
-    row = (1.0, 1.0)
-    calibration = Calibration(
-        role="target",
-        counts=(1, 2),
-        contexts=(10, 20),
-        samples=((row, row), (row, row)),
-        prefill_s=(2.0,),
-        layers=2,
+    calibration = _flat_calibration(
+        "target",
         idle_ratios=((1.0,),) * 6,
         contended_ratios=(1.0,),
         overhead_s=(0.1, 0.3),
