@@ -71,7 +71,7 @@ class Calibration:
     transit_s: tuple[tuple[float, float], ...] = ()  # per forward: (queued, delivery)
     overhead_s: tuple[float, ...] = ()  # per forward: its seconds on the loop beyond transit
     gaps_s: tuple[float, ...] = ()  # real schedulers' loop time before a forward (dispatch_gaps)
-    run_forwards: tuple[RunForward, ...] = ()  # a real DSI run's, with each slice (`sharing`)
+    run_forwards: tuple[RunForward, ...] = ()  # real DSI runs' after this slice (`sharing`)
     probes_s: tuple[float, ...] = ()  # one-token forwards at the first context, between runs
     interruptible: bool = True  # the real server's settings
     prefill: Prefill = "finish"
@@ -119,8 +119,8 @@ class Calibration:
         return replace(cls.merge(slices), rounds=1)
 
     def with_forwards(self, found: dict[Role, list[RunForward]]) -> Calibration:
-        """This calibration with its role's forwards of a real DSI run (`run_forwards`)."""
-        return replace(self, run_forwards=tuple(found[self.role]))
+        """This calibration with its role's forwards of one more real DSI run (`run_forwards`)."""
+        return replace(self, run_forwards=(*self.run_forwards, *found[self.role]))
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -218,7 +218,7 @@ class Calibration:
 
     def sharing(self, cost: TokenCost) -> TokenCost:
         """`cost` with its slowdowns beside 1 (`contended`) and 2 or more (`crowded`) busy
-        servers read from the real DSI runs of the slices (`run_forwards`), each where
+        servers read from the real DSI runs kept with the slices (`run_forwards`), each where
         SHARING_MIN or more forwards give it: a ratio of sums, their seconds plus the loop
         time a calibration forward's price includes (`overhead_s`) over `cost`'s price with
         the idle slowdown; a cancelled one as the simulator prices it (`CostStream.stop`:

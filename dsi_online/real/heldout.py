@@ -169,7 +169,7 @@ def calibration_factors(
     role: a slice measures them at one moment), as factors (`replicate_factors`). They
     carry the slices' measurement noise and the host's speed at their moments, which the
     runs, interleaved with them, sample at moments of their own (with several target servers,
-    the real DSI run taken with each slice too: `Calibration.sharing`). The replicates
+    the real DSI runs taken after each slice too: `Calibration.sharing`). The replicates
     replay the same traces with the same seed, so that only the calibration differs between
     them.
     `progress(done, REPLICATES)` before the first and after each."""

@@ -424,12 +424,14 @@ def _measure_and_run(
     taken in `calibration_samples` one-sample slices spread between the prompts
     (`slices_due`): this host's speed wanders by 20% within seconds (docs/validate.md).
     Each slice calibrates every backend the runs use, one right after the other (which
-    first alternates), so that both are priced at the same moments, then (with several
-    target servers) runs DSI on the calibration prompt for real. The order of the
-    algorithms rotates by prompt, the peer's two alternate; runs are listed round by round,
-    prompt by prompt (paired). The host's speed is probed before each prompt
-    (`Calibration.probes_s`). The prediction never sees the runs. Returns the merged
-    calibrations and their slices in the order taken (`calibration_factors`)."""
+    first alternates), so that both are priced at the same moments. The host's speed is
+    probed before each prompt (`Calibration.probes_s`); with several target servers, DSI
+    then runs for real on a calibration prompt (the set in turn), its forwards kept with
+    the slice taken last (`Calibration.sharing`): among the evaluation runs, not after a
+    slice's chains (docs/validate.md). The order of the algorithms rotates by prompt, the
+    peer's two alternate; runs are listed round by round, prompt by prompt (paired). The
+    prediction never sees the runs. Returns the merged calibrations and their slices in
+    the order taken (`calibration_factors`)."""
     by_name = schedulers(request.lookahead, request.servers)
     main = request.workers_of("dsi")
     slices = request.calibration_samples
@@ -440,9 +442,9 @@ def _measure_and_run(
     runs: dict[str, list[RealRunResult]] = {name: [] for name in ALGORITHMS}
     peer_runs: list[PeerRun] = []
     methods: tuple[Method, ...] = ("greedy", "assisted")
-    shared = request.servers > 1  # a DSI run with each slice: how its servers share the host
-    per_slice = len(request.kinds) * len(ROLES) + shared
-    total = request.repeats * (slices * per_slice + len(prompts) * (len(ALGORITHMS) + len(methods)))
+    shared = request.servers > 1  # a DSI run with each prompt: how its servers share the host
+    per_slice, per_prompt = len(request.kinds) * len(ROLES), len(ALGORITHMS) + len(methods) + shared
+    total = request.repeats * (slices * per_slice + len(prompts) * per_prompt)
     done = 0
     for round_ in range(request.repeats):
         sample = calibration[round_ % len(calibration)]
@@ -461,18 +463,17 @@ def _measure_and_run(
                         measured[kind][role].append(calibrate(*args, contention=kind == main))
                         done += 1
                         step("measure", done, total)
-                if shared:  # Calibration.sharing
-                    run = backends[main].play(by_name["dsi"], sample, request.tokens)
-                    found = run_forwards(run)
-                    for role in ROLES:
-                        measured[main][role][-1] = measured[main][role][-1].with_forwards(found)
-                    done += 1
-                    step("measure", done, total)
             # the host's speed now (Calibration.host_speed), on the calibration prompt
-            for role, times in probe(
-                backends[main], sample, seed=request.draw_seed + index
-            ).items():
+            now = probe(backends[main], sample, seed=request.draw_seed + index)
+            for role, times in now.items():
                 probes[role] += times
+            if shared:  # Calibration.sharing, with the slice taken last
+                other = calibration[(round_ * len(prompts) + index) % len(calibration)]
+                found = run_forwards(backends[main].play(by_name["dsi"], other, request.tokens))
+                for role in ROLES:
+                    measured[main][role][-1] = measured[main][role][-1].with_forwards(found)
+                done += 1
+                step("measure", done, total)
             order = ALGORITHMS[index % 3 :] + ALGORITHMS[: index % 3]
             for name in order:
                 backend = backends[request.workers_of(name)]

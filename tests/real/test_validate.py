@@ -135,10 +135,25 @@ def test_bad_requests_name_the_option(changes: dict[str, object], option: str) -
 @pytest.mark.torch
 @pytest.mark.slow
 def test_validate_end_to_end_on_the_test_pair(
-    test_pair: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    test_pair: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Lossless real runs, the peer token for token, a prediction for each model, and the
-    JSON contract; the traces and profile it writes drive `run` again."""
+    JSON contract; the traces and profile it writes drive `run` again. With two target
+    servers, a real DSI run on a calibration prompt (the set in turn) comes right before
+    each evaluation prompt's runs, for the slowdowns beside busy servers."""
+    from dsi_online.real.backend import RealBackend
+
+    plays: list[tuple[str, tuple[int, ...]]] = []
+    play = RealBackend.play
+
+    def spy(backend: RealBackend, scheduler: Any, prompt: Sequence[int], tokens: int) -> Any:
+        plays.append((scheduler.name, tuple(prompt)))
+        return play(backend, scheduler, prompt, tokens)
+
+    monkeypatch.setattr(RealBackend, "play", spy)
     document, trace, profile = tmp_path / "v.json", tmp_path / "t.json", tmp_path / "p.toml"
     args = ["validate", "--pair", str(test_pair), "-k", "3", "-n", "2", "--prompts", "2"]
     args += ["--calibration-prompts", "3"]
@@ -175,8 +190,18 @@ def test_validate_end_to_end_on_the_test_pair(
         assert set(speedup) >= {"predicted", "predicted_ci95", "actual", "actual_ci95"}
         assert speedup["predicted_ci95"][0] <= speedup["predicted"] <= speedup["predicted_ci95"][1]
     assert 0 <= data["acceptance"]["rate"] <= 1
-    for role in ("target", "drafter"):  # -n 2: a real DSI run with each slice
+    for role in ("target", "drafter"):  # -n 2: a real DSI run with each evaluation prompt
         assert data["calibration"][role]["run_forwards"] > 0
+    assert [name for name, _ in plays[:3]] == ["nonsi", "si", "dsi"]  # dispatch gaps
+    sample = plays[0][1]
+    prompts = [plays[3 + 4 * i : 7 + 4 * i] for i in range(2)]  # a DSI run, then the three
+    sharing = [runs[0] for runs in prompts]
+    assert len(plays) == 11 and all(name == "dsi" for name, _ in sharing)
+    assert sharing[0][1] == sample and sharing[1][1] != sample  # the calibration set in turn
+    for runs in prompts:
+        assert sorted(name for name, _ in runs[1:]) == ["dsi", "nonsi", "si"]
+        assert len({prompt for _, prompt in runs[1:]}) == 1
+        assert runs[1][1] not in {prompt for _, prompt in sharing}
     assert load_trace(trace).traces == tuple(data["acceptance"]["traces"])
     assert load_profile(profile).target.latency.cost is not None
     capsys.readouterr()
