@@ -119,6 +119,13 @@ def slices_due(index: int, prompts: int, slices: int) -> list[int]:
     return [j for j in range(slices) if j * prompts // slices == index]
 
 
+def sharing_runs_due(index: int, prompts: int, slices: int, servers: int) -> int:
+    """Real DSI runs before evaluation prompt `index` (`Calibration.sharing`): none with one
+    target server; else one for each slice taken just before it, and one where none was,
+    so that every slice keeps a run's forwards for the resampled calibrations."""
+    return max(1, len(slices_due(index, prompts, slices))) if servers > 1 else 0
+
+
 def host_factors(calibrations: dict[str, Calibration]) -> np.ndarray:
     """The host's speed before each evaluation prompt's runs (each probe of `PROBES`
     one-token forwards per model, `Calibration.probes_s`), relative to its mean: one factor
@@ -169,7 +176,7 @@ def calibration_factors(
     role: a slice measures them at one moment), as factors (`replicate_factors`). They
     carry the slices' measurement noise and the host's speed at their moments, which the
     runs, interleaved with them, sample at moments of their own (with several target servers,
-    the real DSI runs taken after each slice too: `Calibration.sharing`). The replicates
+    the real DSI runs kept with each slice too: `Calibration.sharing`). The replicates
     replay the same traces with the same seed, so that only the calibration differs between
     them.
     `progress(done, REPLICATES)` before the first and after each."""

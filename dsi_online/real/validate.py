@@ -45,6 +45,7 @@ from dsi_online.real.heldout import (
     calibration_factors,
     host_factors,
     scenarios,
+    sharing_runs_due,
     slices_due,
 )
 from dsi_online.real.peer import Method, Peer, PeerResult, PeerRun
@@ -419,19 +420,17 @@ def _measure_and_run(
     step: Progress,
 ) -> tuple[Calibrations, Slices, dict[str, list[RealRunResult]], list[PeerRun]]:
     """`repeats` rounds, each a real run of each algorithm on a calibration prompt
-    (`_dispatch`), then every algorithm on every evaluation prompt, each prompt's runs
-    followed by transformers' greedy and assisted generation. The round's calibration is
-    taken in `calibration_samples` one-sample slices spread between the prompts
-    (`slices_due`): this host's speed wanders by 20% within seconds (docs/validate.md).
-    Each slice calibrates every backend the runs use, one right after the other (which
-    first alternates), so that both are priced at the same moments. The host's speed is
-    probed before each prompt (`Calibration.probes_s`); with several target servers, DSI
-    then runs for real on a calibration prompt (the set in turn), its forwards kept with
-    the slice taken last (`Calibration.sharing`): among the evaluation runs, not after a
-    slice's chains (docs/validate.md). The order of the algorithms rotates by prompt, the
-    peer's two alternate; runs are listed round by round, prompt by prompt (paired). The
-    prediction never sees the runs. Returns the merged calibrations and their slices in
-    the order taken (`calibration_factors`)."""
+    (`_dispatch`), then every algorithm on every evaluation prompt, followed by
+    transformers' greedy and assisted generation. The round's calibration is taken in
+    `calibration_samples` one-sample slices spread between the prompts (`slices_due`: this
+    host's speed wanders by 20% within seconds), each calibrating every backend the runs
+    use, one right after the other (which first alternates). The host's speed is probed
+    before each prompt (`Calibration.probes_s`); with several target servers, DSI then runs
+    on calibration prompts in turn (`sharing_runs_due`), kept with the slices taken last
+    (`Calibration.sharing`): among the evaluation runs, not after a slice's chains
+    (docs/validate.md). The algorithms' order rotates by prompt, the peer's two alternate;
+    runs are listed by round, then prompt (paired). The prediction never sees the runs.
+    Returns the merged calibrations and their slices in order (`calibration_factors`)."""
     by_name = schedulers(request.lookahead, request.servers)
     main = request.workers_of("dsi")
     slices = request.calibration_samples
@@ -442,10 +441,10 @@ def _measure_and_run(
     runs: dict[str, list[RealRunResult]] = {name: [] for name in ALGORITHMS}
     peer_runs: list[PeerRun] = []
     methods: tuple[Method, ...] = ("greedy", "assisted")
-    shared = request.servers > 1  # a DSI run with each prompt: how its servers share the host
-    per_slice, per_prompt = len(request.kinds) * len(ROLES), len(ALGORITHMS) + len(methods) + shared
-    total = request.repeats * (slices * per_slice + len(prompts) * per_prompt)
-    done = 0
+    due = [sharing_runs_due(i, len(prompts), slices, request.servers) for i in range(len(prompts))]
+    per_round = len(prompts) * (len(ALGORITHMS) + len(methods)) + sum(due)
+    total = request.repeats * (slices * len(request.kinds) * len(ROLES) + per_round)
+    done = taken = 0
     for round_ in range(request.repeats):
         sample = calibration[round_ % len(calibration)]
         gaps = {kind: _dispatch(backends[kind], request, by_name, sample) for kind in backends}
@@ -467,11 +466,12 @@ def _measure_and_run(
             now = probe(backends[main], sample, seed=request.draw_seed + index)
             for role, times in now.items():
                 probes[role] += times
-            if shared:  # Calibration.sharing, with the slice taken last
-                other = calibration[(round_ * len(prompts) + index) % len(calibration)]
+            for back in range(due[index], 0, -1):  # how the servers share the host
+                other, taken = calibration[taken % len(calibration)], taken + 1
                 found = run_forwards(backends[main].play(by_name["dsi"], other, request.tokens))
-                for role in ROLES:
-                    measured[main][role][-1] = measured[main][role][-1].with_forwards(found)
+                for role in ROLES:  # Calibration.sharing, kept with a slice taken last
+                    latest = measured[main][role]
+                    latest[-back] = latest[-back].with_forwards(found)
                 done += 1
                 step("measure", done, total)
             order = ALGORITHMS[index % 3 :] + ALGORITHMS[: index % 3]

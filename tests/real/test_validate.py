@@ -32,6 +32,7 @@ from dsi_online.real.heldout import (
     host_factors,
     predictive_draws,
     replicate_factors,
+    sharing_runs_due,
     slices_due,
 )
 from dsi_online.real.validate import ValidateRequest
@@ -89,6 +90,25 @@ def test_calibration_slices_are_spread_evenly_between_the_prompts(
     assert all(abs(g - prompts / slices) < 1 for g in gaps) or slices >= prompts
     if (prompts, slices) == (40, 8):
         assert starts == [0, 5, 10, 15, 20, 25, 30, 35]
+
+
+@pytest.mark.parametrize(("prompts", "slices"), [(40, 8), (2, 8), (7, 3), (5, 5), (3, 10)])
+def test_every_slice_keeps_a_dsi_run_and_every_prompt_follows_one(
+    prompts: int, slices: int
+) -> None:
+    """With several target servers, the real DSI runs before each evaluation prompt, kept
+    with the slices taken last (as `_measure_and_run` keeps them), leave no slice without
+    one (a resampled calibration then always has some): one a prompt where the slices are
+    no more than the prompts; none with one target server."""
+    kept, taken = [0] * slices, 0
+    for index in range(prompts):
+        taken += len(slices_due(index, prompts, slices))
+        runs = sharing_runs_due(index, prompts, slices, servers=2)
+        assert runs >= 1 and sharing_runs_due(index, prompts, slices, servers=1) == 0
+        for back in range(runs, 0, -1):
+            kept[taken - back] += 1
+    assert min(kept) >= 1
+    assert slices > prompts or sum(kept) == prompts
 
 
 def test_host_speed_is_the_probes_over_the_calibrations_own_forwards() -> None:
@@ -193,15 +213,11 @@ def test_validate_end_to_end_on_the_test_pair(
     for role in ("target", "drafter"):  # -n 2: a real DSI run with each evaluation prompt
         assert data["calibration"][role]["run_forwards"] > 0
     assert [name for name, _ in plays[:3]] == ["nonsi", "si", "dsi"]  # dispatch gaps
-    sample = plays[0][1]
-    prompts = [plays[3 + 4 * i : 7 + 4 * i] for i in range(2)]  # a DSI run, then the three
-    sharing = [runs[0] for runs in prompts]
-    assert len(plays) == 11 and all(name == "dsi" for name, _ in sharing)
-    assert sharing[0][1] == sample and sharing[1][1] != sample  # the calibration set in turn
-    for runs in prompts:
-        assert sorted(name for name, _ in runs[1:]) == ["dsi", "nonsi", "si"]
-        assert len({prompt for _, prompt in runs[1:]}) == 1
-        assert runs[1][1] not in {prompt for _, prompt in sharing}
+    evaluation_runs = {prompt for name, prompt in plays[3:] if name == "nonsi"}
+    kinds = ["e" if prompt in evaluation_runs else name for name, prompt in plays[3:]]
+    assert kinds == ["dsi", "dsi", "e", "e", "e", "dsi", "e", "e", "e"]  # 3 slices, 2 prompts
+    sharing = [prompt for name, prompt in plays[3:] if prompt not in evaluation_runs]
+    assert sharing[0] == plays[0][1] and len(set(sharing)) == 3  # the calibration set in turn
     assert load_trace(trace).traces == tuple(data["acceptance"]["traces"])
     assert load_profile(profile).target.latency.cost is not None
     capsys.readouterr()
@@ -448,7 +464,7 @@ def test_validate_over_seeds_reports_every_run_and_the_means(
             assert run["calibration_inline"][role]["contended"] == 1.0
             assert run["calibration_inline"][role]["crowded"] == []
             assert run["calibration"][role]["contended"] != 1.0
-            assert run["calibration"][role]["run_forwards"] > 0  # a DSI run with each slice
+            assert run["calibration"][role]["run_forwards"] > 0  # DSI runs among the prompts
             assert run["calibration_inline"][role]["run_forwards"] == 0
     for key in ("nonsi", "si", "dsi", "dsi_over_si", "dsi_over_nonsi", "si_over_nonsi"):
         summary = data["summary"][key]
@@ -591,6 +607,9 @@ def test_sharing_reads_the_slowdowns_beside_busy_servers_from_the_real_runs() ->
     assert (few.contended, few.crowded) == (pytest.approx(1.1), ())
     only_one = _sharing_calibration((*beside_one, *beside_more[:-1])).cost()
     assert (only_one.contended, only_one.crowded) == (pytest.approx(1.2), ())
+    runs = [{"drafter": beside_one, "target": []}, {"drafter": [*beside_more, *alone]}]
+    kept = _sharing_calibration(()).with_forwards(runs[0]).with_forwards(runs[1])
+    assert kept.cost() == cost  # a slice keeps every run taken after it
 
 
 def test_a_cancelled_forward_counts_as_the_simulator_prices_it() -> None:
