@@ -71,7 +71,7 @@ class Calibration:
     transit_s: tuple[tuple[float, float], ...] = ()  # per forward: (queued, delivery)
     overhead_s: tuple[float, ...] = ()  # per forward: its seconds on the loop beyond transit
     gaps_s: tuple[float, ...] = ()  # real schedulers' loop time before a forward (dispatch_gaps)
-    run_forwards: tuple[RunForward, ...] = ()  # real DSI runs' after this slice (`sharing`)
+    run_forwards: tuple[RunForward, ...] = ()  # of real DSI runs kept with it (`sharing`)
     probes_s: tuple[float, ...] = ()  # one-token forwards at the first context, between runs
     interruptible: bool = True  # the real server's settings
     prefill: Prefill = "finish"

@@ -162,8 +162,9 @@ def test_validate_end_to_end_on_the_test_pair(
 ) -> None:
     """Lossless real runs, the peer token for token, a prediction for each model, and the
     JSON contract; the traces and profile it writes drive `run` again. With two target
-    servers, a real DSI run on a calibration prompt (the set in turn) comes right before
-    each evaluation prompt's runs, for the slowdowns beside busy servers."""
+    servers, real DSI runs on calibration prompts (the set in turn) come right before each
+    evaluation prompt's runs, one for each slice taken there (at least one), for the
+    slowdowns beside busy servers."""
     from dsi_online.real.backend import RealBackend
 
     plays: list[tuple[str, tuple[int, ...]]] = []
