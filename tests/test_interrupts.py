@@ -236,6 +236,40 @@ def test_interrupt_while_importing_commands_is_exit_130(
 
 
 @pytest.mark.subprocess
+def test_python_m_keeps_its_exit_code_after_an_interrupt_caught_in_an_exec(
+    tmp_path: Path,
+) -> None:
+    """`python -m dsi_online` whose main caught a KeyboardInterrupt that had escaped a string
+    `exec` (as Ctrl-C during a late import can): CPython would end the process by SIGINT
+    (-2), not with main's exit code."""
+    (tmp_path / "caught_in_main.py").write_text(
+        "import runpy\n"
+        "import dsi_online.cli as cli\n"
+        "real = cli.main\n"
+        "def main():\n"
+        "    code = real()\n"
+        "    try:\n"
+        '        exec("raise KeyboardInterrupt")\n'
+        "    except KeyboardInterrupt:\n"
+        "        pass\n"
+        "    return code\n"
+        "cli.main = main\n"
+        'runpy.run_module("dsi_online", run_name="__main__", alter_sys=True)\n',
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    for args, code in ((["--help"], 0), (["run", "-S", "0"], 2)):
+        done = subprocess.run(
+            [sys.executable, "-m", "caught_in_main", *args],
+            capture_output=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == code, done.stderr
+
+
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_kill_9_of_the_parent_leaves_no_process(tmp_path: Path) -> None:
     """Workers exit when the parent dies: nothing keeps stdout open, nothing is left."""

@@ -177,9 +177,21 @@ RayAddress = Annotated[
         rich_help_panel=EXECUTION,
     ),
 ]
+
+
+def given_path(text: str) -> Path:
+    """A path option's value (the `parser` of every `Path` option): refused when empty, which
+    pathlib would read as the current folder."""
+    if not text.strip():
+        raise ValueError("must name a file or folder; got ''")
+    return Path(text)
+
+
 OutDir = Annotated[
     Path | None,
     typer.Option(
+        parser=given_path,
+        metavar="<path>",
         help="Output folder \\[default: results/COMMAND-<timestamp>].",
         show_default=False,
         rich_help_panel=OUTPUT,

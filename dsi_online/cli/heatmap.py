@@ -31,6 +31,7 @@ from dsi_online.cli.common import (
     announce,
     check_out_dir,
     default_out,
+    given_path,
     keeping,
     make_console,
     progress_bar,
@@ -174,6 +175,8 @@ def heatmap(
     load: Annotated[
         Path | None,
         typer.Option(
+            parser=given_path,
+            metavar="<path>",
             help="Re-draw a stored heatmap.csv without recomputing \\[default: none].",
             show_default=False,
             rich_help_panel=OUTPUT,

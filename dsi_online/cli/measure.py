@@ -17,6 +17,7 @@ from dsi_online.cli.common import (
     JsonPath,
     advance,
     check_outputs,
+    given_path,
     keeping,
     output_console,
     progress_bar,
@@ -104,6 +105,8 @@ def latency(
     out: Annotated[
         Path | None,
         typer.Option(
+            parser=given_path,
+            metavar="<path>",
             help="Write the pair's profile (TOML) here \\[default: none].",
             show_default=False,
             rich_help_panel=OUTPUT,
@@ -221,7 +224,13 @@ def acceptance(
     target: Target,
     drafter: Annotated[str, typer.Option(help=_DRAFTER_HELP, rich_help_panel=SCENARIO)],
     prompts: Annotated[
-        Path, typer.Option(help="A text file: one prompt per line.", rich_help_panel=SCENARIO)
+        Path,
+        typer.Option(
+            parser=given_path,
+            metavar="<path>",
+            help="A text file: one prompt per line.",
+            rich_help_panel=SCENARIO,
+        ),
     ],
     max_new_tokens: Annotated[
         int,
@@ -239,6 +248,8 @@ def acceptance(
     profile: Annotated[
         Path | None,
         typer.Option(
+            parser=given_path,
+            metavar="<path>",
             help="Write \\[acceptance] into this profile, keeping the rest of it "
             "\\[default: none].",
             show_default=False,

@@ -20,6 +20,7 @@ from dsi_online.cli.common import (
     JsonPath,
     announce,
     check_outputs,
+    given_path,
     keeping,
     output_console,
     progress_bar,
@@ -60,6 +61,8 @@ def validate_command(
     pair: Annotated[
         Path | None,
         typer.Option(
+            parser=given_path,
+            metavar="<path>",
             help="A folder with target/ and drafter/ checkpoints \\[default: the trained "
             "small pair of --seed, trained first if not cached].",
             show_default=False,

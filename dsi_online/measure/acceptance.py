@@ -34,7 +34,7 @@ import numpy as np
 
 from dsi_online.errors import InvalidParameterError, require
 from dsi_online.measure.latency import Advance
-from dsi_online.measure.models import LoadedModel, check_memory, load_model
+from dsi_online.measure.models import LoadedModel, check_memory, check_specs, load_model
 from dsi_online.measure.torch_runtime import (
     Environment,
     cached,
@@ -77,6 +77,7 @@ class AcceptanceRequest:
         )
         require(self.seed >= 0, f"seed (--seed) must be >= 0; got {self.seed}")
         check_device_and_dtype(self.device, self.dtype)
+        check_specs([("--target", self.target), ("--drafter", self.drafter)])
 
     def command_line(self) -> str:
         """The command that repeats this measurement, every option spelled out."""

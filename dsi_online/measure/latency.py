@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dsi_online.errors import InvalidParameterError, require
-from dsi_online.measure.models import LoadedModel, check_memory, load_model
+from dsi_online.measure.models import LoadedModel, check_memory, check_specs, load_model
 from dsi_online.measure.torch_runtime import (
     Environment,
     cached,
@@ -83,6 +83,7 @@ class LatencyRequest:
             "1,2,4,6,8,16; got " + ",".join(str(n) for n in self.by_tokens),
         )
         check_device_and_dtype(self.device, self.dtype)
+        check_specs([("--target", self.target), ("--drafter", self.drafter)])
 
     @property
     def decode_context(self) -> int:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dsi_online.errors import InvalidParameterError
+from dsi_online.errors import InvalidParameterError, require
 from dsi_online.measure.presets import PRESETS, Preset
 from dsi_online.measure.torch_runtime import check_fits, torch_module, transformers_module
 
@@ -77,6 +77,16 @@ def looks_like_path(spec: str) -> bool:
         or spec.count("/") > 1
         or "\\" in spec
     )
+
+
+def check_specs(specs: list[tuple[str, str | None]]) -> None:
+    """Refuse an empty model option (option, value): it names no preset, folder or hub model."""
+    for option, spec in specs:
+        require(
+            spec is None or bool(spec.strip()),
+            f"{option} must name a preset ({', '.join(PRESETS)}), a checkpoint directory or a "
+            f"hub name; got {spec!r}",
+        )
 
 
 def check_memory(specs: list[tuple[str, str]], device: str, dtype: str) -> None:

@@ -10,8 +10,7 @@ predictive bootstrap over calibration prompts and the evaluation set's size. The
 prediction (the evaluation set's own traces replayed) is kept as a diagnostic. No rich here;
 the CLI draws the report.
 
-The held-out prediction is made three ways, so that every modelling feature shows what it
-buys:
+The held-out prediction is made three ways, so that every modelling feature shows its gain:
 - `paper`: the paper's model. A forward costs a TTFT (the first) or a TPOT draw whatever it
   processes, acceptance is an i.i.d. coin at the measured rate.
 - `traced`: the same latencies, with the measured traces as the coins.
@@ -115,6 +114,7 @@ class ValidateRequest:
             f"drafter/); got {self.pair}",
         )
         if self.pair is not None:
+            PairInfo.read(Path(self.pair))  # a pair.toml that does not parse: refused now
             for role in ("target", "drafter"):
                 check_checkpoint(Path(self.pair) / role, role)
             check_vocabularies(Path(self.pair))

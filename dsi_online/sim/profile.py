@@ -186,7 +186,7 @@ def _cost(data: Mapping[str, Any], where: str) -> TokenCost:
             idle_factor=_numbers(data, "idle_factor", where),
             contended=_number(data, "contended", where),
             crowded=_numbers(data, "crowded", where),
-            prefill_tokens=int(_number(data, "prefill_tokens", where))
+            prefill_tokens=_integer(data, "prefill_tokens", where, 0)
             if "prefill_tokens" in data
             else 0,
             prefill_s=_number(data, "prefill_ms", where) / 1e3 if "prefill_ms" in data else 0.0,
@@ -269,6 +269,8 @@ def _acceptance(data: Mapping[str, Any], where: str) -> AcceptanceProfile | None
                 here, f"field 'ci95' must be [low, high] with 0 <= low <= high <= 1; got {bounds}"
             )
         ci95 = (bounds[0], bounds[1])
+        if not bounds[0] <= rate <= bounds[1]:
+            raise _fail(here, f"field 'ci95' {list(bounds)} must contain the rate {rate}")
     samples = _integer(section, "samples", here, 1) if "samples" in section else None
     return AcceptanceProfile(
         rate=rate,

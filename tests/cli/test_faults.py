@@ -60,6 +60,7 @@ def write_profile(folder: Path, replace: tuple[str, str] = ("", ""), name: str =
 BAD_FIELDS = [
     (("ci95 = [0.7, 0.9]", "ci95 = [0.5]"), "ci95"),
     (("ci95 = [0.7, 0.9]", "ci95 = [0.9, 0.7]"), "ci95"),
+    (("ci95 = [0.7, 0.9]", "ci95 = [0.1, 0.2]"), "ci95"),
     (("by_position = [0.9, 0.8]", 'by_position = "high"'), "by_position"),
     (("by_position = [0.9, 0.8]", "by_position = [0.9, nan]"), "by_position"),
     (("samples = 100", 'samples = "many"'), "samples"),
@@ -67,6 +68,10 @@ BAD_FIELDS = [
     (("reference_context = 64", "reference_context = inf"), "reference_context"),
     (("layers = 2", "layers = nan"), "layers"),
     (("layers = 2", "layers = 1.5"), "layers"),
+    (
+        ("contended = 1.0", "contended = 1.0, prefill_tokens = 1.5, prefill_ms = 5.0"),
+        "prefill_tokens",
+    ),
     (("tokens = [1, 2, 4]", "tokens = [1, 2.5, 4]"), "tokens"),
     (('kind = "constant", ms = 30.0', 'kind = "constant", ms = inf'), "ms"),
     (('name = "faulty"', "name = 7"), "name"),
@@ -194,6 +199,39 @@ def test_pair_out_errors_name_the_users_path(
     dangling.symlink_to("/proc/no-such-folder")
     line = one_error(capsys, [*TRAIN, str(dangling)])
     assert str(dangling) in line and ".tmp-" not in line
+
+
+EMPTY_PATHS = [
+    (["validate", "--pair"], "--pair"),
+    (["measure", "latency", "--target", "x", "--out"], "--out"),
+    (["measure", "acceptance", "--target", "x", "--drafter", "y", "--prompts"], "--prompts"),
+    (["heatmap", "--load"], "--load"),
+    (["sweep", "--out"], "--out"),
+]
+
+
+@pytest.mark.parametrize(("command", "option"), EMPTY_PATHS)
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(
+    command: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = one_error(capsys, [*command, ""])
+    assert f"'{option}'" in line and "must name a file or folder" in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["measure", "latency", "--target", ""],
+        ["measure", "latency", "--target", "x", "--drafter", " "],
+        ["measure", "acceptance", "--target", "", "--drafter", "y", "--prompts", "p"],
+    ],
+)
+def test_an_empty_model_is_refused_before_any_loading(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    option = args[args.index("") - 1] if "" in args else "--drafter"
+    line = one_error(capsys, args)
+    assert line.startswith(f"error: {option} must name a preset"), line
 
 
 # --- finding 6: a trace satisfies the profile's acceptance; its version is checked -----------

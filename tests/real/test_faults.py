@@ -185,6 +185,7 @@ def test_weights_that_do_not_load_fail_the_start_in_one_line(
         ("bad layers", "num_hidden_layers must be an integer"),
         ("bad json", "is unreadable"),
         ("no weights", "holds no weights"),
+        ("bad pair.toml", "is not a readable pair description"),
     ],
 )
 def test_a_malformed_pair_is_refused_before_any_work(
@@ -197,6 +198,8 @@ def test_a_malformed_pair_is_refused_before_any_work(
         config.write_text("{", encoding="utf-8")
     elif damage == "no weights":
         (broken_pair / "target" / "model.safetensors").unlink()
+    elif damage == "bad pair.toml":
+        (broken_pair / "pair.toml").write_text("not = [toml", encoding="utf-8")
     else:
         data = json.loads(config.read_text(encoding="utf-8"))
         if damage == "no layers":
