@@ -47,6 +47,7 @@ import re
 import shlex
 import shutil
 import signal
+import statistics
 import struct
 import subprocess
 import sys
@@ -219,17 +220,18 @@ def left_behind(tag: str, within: float = GONE_WITHIN_S) -> list[str]:
 
 def launch(case: Case, argv: list[str] | None = None, stdout: Any = None) -> subprocess.Popen[Any]:
     """Start the case's command (or `argv`) in its own session; output to files."""
-    out = case.folder / "stdout.txt"
-    err = case.folder / "stderr.txt"
-    return subprocess.Popen(
-        [PYTHON, "-m", "dsi_online", *(case.argv if argv is None else argv)],
-        cwd=case.folder,
-        env=case_env(case),
-        stdin=subprocess.DEVNULL,
-        stdout=out.open("wb") if stdout is None else stdout,
-        stderr=err.open("wb"),
-        start_new_session=True,
-    )
+    with contextlib.ExitStack() as files:  # the child keeps its own copies
+        out = files.enter_context((case.folder / "stdout.txt").open("wb"))
+        err = files.enter_context((case.folder / "stderr.txt").open("wb"))
+        return subprocess.Popen(
+            [PYTHON, "-m", "dsi_online", *(case.argv if argv is None else argv)],
+            cwd=case.folder,
+            env=case_env(case),
+            stdin=subprocess.DEVNULL,
+            stdout=out if stdout is None else stdout,
+            stderr=err,
+            start_new_session=True,
+        )
 
 
 def _kill_group(process: subprocess.Popen[Any]) -> None:
@@ -246,9 +248,6 @@ def wait(case: Case, process: subprocess.Popen[Any], started: float, outcome: Ou
         _kill_group(process)
         outcome.code = process.wait()
     outcome.elapsed = time.monotonic() - started
-    for stream in (process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()
     outcome.stdout = _read(case.folder / "stdout.txt") or outcome.stdout
     outcome.stderr = _read(case.folder / "stderr.txt")
     outcome.leftover = left_behind(case.tag)
@@ -499,6 +498,14 @@ ANNOUNCE_VALIDATE = "validate: "
 ANNOUNCE_TRAIN = "pair train: training"
 
 
+def work_begun(argv: list[str]) -> str | None:
+    """What the command prints on stderr once its work begins (a refusal must come before
+    it), for the commands that announce their work: validate and pair train."""
+    if argv[0] == "validate":
+        return ANNOUNCE_VALIDATE
+    return ANNOUNCE_TRAIN if argv[:2] == ["pair", "train"] else None
+
+
 def write_profile(path: Path, old: str = "", new: str = "") -> Path:
     assert old in PROFILE, old
     path.write_text(PROFILE.replace(old, new, 1), encoding="utf-8")
@@ -673,9 +680,9 @@ def timings_flagged(document: Path) -> tuple[str, Check]:
             model = data.get(role)
             if not model:
                 continue
-            step = _median(model["tpot_s"])
+            step = statistics.median(model["tpot_s"])
             for count in model["by_tokens"]:
-                n, median = count["tokens"], _median(count["samples_s"])
+                n, median = count["tokens"], statistics.median(count["samples_s"])
                 if n >= 2 and median / (n * step) > 1.5 and f"forward of {n} tokens" not in warned:
                     return f"{role}: {n} tokens took {median * 1e3:.3g} ms, no warning"
         if warned and "warning:" not in outcome.stderr:
@@ -683,12 +690,6 @@ def timings_flagged(document: Path) -> tuple[str, Check]:
         return None
 
     return "unstable timings are warned about", check
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 # --- the cases --------------------------------------------------------------------------------
@@ -992,7 +993,7 @@ def f2_user_profiles(suite: Suite) -> None:
 
 
 def f3_outputs(suite: Suite) -> None:
-    pair, target, drafter = str(SETTINGS.pair), "", ""
+    pair = str(SETTINGS.pair)
     target, drafter = f"{pair}/target", f"{pair}/drafter"
     measure = ["measure", "latency", "--target", target, "--drafter", drafter, "--device", "cpu"]
     measure += ["--prompt-tokens", "4", "--samples", "4", "--warmup", "0"]
@@ -1019,7 +1020,7 @@ def f3_outputs(suite: Suite) -> None:
         loop = loop_at(folder, "out.json" if option != "--out" else "out")
         suite.add(
             "F3", f"symlink loop as {name}", [*argv, option, str(loop)], "refused",
-            names=("symlink loop", str(loop)), folder=folder, before_work=ANNOUNCE_VALIDATE,
+            names=("symlink loop", str(loop)), folder=folder, before_work=work_begun(argv),
         )  # fmt: skip
     bad: list[tuple[str, Callable[[Path], str], tuple[str, ...]]] = [
         ("a folder", lambda f: str(f), ("folder",)),
@@ -1038,7 +1039,7 @@ def f3_outputs(suite: Suite) -> None:
             path = make(folder)
             suite.add(
                 "F3", f"{name} as {label}", [*argv, option, path], "refused",
-                names=(option, *names), folder=folder, before_work=ANNOUNCE_VALIDATE,
+                names=(option, *names), folder=folder, before_work=work_begun(argv),
             )  # fmt: skip
     folder = suite.folder()
     link = _link(folder, "link.json", folder / "real.json")
@@ -1109,7 +1110,7 @@ def f4_twice(suite: Suite) -> None:
         )
         suite.add(
             "F4", name, [paths.get(a, a) for a in argv], "refused", names=names,
-            absent=(folder / "X",), folder=folder, before_work=ANNOUNCE_VALIDATE,
+            absent=(folder / "X",), folder=folder, before_work=work_begun(argv),
         )  # fmt: skip
 
 
@@ -1276,8 +1277,9 @@ def f6_traces(suite: Suite) -> None:
         )  # fmt: skip
     suite.add(
         "F6", "trace file ''", [*VIRTUAL, "--acceptance-trace", ""], "refused",
-        names=("--acceptance-trace",),
+        names=("--acceptance-trace", "''"),
     )  # fmt: skip
+    suite.add("F6", "profile ''", [*VIRTUAL, "--profile", ""], "refused", names=("''",))
 
 
 TOKEN_COST_NOTE = "prices each forward by the tokens it processes"

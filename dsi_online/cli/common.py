@@ -183,7 +183,7 @@ def given_path(text: str) -> Path:
     """A path option's value (the `parser` of every `Path` option): refused when empty, which
     pathlib would read as the current folder."""
     if not text.strip():
-        raise ValueError("must name a file or folder; got ''")
+        raise ValueError(f"must name a file or folder; got {text!r}")
     return Path(text)
 
 

@@ -152,7 +152,7 @@ class PairInfo:
             raise InvalidParameterError(
                 f"{folder} holds no trained pair (no {INFO_FILE})"
             ) from None
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+        except (OSError, KeyError, TypeError, ValueError) as exc:  # ValueError: bad TOML too
             raise InvalidParameterError(
                 f"{path} is not a readable pair description ({exc.__class__.__name__}: {exc})"
             ) from None

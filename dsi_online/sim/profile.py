@@ -366,6 +366,11 @@ def resolve_profile(name_or_path: str, skipped: Skipped | None = None) -> Profil
     """Load a profile by the name `dsi-online profiles` lists (its `name` field), else by its
     file's stem, among the user's profiles first, then the shipped ones; else as a path.
     Files that do not load are passed over (see readable_profiles)."""
+    if not name_or_path.strip():
+        raise ProfileError(
+            f"profile {name_or_path!r}: empty; name a profile (dsi-online profiles lists them) "
+            "or a file"
+        )
     found = readable_profiles(skipped)
     for group in ("user", "shipped"):
         mine = [profile for origin, profile in found if origin == group]

@@ -78,6 +78,8 @@ class AcceptanceTrace:
 
 def load_trace(path: str | Path, option: str = "--acceptance-trace") -> AcceptanceTrace:
     """Read a trace file; InvalidParameterError naming `option` when it is not one."""
+    if not str(path).strip():
+        raise InvalidParameterError(f"acceptance trace ({option}) must name a file; got {path!r}")
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -201,35 +201,49 @@ def test_pair_out_errors_name_the_users_path(
     assert str(dangling) in line and ".tmp-" not in line
 
 
+MEASURE_ACCEPTANCE = ["measure", "acceptance", "--target", "x", "--drafter", "y"]
 EMPTY_PATHS = [
-    (["validate", "--pair"], "--pair"),
-    (["measure", "latency", "--target", "x", "--out"], "--out"),
-    (["measure", "acceptance", "--target", "x", "--drafter", "y", "--prompts"], "--prompts"),
-    (["heatmap", "--load"], "--load"),
-    (["sweep", "--out"], "--out"),
+    (["validate", "--pair"], "'--pair'"),
+    (["measure", "latency", "--target", "x", "--out"], "'--out'"),
+    ([*MEASURE_ACCEPTANCE, "--prompts"], "'--prompts'"),
+    ([*MEASURE_ACCEPTANCE, "--prompts", "p", "--profile"], "'--profile'"),
+    (["heatmap", "--load"], "'--load'"),
+    (["heatmap", "--out"], "'--out'"),
+    (["sweep", "--out"], "'--out'"),
+    ([*VIRTUAL, "--profile"], "empty; name a profile"),
+    (["profiles", "show"], "empty; name a profile"),
+    ([*VIRTUAL, "-S", "10", "--acceptance-trace"], "(--acceptance-trace)"),
 ]
 
 
-@pytest.mark.parametrize(("command", "option"), EMPTY_PATHS)
+@pytest.mark.parametrize(("command", "names"), EMPTY_PATHS)
+@pytest.mark.parametrize("empty", ["", " "])
 def test_an_empty_path_is_refused_not_read_as_the_current_folder(
-    command: list[str], option: str, capsys: pytest.CaptureFixture[str]
+    command: list[str], names: str, empty: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    line = one_error(capsys, [*command, ""])
-    assert f"'{option}'" in line and "must name a file or folder" in line
+    line = one_error(capsys, [*command, empty])
+    assert names in line and repr(empty) in line, line
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "option"),
     [
-        ["measure", "latency", "--target", ""],
-        ["measure", "latency", "--target", "x", "--drafter", " "],
-        ["measure", "acceptance", "--target", "", "--drafter", "y", "--prompts", "p"],
+        (["measure", "latency", "--target", ""], "--target"),
+        (["measure", "latency", "--target", "x", "--drafter", " "], "--drafter"),
+        ([*MEASURE_ACCEPTANCE[:3], "", *MEASURE_ACCEPTANCE[4:], "--prompts", "p"], "--target"),
     ],
 )
 def test_an_empty_model_is_refused_before_any_loading(
-    args: list[str], capsys: pytest.CaptureFixture[str]
+    args: list[str],
+    option: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    option = args[args.index("") - 1] if "" in args else "--drafter"
+    def load(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a model was loaded")
+
+    for module in ("dsi_online.measure.latency", "dsi_online.measure.acceptance"):
+        monkeypatch.setattr(f"{module}.load_model", load)
     line = one_error(capsys, args)
     assert line.startswith(f"error: {option} must name a preset"), line
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -186,6 +187,7 @@ def test_weights_that_do_not_load_fail_the_start_in_one_line(
         ("bad json", "is unreadable"),
         ("no weights", "holds no weights"),
         ("bad pair.toml", "is not a readable pair description"),
+        ("pair.toml value", "is not a readable pair description"),
     ],
 )
 def test_a_malformed_pair_is_refused_before_any_work(
@@ -200,6 +202,10 @@ def test_a_malformed_pair_is_refused_before_any_work(
         (broken_pair / "target" / "model.safetensors").unlink()
     elif damage == "bad pair.toml":
         (broken_pair / "pair.toml").write_text("not = [toml", encoding="utf-8")
+    elif damage == "pair.toml value":
+        info = broken_pair / "pair.toml"
+        text = info.read_text(encoding="utf-8")
+        info.write_text(re.sub(r"seconds = [\d.]+", 'seconds = "fast"', text), encoding="utf-8")
     else:
         data = json.loads(config.read_text(encoding="utf-8"))
         if damage == "no layers":
