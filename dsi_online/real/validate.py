@@ -114,7 +114,7 @@ class ValidateRequest:
             f"drafter/); got {self.pair}",
         )
         if self.pair is not None:
-            PairInfo.read(Path(self.pair))  # a pair.toml that does not parse: refused now
+            PairInfo.read(Path(self.pair))  # a pair.toml that does not read: refused now
             for role in ("target", "drafter"):
                 check_checkpoint(Path(self.pair) / role, role)
             check_vocabularies(Path(self.pair))
