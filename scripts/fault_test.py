@@ -221,14 +221,15 @@ def left_behind(tag: str, within: float = GONE_WITHIN_S) -> list[str]:
 def launch(case: Case, argv: list[str] | None = None, stdout: Any = None) -> subprocess.Popen[Any]:
     """Start the case's command (or `argv`) in its own session; output to files."""
     with contextlib.ExitStack() as files:  # the child keeps its own copies
-        out = files.enter_context((case.folder / "stdout.txt").open("wb"))
+        if stdout is None:
+            stdout = files.enter_context((case.folder / "stdout.txt").open("wb"))
         err = files.enter_context((case.folder / "stderr.txt").open("wb"))
         return subprocess.Popen(
             [PYTHON, "-m", "dsi_online", *(case.argv if argv is None else argv)],
             cwd=case.folder,
             env=case_env(case),
             stdin=subprocess.DEVNULL,
-            stdout=out if stdout is None else stdout,
+            stdout=stdout,
             stderr=err,
             start_new_session=True,
         )
@@ -510,6 +511,15 @@ def write_profile(path: Path, old: str = "", new: str = "") -> Path:
     assert old in PROFILE, old
     path.write_text(PROFILE.replace(old, new, 1), encoding="utf-8")
     return path
+
+
+PROMPTS = "def f(x):\n    return x\n"
+"""A prompts file for `measure acceptance --prompts`: one short prompt."""
+
+
+def write_prompts(folder: Path) -> None:
+    """`folder/prompts.txt` with PROMPTS."""
+    (folder / "prompts.txt").write_text(PROMPTS)
 
 
 def write_trace(path: Path, **changes: Any) -> Path:
@@ -1016,7 +1026,7 @@ def f3_outputs(suite: Suite) -> None:
     ]
     for name, argv, option in outputs:
         folder = suite.folder()
-        (folder / "prompts.txt").write_text("def f(x):\n    return x\n")
+        write_prompts(folder)
         loop = loop_at(folder, "out.json" if option != "--out" else "out")
         suite.add(
             "F3", f"symlink loop as {name}", [*argv, option, str(loop)], "refused",
@@ -1035,7 +1045,7 @@ def f3_outputs(suite: Suite) -> None:
         for index in (number % 4, 4 + number % 4):
             label, argv, option = outputs[[0, 1, 2, 3, 4, 5, 10, 12][index]]
             folder = suite.folder()
-            (folder / "prompts.txt").write_text("def f(x):\n    return x\n")
+            write_prompts(folder)
             path = make(folder)
             suite.add(
                 "F3", f"{name} as {label}", [*argv, option, path], "refused",
@@ -1102,7 +1112,7 @@ def f4_twice(suite: Suite) -> None:
         folder = suite.folder()
         (folder / "sub").mkdir()
         (folder / "LINK").symlink_to(folder / "X")
-        (folder / "prompts.txt").write_text("def f(x):\n    return x\n")
+        write_prompts(folder)
         write_profile(folder / "P")
         paths = {"ABS": str(folder / "X")}
         names = (
@@ -1631,7 +1641,7 @@ def f0_options(suite: Suite) -> None:
     ]:  # fmt: skip
         folder = suite.folder()
         if make is not None:
-            (folder / make).write_text("" if make == "empty.txt" else "def f(x):\n    return x\n")
+            (folder / make).write_text("" if make == "empty.txt" else PROMPTS)
         write_profile(folder / "bad.toml", "layers = 2", "layers = nan")
         suite.add("F0", f"measure acceptance {name}", [*accept, *extra], "refused",
                   names=(option,), folder=folder)  # fmt: skip
